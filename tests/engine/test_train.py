@@ -1,0 +1,250 @@
+"""The one training loop: schedules, batched augmentation, learning, determinism, divergence."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xbench.data.base import ImageSplit
+from xbench.engine.train import TrainingError, augment, lr_factor, random_crop, train
+from xbench.methods.base import Batch, MethodContext, ModelOutput, NoParams
+from xbench.methods.baseline import Baseline
+from xbench.suite import TrainingConfig
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box threads thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- learning-rate schedules ---------------------------------------------------------------
+def test_cosine_schedule_known_values() -> None:
+    cfg = TrainingConfig(epochs=10, schedule="cosine")
+    spe = 10  # 100 steps in all
+    assert lr_factor(cfg, 0, spe) == pytest.approx(1.0)
+    assert lr_factor(cfg, 50, spe) == pytest.approx(0.5)
+    assert lr_factor(cfg, 25, spe) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_factor(cfg, 99, spe) == pytest.approx(0.0, abs=1e-3)
+    assert lr_factor(cfg, 100, spe) == pytest.approx(0.0, abs=1e-12)
+    values = [lr_factor(cfg, s, spe) for s in range(101)]
+    assert all(a >= b for a, b in itertools.pairwise(values))  # monotone decay
+
+
+def test_linear_warmup_then_cosine() -> None:
+    cfg = TrainingConfig(epochs=10, schedule="cosine", warmup_epochs=2)
+    spe = 10  # 20 warm-up steps
+    warm = [lr_factor(cfg, s, spe) for s in range(20)]
+    assert warm == pytest.approx([(s + 1) / 20 for s in range(20)])
+    assert warm[-1] == pytest.approx(1.0)
+    assert lr_factor(cfg, 20, spe) == pytest.approx(1.0)  # cosine starts after the warm-up
+    assert lr_factor(cfg, 60, spe) == pytest.approx(0.5)  # half-way through the remaining 80 steps
+    assert lr_factor(cfg, 100, spe) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fractional_warmup() -> None:
+    cfg = TrainingConfig(epochs=4, schedule="constant", warmup_epochs=0.5)
+    assert [lr_factor(cfg, s, 8) for s in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+def test_step_schedule_divides_by_ten() -> None:
+    cfg = TrainingConfig(epochs=10, schedule="step", step_epochs=[3, 6])
+    spe = 5
+    expected = {0: 1.0, 2: 1.0, 3: 0.1, 5: 0.1, 6: 0.01, 9: 0.01}
+    for epoch, factor in expected.items():
+        for step in (epoch * spe, epoch * spe + spe - 1):
+            assert lr_factor(cfg, step, spe) == pytest.approx(factor), (epoch, step)
+
+
+def test_constant_schedule() -> None:
+    cfg = TrainingConfig(epochs=3, schedule="constant")
+    assert {lr_factor(cfg, s, 7) for s in range(21)} == {1.0}
+
+
+def test_onecycle_shape() -> None:
+    cfg = TrainingConfig(epochs=10, schedule="onecycle")
+    spe = 10  # peak at step 30
+    assert lr_factor(cfg, 0, spe) == pytest.approx(0.04)
+    assert lr_factor(cfg, 15, spe) == pytest.approx(0.04 + 0.96 * 0.5)
+    assert lr_factor(cfg, 30, spe) == pytest.approx(1.0)
+    assert lr_factor(cfg, 65, spe) == pytest.approx(0.5)
+    assert lr_factor(cfg, 100, spe) == pytest.approx(0.0, abs=1e-12)
+
+
+# -- augmentation -------------------------------------------------------------------------------
+def _distinct_images(b: int = 8, c: int = 2, h: int = 6, w: int = 7) -> Tensor:
+    # Distinct positive values everywhere, so a window of the padded image is identified uniquely.
+    return torch.arange(1, b * c * h * w + 1, dtype=torch.float32).view(b, c, h, w)
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_input() -> None:
+    x = _distinct_images()
+    pad = 2
+    out = random_crop(x, pad, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    padded = F.pad(x, (pad, pad, pad, pad))
+    h, w = x.shape[-2:]
+    offsets = []
+    for i in range(len(x)):
+        matches = [
+            (dy, dx)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + w])
+        ]
+        assert len(matches) == 1, f"sample {i} is not a window of its padded input"
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 1  # offsets are drawn per sample, not once per batch
+
+
+def test_random_crop_manual_slice_for_one_sample() -> None:
+    x = _distinct_images(b=1, c=3, h=5, w=5)
+    pad = 1
+    # The crop draws dy for the batch, then dx, from the generator it is given.
+    g = torch.Generator().manual_seed(3)
+    dy = int(torch.randint(0, 2 * pad + 1, (1,), generator=g))
+    dx = int(torch.randint(0, 2 * pad + 1, (1,), generator=g))
+    out = random_crop(x, pad, torch.Generator().manual_seed(3))
+    expected = F.pad(x, (pad,) * 4)[0, :, dy : dy + 5, dx : dx + 5]
+    assert torch.equal(out[0], expected)
+
+
+def test_random_crop_is_seeded() -> None:
+    x = _distinct_images()
+    a = random_crop(x, 2, torch.Generator().manual_seed(1))
+    b = random_crop(x, 2, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_flip_mirrors_some_samples_and_keeps_others() -> None:
+    x = _distinct_images(b=64)
+    out = augment(x, ["flip"], torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    flipped = [torch.equal(out[i], x[i].flip(-1)) for i in range(len(x))]
+    kept = [torch.equal(out[i], x[i]) for i in range(len(x))]
+    assert all(f != k for f, k in zip(flipped, kept, strict=True))  # each sample is exactly one of the two
+    assert 10 < sum(flipped) < 54
+
+
+def test_crop_and_flip_keep_shape() -> None:
+    x = torch.rand(5, 3, 16, 16)
+    assert augment(x, ["crop", "flip"], torch.Generator().manual_seed(0)).shape == x.shape
+
+
+# -- training ------------------------------------------------------------------------------------------
+def halves_dataset(n: int = 128, size: int = 12, seed: int = 0) -> ImageSplit:
+    """Class 0 has a bright left half, class 1 a bright right half, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = 0.3 * torch.rand(n, 1, size, size, generator=g)
+    left = labels == 0
+    images[left, :, :, : size // 2] += 0.6
+    images[~left, :, :, size // 2 :] += 0.6
+    return ImageSplit(images.clamp(0, 1), labels, None, ["left", "right"])
+
+
+def tiny_method(data: ImageSplit, cls: type[Baseline] = Baseline) -> Baseline:
+    ctx = MethodContext(
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        mean=data.mean,
+        std=data.std,
+        backbone="resnet_cifar",
+        backbone_params={"depth": 8, "width": 4},
+    )
+    return cls(NoParams(), ctx)
+
+
+CFG = TrainingConfig(epochs=4, batch_size=32, lr=0.05, schedule="cosine")
+
+
+@torch.no_grad()
+def loss_and_accuracy(model: torch.nn.Module, data: ImageSplit) -> tuple[float, float]:
+    model.eval()
+    logits = model(data.images).logits
+    return float(F.cross_entropy(logits, data.labels)), float((logits.argmax(1) == data.labels).float().mean())
+
+
+def test_training_learns_a_separable_task() -> None:
+    data = halves_dataset()
+    method = tiny_method(data)
+    torch.manual_seed(0)
+    model = method.build()
+    loss_before, _ = loss_and_accuracy(model, data)
+    stats = train(method, model, data, CFG, CPU, seed=0, progress=False)
+    loss_after, accuracy = loss_and_accuracy(model, data)
+    assert stats.epochs == 4 and stats.steps == 4 * (128 // 32)
+    assert math.isfinite(stats.final_loss)
+    assert loss_after < 0.5 * loss_before
+    assert accuracy > 0.9
+
+
+def test_last_partial_batch_is_dropped() -> None:
+    data = halves_dataset(n=70)
+    method = tiny_method(data)
+    stats = train(method, method.build(), data, CFG.model_copy(update={"epochs": 1}), CPU, seed=0, progress=False)
+    assert stats.steps == 70 // 32
+
+
+def test_zero_epochs_changes_nothing() -> None:
+    data = halves_dataset(n=32)
+    method = tiny_method(data)
+    model = method.build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = train(method, model, data, CFG.model_copy(update={"epochs": 0}), CPU, seed=0, progress=False)
+    assert stats.steps == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _trained_state(seed: int, augment_kinds: list[str]) -> dict[str, Tensor]:
+    data = halves_dataset(n=64)
+    method = tiny_method(data)
+    torch.manual_seed(0)  # same initial weights in every run; only the training seed varies
+    model = method.build()
+    cfg = TrainingConfig(epochs=2, batch_size=16, lr=0.05, augment=augment_kinds)
+    train(method, model, data, cfg, CPU, seed=seed, progress=False)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("augment_kinds", [[], ["crop", "flip"]], ids=["plain", "augmented"])
+def test_training_is_deterministic_in_the_seed(augment_kinds: list[str]) -> None:
+    a = _trained_state(0, augment_kinds)
+    b = _trained_state(0, augment_kinds)
+    c = _trained_state(1, augment_kinds)
+    assert a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+class NaNAtSixthStep(Baseline):
+    """Returns a NaN loss on its sixth call: epoch 2, step 2 with 4 steps per epoch."""
+
+    calls = 0
+
+    def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
+        self.calls += 1
+        loss = super().loss(output, batch)
+        return loss * float("nan") if self.calls == 6 else loss
+
+
+def test_non_finite_loss_names_epoch_and_step() -> None:
+    data = halves_dataset()
+    method = tiny_method(data, NaNAtSixthStep)
+    with pytest.raises(TrainingError) as info:
+        train(method, method.build(), data, CFG, CPU, seed=0, desc="toy/nan/seed0", progress=False)
+    message = str(info.value)
+    assert "epoch 2" in message and "step 2" in message and "global step 6" in message
+    assert "toy/nan/seed0" in message
+    assert "\n" not in message
+    assert info.value.exit_code == 1

@@ -1,0 +1,222 @@
+"""The generic Registry (on fresh instances) and the built-ins of the four global registries."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+import xbench.registry as registry_module
+from xbench.errors import DuplicateNameError, UnknownNameError, XBenchError
+from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS, Registry
+
+GROUP = "xbench.test_plugins"
+
+
+class Thing:
+    pass
+
+
+class Other:
+    pass
+
+
+@pytest.fixture
+def no_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep installed plugins out of the fresh registries."""
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: [])
+
+
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch, *eps: EntryPoint) -> list[str]:
+    """Make ``entry_points(group=...)`` return ``eps`` for their group; returns the groups asked for."""
+    asked: list[str] = []
+
+    def entry_points(group: str) -> list[EntryPoint]:
+        asked.append(group)
+        return [ep for ep in eps if ep.group == group]
+
+    monkeypatch.setattr(registry_module, "entry_points", entry_points)
+    return asked
+
+
+# -- registration and lookup -----------------------------------------------------------
+def test_register_get_and_decorator(no_entry_points: None) -> None:
+    reg: Registry[type] = Registry("method", GROUP)
+    assert reg.register("thing", Thing) is Thing
+
+    @reg.register("other", aliases=("alt",))
+    class Decorated(Other):
+        pass
+
+    assert reg.get("thing") is Thing
+    assert reg.get("other") is Decorated
+    assert reg.get("alt") is Decorated
+    assert "alt" in reg and "other" in reg and "missing" not in reg and 3 not in reg
+
+
+def test_duplicate_name_raises(no_entry_points: None) -> None:
+    reg: Registry[type] = Registry("method", GROUP)
+    reg.register("thing", Thing)
+    with pytest.raises(DuplicateNameError, match="'thing' is already registered"):
+        reg.register("thing", Other)
+    assert reg.get("thing") is Thing  # the failed registration changed nothing
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"name": "a", "aliases": ("b",)}, {"name": "b"}),  # new name collides with an alias
+        ({"name": "a"}, {"name": "c", "aliases": ("a",)}),  # new alias collides with a name
+        ({"name": "a", "aliases": ("b",)}, {"name": "c", "aliases": ("b",)}),  # alias vs alias
+    ],
+)
+def test_duplicate_via_alias_raises(no_entry_points: None, first: dict, second: dict) -> None:
+    reg: Registry[type] = Registry("method", GROUP)
+    reg.register(first["name"], Thing, aliases=first.get("aliases", ()))
+    before = reg.names(include_aliases=True)
+    with pytest.raises(DuplicateNameError, match="already registered"):
+        reg.register(second["name"], Other, aliases=second.get("aliases", ()))
+    assert reg.names(include_aliases=True) == before  # nothing of the rejected registration leaked in
+    assert all(reg.get(n) is Thing for n in before)
+
+
+def test_unknown_name_suggests_closest(no_entry_points: None) -> None:
+    reg: Registry[type] = Registry("method", GROUP)
+    reg.register("baseline", Thing)
+    reg.register("prototype_net", Other)
+    with pytest.raises(UnknownNameError) as info:
+        reg.get("baselin")
+    message = str(info.value)
+    assert "did you mean 'baseline'" in message
+    assert "unknown method 'baselin'" in message
+    assert "\n" not in message
+    # UnknownNameError is a KeyError, but its str() is not quoted like a KeyError's.
+    assert isinstance(info.value, KeyError)
+    assert not message.startswith(("'", '"'))
+
+
+def test_unknown_name_without_close_match_has_no_suggestion(no_entry_points: None) -> None:
+    reg: Registry[type] = Registry("metric", GROUP)
+    reg.register("baseline", Thing)
+    with pytest.raises(UnknownNameError) as info:
+        reg.get("zzqqxxvv")
+    assert "did you mean" not in str(info.value)
+    assert "unknown metric 'zzqqxxvv'" in str(info.value)
+    assert "known: baseline" in str(info.value)
+
+
+def test_names_sorted_aliases_optional(no_entry_points: None) -> None:
+    reg: Registry[type] = Registry("method", GROUP)
+    for name in ("zeta", "alpha", "mid"):
+        reg.register(name, type(name, (), {}), aliases=(f"{name}_alias",) if name == "zeta" else ())
+    assert reg.names() == ["alpha", "mid", "zeta"]
+    assert reg.names(include_aliases=True) == ["alpha", "mid", "zeta", "zeta_alias"]
+    assert [name for name, _ in reg.items()] == ["alpha", "mid", "zeta"]
+
+
+def test_unregister_removes_name_and_aliases(no_entry_points: None) -> None:
+    reg: Registry[type] = Registry("method", GROUP)
+    reg.register("thing", Thing, aliases=("t",))
+    reg.unregister("thing")
+    assert "thing" not in reg and "t" not in reg
+    reg.register("t", Other)  # both names are free again
+    assert reg.get("t") is Other
+
+
+# -- entry points --------------------------------------------------------------------------
+def test_entry_point_is_loaded_lazily(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    module = "xbench_fake_plugin_lazy"
+    (tmp_path / f"{module}.py").write_text("class Plugin:\n    '''A plugin.'''\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    asked = fake_entry_points(monkeypatch, EntryPoint(name="fancy", value=f"{module}:Plugin", group=GROUP))
+    reg: Registry[type] = Registry("method", GROUP)
+
+    assert reg.names() == ["fancy"]
+    assert "fancy" in reg
+    assert asked == [GROUP]
+    assert module not in sys.modules, "listing names must not import the plugin"
+
+    plugin = reg.get("fancy")
+    assert module in sys.modules
+    assert plugin is sys.modules[module].Plugin
+    assert reg.get("fancy") is plugin  # resolved once, then cached
+    monkeypatch.delitem(sys.modules, module)
+
+
+def test_entry_point_discovered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = fake_entry_points(monkeypatch)
+    reg: Registry[type] = Registry("method", GROUP)
+    reg.names()
+    reg.names()
+    assert "x" not in reg
+    assert asked == [GROUP]
+
+
+def test_broken_plugin_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_entry_points(monkeypatch, EntryPoint(name="broken", value="xbench_no_such_module_anywhere:Thing", group=GROUP))
+    reg: Registry[type] = Registry("method", GROUP)
+    assert reg.names() == ["broken"]  # listing still works: the plugin is not imported
+    with pytest.raises(XBenchError) as info:
+        reg.get("broken")
+    message = str(info.value)
+    assert "'broken'" in message
+    assert "xbench_no_such_module_anywhere:Thing" in message
+    assert "failed to import" in message
+    assert "\n" not in message
+
+
+def test_entry_point_colliding_with_builtin_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_entry_points(monkeypatch, EntryPoint(name="baseline", value="somewhere.else:Baseline", group=GROUP))
+    reg: Registry[type] = Registry("method", GROUP)
+    reg.register("baseline", Thing)
+    with pytest.raises(DuplicateNameError) as info:
+        reg.get("baseline")
+    assert "'baseline'" in str(info.value)
+    assert "somewhere.else:Baseline" in str(info.value)
+
+
+def test_entry_point_collision_keeps_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collision must not be reported once and then silently ignored on the next lookup."""
+    fake_entry_points(monkeypatch, EntryPoint(name="baseline", value="somewhere.else:Baseline", group=GROUP))
+    reg: Registry[type] = Registry("method", GROUP)
+    reg.register("baseline", Thing)
+    with pytest.raises(DuplicateNameError):
+        reg.names()
+    with pytest.raises(DuplicateNameError):
+        reg.names()
+
+
+def test_entry_points_of_other_groups_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_entry_points(monkeypatch, EntryPoint(name="elsewhere", value="m:a", group="xbench.metrics_other"))
+    reg: Registry[type] = Registry("method", GROUP)
+    assert reg.names() == []
+
+
+# -- the global registries -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("registry", "builtins"),
+    [
+        (METHODS, {"baseline"}),
+        (METRICS, {"top1", "top5", "params", "flops"}),
+        (BACKBONES, {"resnet_cifar"}),
+        (DATASETS, {"synthetic_shapes", "fashion_mnist", "cifar10", "cifar100"}),
+    ],
+    ids=["methods", "metrics", "backbones", "datasets"],
+)
+def test_global_registries_list_builtins(registry: Registry, builtins: set[str]) -> None:
+    names = registry.names()
+    assert builtins <= set(names)
+    assert names == sorted(names)
+    for name in builtins:
+        assert registry.get(name) is not None
+
+
+def test_global_registries_use_their_groups() -> None:
+    assert [r.group for r in (METHODS, METRICS, DATASETS, BACKBONES)] == [
+        "xbench.methods",
+        "xbench.metrics",
+        "xbench.datasets",
+        "xbench.backbones",
+    ]

@@ -1,0 +1,174 @@
+"""The command line: ``python -m xbench {run,list,validate,report}``.
+
+Input errors print one line, ``xbench: error: <file>: <key>: <problem>``, and exit
+with code 2; a run in which some cell failed exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from xbench.errors import XBenchError
+
+EXAMPLES = {
+    "run": """examples:
+  python -m xbench run suites/quick.yaml
+  python -m xbench run suites/smoke.yaml --set training.epochs=1 --set seeds=[0,1]
+  python -m xbench run suites/quick.yaml --data-dir ~/data --device cpu""",
+    "list": """examples:
+  python -m xbench list methods
+  python -m xbench list suites""",
+    "validate": """examples:
+  python -m xbench validate suites/quick.yaml
+  python -m xbench validate suites/quick.yaml --set methods[0].params.lam=0""",
+    "report": """examples:
+  python -m xbench report results/quick
+  python -m xbench report results/quick -o /tmp/tables""",
+}
+
+
+def _add_suite_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", type=Path, help="suite YAML file, e.g. suites/quick.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override any suite field (value parsed as YAML); repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m xbench", formatter_class=fmt,
+        description="Benchmark interpretable and early-exit image classifiers.",
+        epilog="examples:\n  python -m xbench run suites/quick.yaml\n  python -m xbench list methods\n\n"
+        "Run 'python -m xbench COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="train and evaluate every cell of a suite", epilog=EXAMPLES["run"],
+                         formatter_class=fmt, description="Train (or load from the cache) and evaluate every "
+                         "(dataset, method, seed) cell of a suite, then write records and leaderboards.")
+    _add_suite_args(run)
+    run.add_argument("--data-dir", type=Path, help="where datasets live (before $XBENCH_DATA and standard places)")
+    run.add_argument("--cache-dir", type=Path, help="checkpoint/result cache (default $XBENCH_CACHE or "
+                     "~/.cache/xbench)")
+    run.add_argument("--output", type=Path, help="results folder (default: the suite's output)")
+    run.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the suite's device)")
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show progress bars (default: when stderr is a terminal)")
+
+    lst = sub.add_parser("list", help="list registered plugins or available suites", epilog=EXAMPLES["list"],
+                         formatter_class=fmt, description="List what is registered (built-in and plugins).")
+    lst.add_argument("kind", choices=["methods", "metrics", "datasets", "backbones", "suites"])
+    lst.add_argument("--suites-dir", type=Path, default=Path("suites"), help="where 'list suites' looks")
+
+    val = sub.add_parser("validate", help="check a suite without running it", epilog=EXAMPLES["validate"],
+                         formatter_class=fmt, description="Load and validate a suite (keys, types, plugin "
+                         "names and parameters) and print the resolved configuration.")
+    _add_suite_args(val)
+    val.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+
+    rep = sub.add_parser("report", help="re-render leaderboards from a run's records", epilog=EXAMPLES["report"],
+                         formatter_class=fmt, description="Re-render leaderboard.md/.csv/.tex from the "
+                         "records.jsonl of one or more result folders.")
+    rep.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a results folder")
+    rep.add_argument("-o", "--output", type=Path, help="where to write the tables (default: the RUN_DIR)")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from xbench.engine.runner import RunOptions, run_suite
+    from xbench.suite import load_suite
+
+    overrides = list(args.overrides)
+    if args.output is not None:
+        overrides.append(f"output={args.output}")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    suite = load_suite(args.suite, overrides)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    opts = RunOptions(data_dir=args.data_dir, cache_dir=args.cache_dir, progress=progress, fail_fast=args.fail_fast)
+    result = run_suite(suite, opts, source=str(args.suite))
+    out = result.out_dir
+    print(f"wrote {out}/leaderboard.md, leaderboard.csv, leaderboard.tex, records.jsonl ({result.time_s:.1f}s)")
+    if result.failed_cells:
+        print(f"{len(result.failed_cells)} cell(s) failed: {', '.join(result.failed_cells)}", file=sys.stderr)
+        return 1
+    md = (out / "leaderboard.md").read_text()
+    print(md)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS
+
+    if args.kind == "suites":
+        from xbench.suite import _read_yaml
+
+        files = sorted(args.suites_dir.glob("*.yaml"))
+        if not files:
+            print(f"no suites in {args.suites_dir}/")
+        for f in files:
+            try:
+                desc = str(_read_yaml(f).get("description", "")).strip().splitlines()
+            except XBenchError as err:
+                desc = [f"(invalid: {err})"]
+            print(f"{str(f):32s} {desc[0] if desc else ''}")
+        return 0
+    registry = {"methods": METHODS, "metrics": METRICS, "datasets": DATASETS, "backbones": BACKBONES}[args.kind]
+    for name, obj in registry.items():
+        line = f"{name:24s} {getattr(obj, 'description', '') or (obj.__doc__ or '').strip().splitlines()[0]}"
+        if args.kind == "methods":
+            line += f"\n{'':24s} paper: {getattr(obj, 'paper', '') or '—'}"
+        if args.kind == "metrics":
+            arrow = {True: "↑", False: "↓"}.get(getattr(obj, "higher_is_better", None), "")
+            line += f" [{getattr(obj, 'category', '?')} {arrow}]"
+        print(line)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from xbench.suite import dump_suite, load_suite
+
+    suite = load_suite(args.suite, args.overrides)
+    if not args.quiet:
+        print(f"# {args.suite}: valid; resolved configuration:")
+        print(dump_suite(suite), end="")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from xbench.errors import DataError
+    from xbench.report.records import read_records
+    from xbench.report.tables import write_leaderboard
+
+    records = []
+    for run_dir in args.run_dirs:
+        path = run_dir / "records.jsonl" if run_dir.is_dir() else run_dir
+        if not path.is_file():
+            raise DataError(f"{path}: no such records file (is {run_dir} an xbench results folder?)")
+        records.extend(read_records(path))
+    out = args.output or (args.run_dirs[0] if args.run_dirs[0].is_dir() else args.run_dirs[0].parent)
+    for path in write_leaderboard(records, out):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"run": cmd_run, "list": cmd_list, "validate": cmd_validate, "report": cmd_report}
+    try:
+        return commands[args.command](args)
+    except XBenchError as err:
+        print(f"xbench: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("xbench: interrupted; completed cells are cached and will be reused", file=sys.stderr)
+        return 130

@@ -1,0 +1,36 @@
+"""Datasets: every built-in dataset registers itself in ``DATASETS`` on import.
+
+The registry imports this package on first use, so importing it must import
+every module that registers a dataset.
+"""
+
+from xbench.data import cifar, fashion_mnist, synthetic
+from xbench.data.base import Dataset, ImageSplit, NoParams, Split
+from xbench.data.locate import (
+    ENV_VAR,
+    candidate_roots,
+    default_cache,
+    download_root,
+    expand,
+    find_first,
+    locate_dataset,
+    user_roots,
+)
+
+__all__ = [
+    "ENV_VAR",
+    "Dataset",
+    "ImageSplit",
+    "NoParams",
+    "Split",
+    "candidate_roots",
+    "cifar",
+    "default_cache",
+    "download_root",
+    "expand",
+    "fashion_mnist",
+    "find_first",
+    "locate_dataset",
+    "synthetic",
+    "user_roots",
+]

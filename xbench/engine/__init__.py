@@ -1,0 +1,1 @@
+"""Training, evaluation, the checkpoint cache and the suite runner."""

@@ -1,0 +1,145 @@
+"""A content-addressed store of checkpoints and cell results.
+
+Every entry lives under a key that hashes everything it depends on (see
+:func:`cache_key`). Writes are atomic: a temporary file in the same folder,
+``fsync``, then ``os.replace``, so a killed run never leaves a half-written
+entry under a real key. Each entry has a sidecar ``.json`` with the sha256 of
+its payload; a load that finds a different hash reports it and returns
+``None`` so the caller recomputes, and never uses the tampered file.
+Checkpoints load with ``torch.load(weights_only=True)``, which refuses pickled
+code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xbench.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace; paths and tuples become strings/lists."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def cache_key(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj``."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Call ``write(file)`` on a temp file next to ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a state dict safely: ``weights_only=True`` refuses pickled objects."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: no such checkpoint") from err
+    except Exception as err:  # UnpicklingError, RuntimeError (truncated zip), ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint: {first}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+class Cache:
+    """Checkpoints (``models/``) and JSON results (``results/``) under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, kind: str, key: str, suffix: str) -> Path:
+        return self.root / kind / key[:2] / f"{key}{suffix}"
+
+    def _verify(self, payload: Path) -> bool:
+        meta = payload.with_name(payload.name + ".json")
+        if not payload.exists():
+            return False
+        try:
+            expected = json.loads(meta.read_text())["sha256"]
+        except (OSError, ValueError, KeyError):
+            log.warning("cache entry %s has no valid hash sidecar; recomputing", payload)
+            return False
+        if sha256_file(payload) != expected:
+            log.warning("cache entry %s does not match its recorded sha256 (truncated or tampered); recomputing",
+                        payload)
+            return False
+        return True
+
+    def _commit(self, payload: Path, meta: dict[str, Any]) -> None:
+        meta = {**meta, "sha256": sha256_file(payload)}
+        atomic_write_text(payload.with_name(payload.name + ".json"), json.dumps(meta, indent=1, default=str))
+
+    # -- checkpoints ----------------------------------------------------------
+    def load_model(self, key: str) -> dict[str, Any] | None:
+        """The state dict stored under ``key``, or None if absent or invalid."""
+        path = self._path("models", key, ".pt")
+        if not self._verify(path):
+            return None
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            log.warning("%s; recomputing", err)
+            return None
+
+    def save_model(self, key: str, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+        path = self._path("models", key, ".pt")
+        atomic_write(path, lambda f: torch.save(state, f))
+        self._commit(path, meta)
+        return path
+
+    # -- JSON results -------------------------------------------------------------
+    def load_json(self, kind: str, key: str) -> Any | None:
+        path = self._path(kind, key, ".json")
+        if not self._verify(path):
+            return None
+        return json.loads(path.read_text())
+
+    def save_json(self, kind: str, key: str, obj: Any, meta: dict[str, Any] | None = None) -> Path:
+        path = self._path(kind, key, ".json")
+        atomic_write_text(path, json.dumps(obj, default=str))
+        self._commit(path, meta or {})
+        return path
+
+
+def default_cache_dir() -> Path:
+    """``$XBENCH_CACHE`` or ``~/.cache/xbench``."""
+    env = os.environ.get("XBENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "xbench"

@@ -1,0 +1,283 @@
+"""Run a suite: expand it into cells, train or load each, measure, write results.
+
+A cell is one (dataset, method, seed). Each cell fails on its own: its error
+and traceback go into its records and the sweep goes on. Results are first
+written to a hidden folder next to the output folder and moved into place only
+when the run ends, so an interrupted or rejected run never leaves a
+half-written output folder; trained models and metric values are in the cache
+by then, so running the same command again resumes where the run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from xbench.data.base import ImageSplit
+from xbench.engine.cache import Cache, atomic_write_text, cache_key, default_cache_dir
+from xbench.engine.evaluate import EvalContext
+from xbench.engine.provenance import device_description, git_revision, resolve_device, versions
+from xbench.engine.train import train
+from xbench.errors import OutputError, XBenchError
+from xbench.methods.base import Method, MethodContext
+from xbench.metrics.base import Metric, MetricResult
+from xbench.registry import DATASETS, METHODS, METRICS
+from xbench.report.records import Record, write_records
+from xbench.report.tables import write_leaderboard
+from xbench.suite import PluginSpec, Suite, dump_suite, validate_plugins
+
+log = logging.getLogger(__name__)
+
+RESULT_MARKER = "run.json"
+
+
+@dataclass
+class RunOptions:
+    """How to run, as opposed to what to run (the suite)."""
+
+    data_dir: Path | None = None
+    cache_dir: Path | None = None
+    progress: bool = True
+    fail_fast: bool = False
+    echo: Any = print  # where one-line cell summaries go
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    records: list[Record]
+    failed_cells: list[str] = field(default_factory=list)
+    time_s: float = 0.0
+
+
+# -- output folder ---------------------------------------------------------------
+def _prepare_output(out: Path) -> Path:
+    """Check that ``out`` can be (re)written and create the hidden staging folder."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: output exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / RESULT_MARKER).exists():
+        raise OutputError(f"{out}: output folder is not empty and holds no xbench results; choose another output")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        probe = staging / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"{out}: output folder is not writable ({err.strerror or err})") from err
+    return staging
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Replace ``out`` by ``staging`` (old results are removed only after the swap)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -- cells ------------------------------------------------------------------------
+@dataclass
+class CellSpec:
+    dataset: PluginSpec
+    method: PluginSpec
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset.display}/{self.method.display}/seed{self.seed}"
+
+
+class Runner:
+    """Runs every cell of a suite; see :func:`run_suite`."""
+
+    def __init__(self, suite: Suite, options: RunOptions, source: str = "suite") -> None:
+        self.suite = suite
+        self.opt = options
+        self.source = source
+        self.params = validate_plugins(suite, source)
+        self.cache = Cache(options.cache_dir or suite.cache_dir or default_cache_dir())
+        self.device = resolve_device(suite.device)
+        self.versions = versions()
+        self.git = git_revision()
+        self.metrics: list[tuple[PluginSpec, Metric]] = [
+            (spec, METRICS.get(spec.name)(self.params["metrics"][spec.display])) for spec in suite.metrics
+        ]
+
+    # data ----------------------------------------------------------------------
+    def load_data(self, spec: PluginSpec) -> tuple[ImageSplit, ImageSplit]:
+        cls = DATASETS.get(spec.name)
+        dataset = cls(self.params["datasets"][spec.display], self.opt.data_dir or self.suite.data.dir,
+                      self.suite.data.download)
+        train_split = dataset.load("train").subset(self.suite.training.limit, seed=0)
+        test_split = dataset.load("test").subset(self.suite.evaluation.limit, seed=0)
+        return train_split, test_split
+
+    def data_key(self, spec: PluginSpec) -> dict[str, Any]:
+        return {"name": spec.name, "params": self.params["datasets"][spec.display].model_dump(mode="json")}
+
+    # one cell --------------------------------------------------------------------
+    def model_key(self, cell: CellSpec, method_params: BaseModel) -> str:
+        return cache_key({
+            "kind": "model",
+            "dataset": self.data_key(cell.dataset),
+            "method": {"name": cell.method.name, "params": method_params.model_dump(mode="json")},
+            "backbone": {"name": self.suite.backbone.name,
+                         "params": self.params["backbone"][self.suite.backbone.display].model_dump(mode="json")},
+            "training": self.suite.training.model_dump(mode="json"),
+            "seed": cell.seed,
+            "xbench": self.versions["xbench"],
+            "torch": self.versions["torch"],
+        })
+
+    def run_cell(self, cell: CellSpec, train_split: ImageSplit, test_split: ImageSplit) -> tuple[list[Record], str]:
+        method_params = self.params["methods"][cell.method.display]
+        ctx = MethodContext(
+            num_classes=train_split.num_classes, in_channels=train_split.in_channels,
+            image_size=train_split.image_size, mean=tuple(train_split.mean), std=tuple(train_split.std),
+            backbone=self.suite.backbone.name,
+            backbone_params=self.params["backbone"][self.suite.backbone.display].model_dump(mode="json"),
+            seed=cell.seed,
+        )
+        method: Method = METHODS.get(cell.method.name)(method_params, ctx)
+        torch.manual_seed(cell.seed)
+        model = method.build()
+        key = self.model_key(cell, method_params)
+        state = self.cache.load_model(key)
+        if state is not None:
+            model.load_state_dict(state)
+            train_note = "cached"
+        else:
+            stats = train(method, model, train_split, self.suite.training, self.device, cell.seed,
+                          desc=cell.id, progress=self.opt.progress)
+            self.cache.save_model(key, model.state_dict(), {"cell": cell.id, "train": stats.__dict__})
+            train_note = f"trained {stats.time_s:.1f}s"
+        model.to(self.device).eval()
+        ectx = EvalContext(model, method, test_split, self.device, self.suite.evaluation.batch_size,
+                           desc=cell.id, progress=self.opt.progress)
+        records: list[Record] = []
+        for spec, metric in self.metrics:
+            records.extend(self.measure(cell, key, spec, metric, ectx))
+        return records, train_note
+
+    def measure(self, cell: CellSpec, model_key: str, spec: PluginSpec, metric: Metric,
+                ectx: EvalContext) -> list[Record]:
+        if metric.requires_masks and ectx.data.masks is None:
+            log.info("%s: %s needs masks; %s has none, skipped", cell.id, spec.display, cell.dataset.display)
+            return []
+        key = cache_key({
+            "kind": "metric", "model": model_key, "metric": spec.name, "params": metric.param_dict(),
+            "evaluation": self.suite.evaluation.model_dump(mode="json"), "device": self.device.type,
+        })
+        cached = self.cache.load_json("metrics", key)
+        if cached is not None:
+            results = [MetricResult(**r) for r in cached["results"]]
+            elapsed = float(cached["time_s"])
+        else:
+            start = time.perf_counter()
+            results = metric.compute(ectx)
+            elapsed = time.perf_counter() - start
+            self.cache.save_json("metrics", key, {"results": [r.__dict__ for r in results], "time_s": elapsed},
+                                 {"cell": cell.id, "metric": spec.display})
+        return [self.record(cell, spec, metric, r, elapsed) for r in results]
+
+    def record(self, cell: CellSpec, spec: PluginSpec, metric: Metric, result: MetricResult | None,
+               time_s: float | None, error: str | None = None) -> Record:
+        return Record(
+            suite=self.suite.name, dataset=cell.dataset.display, method=cell.method.display, seed=cell.seed,
+            metric=spec.display, value=None if result is None else result.value,
+            exit=None if result is None else result.exit, n=None if result is None else result.n,
+            higher_is_better=metric.higher_is_better, category=metric.category, display=metric.display(),
+            params={**metric.param_dict(), **({} if result is None else result.params)},
+            versions=self.versions, git=self.git, device=device_description(self.device), time_s=time_s,
+            status="ok" if error is None else "failed", error=error, method_name=cell.method.name, cell=cell.id,
+        )
+
+    def failed_records(self, cell: CellSpec, err: BaseException) -> list[Record]:
+        text = f"{type(err).__name__}: {err}\n{''.join(traceback.format_exception(err))}"
+        return [self.record(cell, spec, metric, None, None, error=text) for spec, metric in self.metrics]
+
+    # the sweep -----------------------------------------------------------------------
+    def run(self) -> RunResult:
+        start = time.perf_counter()
+        out = self.suite.output_dir
+        staging = _prepare_output(out)
+        try:
+            result = self._run_cells(out)
+            self._write(staging, result.records)
+            result.time_s = time.perf_counter() - start
+            summary = {"suite": self.suite.name, "source": self.source, "cells": len(self.cells()),
+                       "failed_cells": result.failed_cells, "time_s": result.time_s,
+                       "device": device_description(self.device), "versions": self.versions, "git": self.git}
+            atomic_write_text(staging / RESULT_MARKER, json.dumps(summary, indent=1))
+            _publish(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return result
+
+    def cells(self) -> list[CellSpec]:
+        return [CellSpec(d, m, s) for d in self.suite.datasets for m in self.suite.methods for s in self.suite.seeds]
+
+    def _run_cells(self, out: Path) -> RunResult:
+        records: list[Record] = []
+        failed: list[str] = []
+        cells = self.cells()
+        # Load every dataset before training anything: missing data is an input error
+        # and must stop the run before it spends time, not after the first dataset.
+        data = {spec.display: self.load_data(spec) for spec in self.suite.datasets}
+        for i, cell in enumerate(cells, 1):
+            train_split, test_split = data[cell.dataset.display]
+            start = time.perf_counter()
+            try:
+                cell_records, note = self.run_cell(cell, train_split, test_split)
+            except XBenchError as err:
+                if self.opt.fail_fast:
+                    raise
+                cell_records, note = self.failed_records(cell, err), f"FAILED: {err}"
+                failed.append(cell.id)
+            except Exception as err:  # a bug in a method must not sink the sweep
+                if self.opt.fail_fast:
+                    raise
+                log.debug("cell %s failed", cell.id, exc_info=True)
+                cell_records, note = self.failed_records(cell, err), f"FAILED: {type(err).__name__}: {err}"
+                failed.append(cell.id)
+            records.extend(cell_records)
+            self.opt.echo(f"[{i}/{len(cells)}] {cell.id}: {_summary(cell_records)} ({note}; "
+                          f"{time.perf_counter() - start:.1f}s)")
+        return RunResult(out, records, failed)
+
+    def _write(self, staging: Path, records: list[Record]) -> None:
+        atomic_write_text(staging / "config.yaml", dump_suite(self.suite))
+        write_records(staging / "records.jsonl", records)
+        write_leaderboard(records, staging)
+
+
+def _summary(records: list[Record]) -> str:
+    parts = []
+    for r in records:
+        if r.exit is not None or r.value is None:
+            continue
+        d = r.display
+        parts.append(f"{d.get('label', r.metric)} {r.value * d.get('scale', 1.0):.{d.get('decimals', 2)}f}"
+                     f"{d.get('unit', '')}")
+    return ", ".join(parts) if parts else "no values"
+
+
+def run_suite(suite: Suite, options: RunOptions | None = None, source: str = "suite") -> RunResult:
+    """Run every cell of ``suite`` and publish its results folder."""
+    return Runner(suite, options or RunOptions(), source).run()

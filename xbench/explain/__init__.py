@@ -1,0 +1,1 @@
+"""Explainers shared by methods and metrics."""

@@ -1,0 +1,125 @@
+"""The method contract.
+
+A method is a class registered by name in :data:`xbench.registry.METHODS`. It
+
+* builds its model (:meth:`Method.build`), whose forward pass returns a
+  :class:`ModelOutput`;
+* defines its training objective (:meth:`Method.loss`) and optional hooks
+  (:meth:`Method.on_epoch_start`), which the one training loop in
+  :mod:`xbench.engine.train` calls; a method never writes its own loop;
+* explains its predictions (:meth:`Method.explain`), by default with Grad-CAM
+  on the backbone's last stage through captum.
+
+Metadata lives in class attributes (``name``, ``paper``, ``Params``) so the CLI
+can list methods and the suite validator can check parameters before any
+training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from xbench.data.base import ImageSplit
+from xbench.models.base import Backbone
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class ModelOutput:
+    """What every model's forward pass returns.
+
+    Attributes:
+        logits: (B, K) final logits.
+        features: (B, C, h, w) last feature map before pooling, where there is one.
+        exit_logits: logits of each early exit, final exit last, for early-exit models.
+        maps: attention/explanation maps the model produces itself, one per exit.
+        extras: anything else a method's loss needs (e.g. branch energies).
+    """
+
+    logits: Tensor
+    features: Tensor | None = None
+    exit_logits: list[Tensor] = field(default_factory=list)
+    maps: list[Tensor] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """A training or evaluation batch; ``index`` is each sample's position in its split."""
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+    mask: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method needs to know about the data and backbone to build its model."""
+
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    backbone: str
+    backbone_params: dict[str, Any]
+    seed: int = 0
+
+    def build_backbone(self) -> Backbone:
+        """Instantiate the suite's backbone for this data."""
+        from xbench.registry import BACKBONES
+
+        cls = BACKBONES.get(self.backbone)
+        params = cls.Params.model_validate(self.backbone_params)
+        backbone: Backbone = cls(params, self.in_channels, self.mean, self.std)
+        return backbone
+
+
+class Method:
+    """Base class of every method; the defaults make a plain classifier.
+
+    Args:
+        params: this method's validated ``Params`` from the suite.
+        ctx: data and backbone description.
+    """
+
+    name: ClassVar[str]
+    paper: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    requires: ClassVar[str | None] = None
+
+    def __init__(self, params: BaseModel, ctx: MethodContext) -> None:
+        self.params = params
+        self.ctx = ctx
+
+    def build(self) -> nn.Module:
+        """Return a fresh model whose ``forward(x)`` returns :class:`ModelOutput`."""
+        raise NotImplementedError
+
+    def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
+        """Training objective; cross-entropy on the final logits by default."""
+        return F.cross_entropy(output.logits, batch.y)
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, data: ImageSplit, device: torch.device) -> None:
+        """Hook called by the training loop before each epoch (e.g. to reweight samples)."""
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """Parameters the optimiser updates; all of them by default."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def explain(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+        """(B, H, W) explanation of ``target`` for ``x``: Grad-CAM on the last stage."""
+        from xbench.explain.gradcam import grad_cam
+
+        return grad_cam(model, x, target)

@@ -1,0 +1,62 @@
+"""The metric contract: metadata as class attributes, one ``compute`` per cell.
+
+Tables sort and bold by ``higher_is_better``, group by ``category`` and format
+with ``label``/``unit``/``scale``/``decimals``; all of these travel in each record
+so that tables are pure functions of records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from xbench.engine.evaluate import EvalContext
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class MetricResult:
+    """One value of a metric; ``exit`` is set for per-exit values."""
+
+    value: float
+    n: int | None = None
+    exit: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Metric:
+    """Base class of every metric.
+
+    Args:
+        params: this metric's validated ``Params`` from the suite.
+    """
+
+    name: ClassVar[str]
+    category: ClassVar[str]
+    higher_is_better: ClassVar[bool | None]
+    requires_masks: ClassVar[bool] = False
+    label: ClassVar[str] = ""
+    unit: ClassVar[str] = ""
+    scale: ClassVar[float] = 1.0
+    decimals: ClassVar[int] = 2
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        """Measure the cell's model; one result, or one per exit."""
+        raise NotImplementedError
+
+    @classmethod
+    def display(cls) -> dict[str, Any]:
+        return {"label": cls.label or cls.name, "unit": cls.unit, "scale": cls.scale, "decimals": cls.decimals}
+
+    def param_dict(self) -> dict[str, Any]:
+        return self.params.model_dump(mode="json")

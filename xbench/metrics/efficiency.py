@@ -1,0 +1,81 @@
+"""Model size and counted operations.
+
+Convention: ``flops`` counts **multiply-accumulates** (MACs), as fvcore does
+(fvcore calls one fused multiply-add one "flop"); torch's ``FlopCounterMode``
+counts two per MAC. The leaderboard's label says "MACs" to keep that explicit.
+Operators fvcore does not count are listed in each record's ``params``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import Tensor, nn
+
+from xbench.engine.evaluate import EvalContext
+from xbench.metrics.base import Metric, MetricResult
+from xbench.registry import METRICS
+
+
+class LogitsOnly(nn.Module):
+    """Expose ``model(x).logits`` as a plain tensor function, for tracers."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).logits  # type: ignore[no-any-return]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters of the model, trainable or frozen (what inference needs)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, example: Tensor) -> tuple[int, dict[str, int]]:
+    """Multiply-accumulates of one forward pass with fvcore, and the operators it skipped."""
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(LogitsOnly(model).eval(), example)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    # fvcore logs each skipped op at WARNING; they are recorded in params instead.
+    logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
+    total = int(analysis.total())
+    return total, dict(analysis.unsupported_ops())
+
+
+@METRICS.register("params")
+class Params(Metric):
+    """Number of parameters."""
+
+    category = "efficiency"
+    higher_is_better = False
+    label = "Params"
+    unit = "M"
+    scale = 1e-6
+    decimals = 3
+    description = "number of parameters (millions)"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        return [MetricResult(float(count_parameters(ctx.model)))]
+
+
+@METRICS.register("flops")
+class Flops(Metric):
+    """Multiply-accumulates of one full forward pass of one image (fvcore)."""
+
+    category = "efficiency"
+    higher_is_better = False
+    label = "MACs"
+    unit = "M"
+    scale = 1e-6
+    decimals = 2
+    description = "multiply-accumulates per image, full network (fvcore; 1 MAC = 1 'flop')"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        x = ctx.example_input(1)
+        total, skipped = count_macs(ctx.model, x)
+        params = {"convention": "multiply-accumulates (fvcore)", "input_shape": list(x.shape),
+                  "skipped_ops": skipped}
+        return [MetricResult(float(total), 1, params=params)]

@@ -1,0 +1,67 @@
+"""The backbone contract: a stem and a list of stages whose outputs are taps.
+
+Methods attach heads to stage outputs (early exits, attention modules), so a
+backbone exposes its ``stages`` and their channel counts rather than only a
+final feature vector. Images arrive in [0, 1]; the backbone normalises them
+itself, which keeps every explanation and perturbation in pixel space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, as a module so it is part of the model."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class Backbone(nn.Module):
+    """A CNN as ``stem`` followed by ``stages``; subclasses build both.
+
+    Attributes:
+        stage_channels: output channels of each stage.
+        stage_strides: cumulative stride of each stage's output w.r.t. the input.
+    """
+
+    Params: ClassVar[type[BaseModel]]
+    description: ClassVar[str] = ""
+    stem: nn.Module
+    stages: nn.ModuleList
+    stage_channels: list[int]
+    stage_strides: list[int]
+
+    @property
+    def out_channels(self) -> int:
+        return self.stage_channels[-1]
+
+    def forward_stages(self, x: Tensor, upto: int | None = None) -> list[Tensor]:
+        """Outputs of stages ``0..upto`` (all stages by default)."""
+        last = len(self.stages) - 1 if upto is None else upto
+        outs = []
+        h = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            h = stage(h)
+            outs.append(h)
+            if i == last:
+                break
+        return outs
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The last stage's feature map."""
+        h = self.stem(x)
+        for stage in self.stages:
+            h = stage(h)
+        return h

@@ -1,0 +1,274 @@
+"""Result records: one JSON-lines row per (suite, dataset, method, seed, metric[, exit]).
+
+A :class:`Record` is the only thing the engine hands to reporting; tables and
+plots are pure functions of a list of records. Numbers are stored as numbers:
+reading a file validates every row strictly, so ``"0.91"`` (a string) or ``1.0``
+as a seed is an error rather than a silent conversion.
+
+Rules a record keeps:
+
+* ``status == "ok"`` has a finite ``value``; a metric that yields NaN is a
+  failure, not a number to average.
+* ``status == "failed"`` has ``value is None`` and the message + traceback in
+  ``error``. A failed cell writes one failed record per metric it would have
+  measured, so the leaderboard knows which columns the row misses.
+* ``params``, ``versions`` and ``display`` hold plain JSON (numpy scalars and
+  tuples are converted on construction), so a record read back from disk equals
+  the record that was written.
+
+Files are appended to as cells finish; when the same (suite, dataset, method,
+seed, metric, exit) appears twice the leaderboard keeps the last row, so a
+re-run of a failed cell replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from xbench.errors import DataError, OutputError, XBenchError
+
+#: Keys of ``Record.display`` and their defaults (``label`` defaults to the metric name).
+DISPLAY_DEFAULTS: dict[str, Any] = {"label": None, "unit": "", "scale": 1.0, "decimals": 3}
+_DISPLAY_TYPES = (
+    ("label", str, "a string"),
+    ("unit", str, "a string"),
+    ("scale", int | float, "a number"),
+    ("decimals", int, "an integer"),
+)
+
+
+def _to_json(obj: Any) -> Any:
+    """``json.dumps`` fallback: numpy/torch scalars, paths and sets become plain JSON."""
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _plain_json(value: dict[str, Any]) -> dict[str, Any]:
+    # A JSON round trip now makes the in-memory record equal to the one read back later.
+    result: dict[str, Any] = json.loads(json.dumps(value, default=_to_json, allow_nan=False))
+    return result
+
+
+class Record(BaseModel):
+    """One measured number (or one failure) of one cell of a suite.
+
+    Attributes:
+        suite: suite name.
+        dataset: dataset name; leaderboards have one table per dataset.
+        method: display label of the method row.
+        seed: training seed.
+        metric: metric name (registry name).
+        value: the score in raw units, or None when the cell failed.
+        exit: early-exit index the value belongs to, or None for the final output.
+        n: number of samples the value is computed on.
+        higher_is_better: score direction; None for metrics without one (e.g. time).
+        category: "accuracy", "efficiency", "localization", "faithfulness", "consistency", ...
+        display: ``{"label", "unit", "scale", "decimals"}``; tables show ``value * scale``.
+        params: every hyperparameter the metric used.
+        versions: library versions (xbench, torch, python, quantus, ...).
+        git: git hash of the code, or None outside a checkout.
+        device: device the cell ran on.
+        time_s: wall time of the measurement in seconds.
+        status: "ok" or "failed".
+        error: message and traceback of a failed cell.
+        method_name: registry name of the method (``method`` is its label).
+        cell: id of the cell that produced the record.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    suite: str
+    dataset: str
+    method: str
+    seed: int
+    metric: str
+    value: float | None
+    exit: int | None = None
+    n: int | None
+    higher_is_better: bool | None
+    category: str
+    display: dict[str, Any]
+    params: dict[str, Any]
+    versions: dict[str, Any]
+    git: str | None
+    device: str
+    time_s: float | None
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+    method_name: str
+    cell: str
+
+    @field_validator("params", "versions")
+    @classmethod
+    def _check_plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _plain_json(value)
+
+    @field_validator("display")
+    @classmethod
+    def _check_display(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(DISPLAY_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown display keys {unknown}; valid keys are {sorted(DISPLAY_DEFAULTS)}")
+        value = _plain_json(value)
+        for key, kind, what in _DISPLAY_TYPES:
+            item = value.get(key)
+            if item is not None and (isinstance(item, bool) or not isinstance(item, kind)):
+                raise ValueError(f"display[{key!r}] must be {what}, got {item!r}")
+        if value.get("decimals", 0) < 0:
+            raise ValueError(f"display['decimals'] must be >= 0, got {value['decimals']}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_status(self) -> Record:
+        if self.status == "ok" and (self.value is None or not math.isfinite(self.value)):
+            raise ValueError(f"an ok record needs a finite value, got {self.value!r}")
+        if self.status == "failed" and self.value is not None:
+            raise ValueError("a failed record has value None")
+        return self
+
+
+def _dump_line(record: Record) -> str:
+    return json.dumps(record.model_dump(), allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``.
+
+    Readers see either the old file or the new one, never a half-written file.
+
+    Raises:
+        OutputError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror}") from err
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OutputError(f"cannot write {path}: {err.strerror}") from err
+        raise
+    return path
+
+
+def write_records(path: str | Path, records: Iterable[Record]) -> Path:
+    """Write ``records`` as JSON lines to ``path`` atomically, replacing any old file."""
+    return write_text_atomic(path, "".join(_dump_line(r) for r in records))
+
+
+def append_records(path: str | Path, records: Iterable[Record]) -> Path:
+    """Append ``records`` to the JSON-lines file ``path`` (created if missing).
+
+    All lines go out in one ``write`` call, so concurrent appenders on a local
+    file system do not interleave within a line.
+    """
+    path = Path(path)
+    text = "".join(_dump_line(r) for r in records)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+b") as handle:
+            # A writer killed mid-line leaves no newline; start on a fresh line so that
+            # only the broken line is reported by read_records, not ours too.
+            if handle.seek(0, os.SEEK_END) > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    text = "\n" + text
+            handle.write(text.encode("utf-8"))
+    except OSError as err:
+        raise OutputError(f"cannot append to {path}: {err.strerror}") from err
+    return path
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "record"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Read a JSON-lines records file; blank lines are skipped.
+
+    Raises:
+        XBenchError: the file does not exist.
+        DataError: a line is not JSON or not a valid record; the message is
+            ``"FILE:LINE: what is wrong"``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise XBenchError(f"records file not found: {path}") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason})") from err
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})") from err
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        try:
+            records.append(Record.model_validate(obj, strict=True))
+        except ValidationError as err:
+            raise DataError(f"{path}:{lineno}: invalid record: {_first_error(err)}") from err
+    return records
+
+
+RECORD_COLUMNS = list(Record.model_fields)
+DISPLAY_COLUMNS = [f"display_{key}" for key in DISPLAY_DEFAULTS]
+
+
+def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per record, in order, with ``display`` flattened.
+
+    Columns are the record fields, with ``display`` replaced by
+    ``display_label``, ``display_unit``, ``display_scale`` and
+    ``display_decimals`` (defaults filled in; the label defaults to the metric
+    name). ``params`` and ``versions`` stay dicts. ``seed``, ``exit`` and ``n``
+    are nullable integers.
+    """
+    rows = [r.model_dump() for r in records]
+    frame = pd.DataFrame(rows, columns=RECORD_COLUMNS)
+    display = pd.DataFrame(frame.pop("display").tolist(), index=frame.index, columns=list(DISPLAY_DEFAULTS))
+    display = display.fillna({k: v for k, v in DISPLAY_DEFAULTS.items() if v is not None})
+    display["label"] = display["label"].fillna(frame["metric"])
+    frame = frame.join(display.add_prefix("display_"))
+    frame = frame.astype(
+        {
+            "seed": "Int64",
+            "exit": "Int64",
+            "n": "Int64",
+            "value": "float64",
+            "time_s": "float64",
+            "display_scale": "float64",
+            "display_decimals": "int64",
+        }
+    )
+    return frame

@@ -1,0 +1,336 @@
+"""Suites: YAML files mapped one-to-one onto typed config objects.
+
+Precedence is defaults < YAML (after ``extends:``) < ``--set key.path=value``.
+Every problem is reported as one :class:`~xbench.errors.ConfigError` line that
+names the file and the key at fault, e.g.::
+
+    suites/x.yaml: training.epochs: Input should be a valid integer (got 'ten')
+    suites/x.yaml: methods[0].name: unknown method 'baselin'; did you mean 'baseline'?
+
+A suite file::
+
+    name: quick                    # defaults to the file's stem
+    extends: base.yaml             # optional; relative to this file
+    datasets: [fashion_mnist]      # a name, or {name, params, label}
+    backbone: {name: resnet_cifar, params: {depth: 8, width: 16}}
+    methods: [baseline]
+    metrics: [top1, top5, params, flops]
+    seeds: [0]
+    training: {epochs: 2, batch_size: 128, optimizer: sgd, lr: 0.1, schedule: cosine}
+    evaluation: {limit: null, batch_size: 500}
+    device: auto                   # auto | cpu | cuda | cuda:N
+    output: results/quick
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from xbench.errors import ConfigError, UnknownNameError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginSpec(_Strict):
+    """A plugin by name with its parameters; ``label`` names the leaderboard row."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class TrainingConfig(_Strict):
+    """The one training loop's settings, shared by every method of a suite."""
+
+    epochs: int = Field(2, ge=0)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["constant", "cosine", "step", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_epochs: list[int] = Field(default_factory=list, description="epochs at which 'step' divides lr by 10")
+    limit: int | None = Field(None, ge=1, description="use only this many training images")
+    augment: list[Literal["flip", "crop"]] = Field(default_factory=list)
+
+
+class EvaluationConfig(_Strict):
+    limit: int | None = Field(None, ge=1, description="evaluate on this many test images")
+    batch_size: int = Field(500, ge=1)
+
+
+class DataConfig(_Strict):
+    dir: Path | None = None
+    download: bool = True
+
+
+class Suite(_Strict):
+    """A resolved suite: datasets × methods × seeds, and how to train and measure them."""
+
+    name: str
+    description: str = ""
+    datasets: list[PluginSpec] = Field(min_length=1)
+    backbone: PluginSpec = Field(default_factory=lambda: PluginSpec(name="resnet_cifar"))
+    methods: list[PluginSpec] = Field(min_length=1)
+    metrics: list[PluginSpec] = Field(
+        default_factory=lambda: [PluginSpec(name=n) for n in ("top1", "top5", "params", "flops")], min_length=1
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    device: str = "auto"
+    output: Path | None = None
+    cache_dir: Path | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+            raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_rows(self) -> Suite:
+        for kind in ("datasets", "methods"):
+            labels = [s.display for s in getattr(self, kind)]
+            dup = sorted({x for x in labels if labels.count(x) > 1})
+            if dup:
+                raise ValueError(f"{kind}: duplicate row {dup[0]!r}; give each a distinct 'label'")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: duplicate seeds")
+        return self
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output if self.output is not None else Path("results") / self.name
+
+
+# -- loading -----------------------------------------------------------------------
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such suite file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: {where}YAML syntax error: {problem}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a suite must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge mappings; lists and scalars in ``over`` replace those in ``base``."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve() if path.exists() else path
+    if path in seen:
+        chain = " -> ".join(p.name for p in (*seen, path))
+        raise ConfigError(f"{seen[0]}: extends: circular ({chain})")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: must be a file path, got {parent!r}")
+    parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+    if not parent_path.is_file():
+        raise ConfigError(f"{path}: extends: no such suite file {parent!r}")
+    base = _resolve_extends(parent_path, (*seen, path))
+    base.pop("name", None)  # a child is its own suite unless it names itself
+    base.pop("output", None)
+    return _merge(base, data)
+
+
+_SEGMENT = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
+def _split_path(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for seg in _SEGMENT.findall(key):
+        parts.append(int(seg[1:-1]) if seg.startswith("[") else (int(seg) if seg.isdigit() else seg))
+    return parts
+
+
+def apply_override(data: dict[str, Any], assignment: str, source: str = "--set") -> None:
+    """Apply one ``key.path=value`` (value parsed as YAML) to raw suite data in place."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{source} {assignment!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source} {key}: value {raw!r} is not valid YAML") from err
+    path = _split_path(key.strip())
+    if not path:
+        raise ConfigError(f"{source} {assignment!r}: expected key.path=value")
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if isinstance(node, list):
+            if not isinstance(part, int) or part >= len(node):
+                raise ConfigError(f"{source} {key}: index {part} out of range (list of {len(node)})")
+            if isinstance(node[part], str):  # a shorthand plugin name: expand to a mapping
+                node[part] = {"name": node[part]}
+            node = node[part]
+        else:
+            if part not in node or node[part] is None:
+                node[part] = [] if isinstance(nxt, int) else {}
+            elif isinstance(node[part], str) and not isinstance(nxt, int):
+                node[part] = {"name": node[part]}
+            node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last >= len(node):
+            raise ConfigError(f"{source} {key}: index {last} out of range (list of {len(node)})")
+        node[last] = value
+    elif isinstance(node, dict):
+        node[str(last)] = value
+    else:
+        raise ConfigError(f"{source} {key}: cannot set a key inside {type(node).__name__} value")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_from_name()]", "function-before[_from_name()]"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _model_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The valid keys at ``loc`` (for "unknown key" messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return None
+    return sorted(current.model_fields) if isinstance(current, type) else None
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """The first error of ``err`` as ``key.path: message``."""
+    e = err.errors()[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    where = _loc(loc)
+    full = ".".join(x for x in (prefix, where) if x).replace(".[", "[")
+    if e["type"] == "extra_forbidden":
+        keys = _model_keys(model, loc)
+        valid = f" (valid keys: {', '.join(keys)})" if keys else ""
+        return f"{full}: unknown key{valid}"
+    msg = e["msg"].removeprefix("Value error, ")
+    got = e.get("input")
+    shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f" (got {got!r})"
+    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    if not full:  # a whole-suite check; its message names the key itself
+        return f"{msg}{more}"
+    return f"{full}: {msg}{shown}{more}"
+
+
+def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel]]:
+    """Check every plugin name and its params against the registries.
+
+    Returns the validated params per kind and row label, so callers need not
+    validate them again.
+    """
+    from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS
+
+    validated: dict[str, dict[str, BaseModel]] = {}
+    groups = [
+        ("datasets", DATASETS, suite.datasets),
+        ("methods", METHODS, suite.methods),
+        ("metrics", METRICS, suite.metrics),
+        ("backbone", BACKBONES, [suite.backbone]),
+    ]
+    for key, registry, specs in groups:
+        validated[key] = {}
+        for i, spec in enumerate(specs):
+            where = key if key == "backbone" else f"{key}[{i}]"
+            try:
+                cls = registry.get(spec.name)
+            except UnknownNameError as err:
+                raise ConfigError(f"{source}: {where}.name: {err}") from err
+            try:
+                validated[key][spec.display] = cls.Params.model_validate(spec.params)
+            except ValidationError as err:
+                raise ConfigError(f"{source}: {format_validation_error(err, cls.Params, f'{where}.params')}") from err
+    return validated
+
+
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), check_plugins: bool = True) -> Suite:
+    """Load, merge ``extends:``, apply ``--set`` overrides and validate a suite file."""
+    path = Path(path)
+    data = _resolve_extends(path)
+    for assignment in overrides:
+        apply_override(data, assignment, source=f"{path}: --set")
+    data.setdefault("name", path.stem)
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as err:
+        message = format_validation_error(err, Suite)
+        # Blame the --set flag, not the file, when the bad key came from the CLI.
+        where = message.split(":", 1)[0]
+        for assignment in overrides:
+            key = assignment.partition("=")[0].strip()
+            norm = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
+            if where == norm or where.startswith((norm + ".", norm + "[")) or norm.startswith(where + "."):
+                raise ConfigError(f"{path}: --set {message}") from err
+        raise ConfigError(f"{path}: {message}") from err
+    if check_plugins:
+        validate_plugins(suite, str(path))
+    return suite
+
+
+def dump_suite(suite: Suite) -> str:
+    """The resolved suite as YAML (written next to the results)."""
+    return yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
