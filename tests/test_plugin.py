@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,11 @@ EXAMPLE = ROOT / "examples" / "xbench-plugin-example"
 def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     target = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = shutil.copytree(EXAMPLE, build / EXAMPLE.name)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(EXAMPLE)],
+         "--no-index", "--target", str(target), str(source)],
         check=True, capture_output=True, text=True, timeout=300, cwd=build,
     )
     assert list(target.glob("xbench_plugin_example-*.dist-info"))
