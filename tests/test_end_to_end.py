@@ -22,7 +22,10 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
     out, cache = tmp / "out", tmp / "cache"
     proc = subprocess.run(
         [sys.executable, "-m", "xbench", "run", "suites/smoke.yaml", "--output", str(out), "--cache-dir", str(cache)],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     return out, cache, proc.stdout
@@ -95,8 +98,21 @@ def test_report_rerenders_tables_from_records(smoke_run: tuple[Path, Path, str],
 def test_failed_cell_is_recorded_and_exit_code_is_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A training that diverges fails its cell, not the run; the exit code says so."""
     out = tmp_path / "out"
-    code = main(["run", "suites/smoke.yaml", "--output", str(out), "--no-progress",
-                 "--set", "training.lr=1e30", "--set", "training.epochs=1", "--set", "training.momentum=0"])
+    code = main(
+        [
+            "run",
+            "suites/smoke.yaml",
+            "--output",
+            str(out),
+            "--no-progress",
+            "--set",
+            "training.lr=1e30",
+            "--set",
+            "training.epochs=1",
+            "--set",
+            "training.momentum=0",
+        ]
+    )
     assert code == 1
     records = read_records(out / "records.jsonl")
     assert records and all(r.status == "failed" for r in records)

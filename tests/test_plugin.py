@@ -27,9 +27,24 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
     source = shutil.copytree(EXAMPLE, build / EXAMPLE.name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True, timeout=300, cwd=build,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=build,
     )
     assert list(target.glob("xbench_plugin_example-*.dist-info"))
     env = dict(os.environ)
@@ -39,8 +54,9 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def _xbench(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xbench", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "xbench", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
 
 
 def test_installed_plugin_is_listed(plugin_env: dict[str, str]) -> None:
@@ -52,16 +68,29 @@ def test_installed_plugin_is_listed(plugin_env: dict[str, str]) -> None:
 
 def test_plugin_runs_in_a_suite_next_to_the_baseline(plugin_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = _xbench(["run", "suites/smoke.yaml", "--output", str(out), "--set", "training.epochs=1",
-                    "--set", "methods=[baseline, {name: label_smoothing, params: {smoothing: 0.2}}]"], plugin_env)
+    proc = _xbench(
+        [
+            "run",
+            "suites/smoke.yaml",
+            "--output",
+            str(out),
+            "--set",
+            "training.epochs=1",
+            "--set",
+            "methods=[baseline, {name: label_smoothing, params: {smoothing: 0.2}}]",
+        ],
+        plugin_env,
+    )
     assert proc.returncode == 0, proc.stderr
     md = (out / "leaderboard.md").read_text()
     assert re.search(r"^\| label_smoothing \|", md, re.M) and re.search(r"^\| baseline \|", md, re.M)
 
 
 def test_plugin_params_are_validated(plugin_env: dict[str, str]) -> None:
-    proc = _xbench(["validate", "suites/smoke.yaml", "--set", "methods=[{name: label_smoothing, params: {smoothing: 2}}]"],
-                   plugin_env)
+    proc = _xbench(
+        ["validate", "suites/smoke.yaml", "--set", "methods=[{name: label_smoothing, params: {smoothing: 2}}]"],
+        plugin_env,
+    )
     assert proc.returncode == 2
     assert "methods[0].params.smoothing" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 

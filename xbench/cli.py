@@ -33,14 +33,21 @@ EXAMPLES = {
 
 def _add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", type=Path, help="suite YAML file, e.g. suites/quick.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override any suite field (value parsed as YAML); repeatable")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override any suite field (value parsed as YAML); repeatable",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="python -m xbench", formatter_class=fmt,
+        prog="python -m xbench",
+        formatter_class=fmt,
         description="Benchmark interpretable and early-exit image classifiers.",
         epilog="examples:\n  python -m xbench run suites/quick.yaml\n  python -m xbench list methods\n\n"
         "Run 'python -m xbench COMMAND --help' for a command's options.",
@@ -48,33 +55,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="train and evaluate every cell of a suite", epilog=EXAMPLES["run"],
-                         formatter_class=fmt, description="Train (or load from the cache) and evaluate every "
-                         "(dataset, method, seed) cell of a suite, then write records and leaderboards.")
+    run = sub.add_parser(
+        "run",
+        help="train and evaluate every cell of a suite",
+        epilog=EXAMPLES["run"],
+        formatter_class=fmt,
+        description="Train (or load from the cache) and evaluate every "
+        "(dataset, method, seed) cell of a suite, then write records and leaderboards.",
+    )
     _add_suite_args(run)
     run.add_argument("--data-dir", type=Path, help="where datasets live (before $XBENCH_DATA and standard places)")
-    run.add_argument("--cache-dir", type=Path, help="checkpoint/result cache (default $XBENCH_CACHE or "
-                     "~/.cache/xbench)")
+    run.add_argument(
+        "--cache-dir", type=Path, help="checkpoint/result cache (default $XBENCH_CACHE or ~/.cache/xbench)"
+    )
     run.add_argument("--output", type=Path, help="results folder (default: the suite's output)")
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the suite's device)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="show progress bars (default: when stderr is a terminal)")
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress bars (default: when stderr is a terminal)",
+    )
 
-    lst = sub.add_parser("list", help="list registered plugins or available suites", epilog=EXAMPLES["list"],
-                         formatter_class=fmt, description="List what is registered (built-in and plugins).")
+    lst = sub.add_parser(
+        "list",
+        help="list registered plugins or available suites",
+        epilog=EXAMPLES["list"],
+        formatter_class=fmt,
+        description="List what is registered (built-in and plugins).",
+    )
     lst.add_argument("kind", choices=["methods", "metrics", "datasets", "backbones", "suites"])
     lst.add_argument("--suites-dir", type=Path, default=Path("suites"), help="where 'list suites' looks")
 
-    val = sub.add_parser("validate", help="check a suite without running it", epilog=EXAMPLES["validate"],
-                         formatter_class=fmt, description="Load and validate a suite (keys, types, plugin "
-                         "names and parameters) and print the resolved configuration.")
+    val = sub.add_parser(
+        "validate",
+        help="check a suite without running it",
+        epilog=EXAMPLES["validate"],
+        formatter_class=fmt,
+        description="Load and validate a suite (keys, types, plugin "
+        "names and parameters) and print the resolved configuration.",
+    )
     _add_suite_args(val)
     val.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
 
-    rep = sub.add_parser("report", help="re-render leaderboards from a run's records", epilog=EXAMPLES["report"],
-                         formatter_class=fmt, description="Re-render leaderboard.md/.csv/.tex from the "
-                         "records.jsonl of one or more result folders.")
+    rep = sub.add_parser(
+        "report",
+        help="re-render leaderboards from a run's records",
+        epilog=EXAMPLES["report"],
+        formatter_class=fmt,
+        description="Re-render leaderboard.md/.csv/.tex from the records.jsonl of one or more result folders.",
+    )
     rep.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a results folder")
     rep.add_argument("-o", "--output", type=Path, help="where to write the tables (default: the RUN_DIR)")
     return parser
@@ -117,7 +148,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 desc = str(_read_yaml(f).get("description", "")).strip().splitlines()
             except XBenchError as err:
                 desc = [f"(invalid: {err})"]
-            print(f"{str(f):32s} {desc[0] if desc else ''}")
+            print(f"{f!s:32s} {desc[0] if desc else ''}")
         return 0
     registry = {"methods": METHODS, "metrics": METRICS, "datasets": DATASETS, "backbones": BACKBONES}[args.kind]
     for name, obj in registry.items():
@@ -125,7 +156,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.kind == "methods":
             line += f"\n{'':24s} paper: {getattr(obj, 'paper', '') or '—'}"
         if args.kind == "metrics":
-            arrow = {True: "↑", False: "↓"}.get(getattr(obj, "higher_is_better", None), "")
+            hib = getattr(obj, "higher_is_better", None)
+            arrow = "↑" if hib is True else "↓" if hib is False else ""
             line += f" [{getattr(obj, 'category', '?')} {arrow}]"
         print(line)
     return 0

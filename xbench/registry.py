@@ -109,9 +109,7 @@ class Registry(Generic[T]):
             try:
                 obj = ep.load()
             except Exception as err:  # a broken plugin must name itself
-                raise XBenchError(
-                    f"{self.kind} plugin {name!r} ({ep.value}) failed to import: {err}"
-                ) from err
+                raise XBenchError(f"{self.kind} plugin {name!r} ({ep.value}) failed to import: {err}") from err
             self._items[name] = obj
         return self._items[name]
 
@@ -147,9 +145,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         self._ensure_loaded()
-        return isinstance(name, str) and (
-            name in self._items or name in self._lazy or name in self._aliases
-        )
+        return isinstance(name, str) and (name in self._items or name in self._lazy or name in self._aliases)
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, group={self.group!r})"

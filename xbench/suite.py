@@ -242,11 +242,11 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 def _model_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """The valid keys at ``loc`` (for "unknown key" messages)."""
-    current: Any = model
+    current: type[BaseModel] | None = model
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        field = current.model_fields.get(part) if isinstance(current, type) else None
+        field = current.model_fields.get(part) if current is not None else None
         if field is None:
             return None
         ann = field.annotation
@@ -255,7 +255,7 @@ def _model_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | Non
         current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if current is None:
             return None
-    return sorted(current.model_fields) if isinstance(current, type) else None
+    return sorted(current.model_fields) if current is not None else None
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:

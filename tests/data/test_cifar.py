@@ -105,10 +105,7 @@ def test_cifar10_round_trips_pixels_and_labels(tmp_path: Path, protocol: int | s
     # A row is 1024 red, 1024 green, 1024 blue values, each plane row-major.
     c, r, col = 1, 5, 7
     for i in range(15):
-        assert (
-            round(float(train.images[i, c, r, col]) * 255)
-            == expected["train_data"][i, 1024 * c + 32 * r + col]
-        )
+        assert round(float(train.images[i, c, r, col]) * 255) == expected["train_data"][i, 1024 * c + 32 * r + col]
     pixels = (train.images * 255).round().to(torch.uint8).numpy()
     assert np.array_equal(pixels.reshape(15, 3072), expected["train_data"])
     assert train.classes == [f"class{i}" for i in range(10)]
@@ -154,9 +151,7 @@ def test_malicious_pickle_is_refused_and_does_not_run(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     bad = tmp_path / "cifar-10-batches-py" / "test_batch"
     bad.write_bytes(pickle.dumps({b"data": Payload(marker), b"labels": [0]}))
-    with pytest.raises(
-        DataError, match=f"{re.escape(str(bad))}.*refusing to load global (posix|os)\\.system"
-    ):
+    with pytest.raises(DataError, match=f"{re.escape(str(bad))}.*refusing to load global (posix|os)\\.system"):
         load("cifar10", "test", tmp_path)
     assert not marker.exists()
     # The payload really would run under a plain pickle.load: the test is not vacuous.
@@ -164,9 +159,7 @@ def test_malicious_pickle_is_refused_and_does_not_run(tmp_path: Path) -> None:
     assert marker.exists()
 
 
-@pytest.mark.parametrize(
-    "target", [("builtins", "eval"), ("numpy", "load"), ("numpy.core.multiarray", "scalar")]
-)
+@pytest.mark.parametrize("target", [("builtins", "eval"), ("numpy", "load"), ("numpy.core.multiarray", "scalar")])
 def test_only_array_globals_are_allowed(tmp_path: Path, target: tuple[str, str]) -> None:
     path = tmp_path / "evil"
     path.write_bytes(b"\x80\x02c" + f"{target[0]}\n{target[1]}\n".encode() + b".")
@@ -194,9 +187,7 @@ def test_malformed_batches_are_data_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "name, archive", [("cifar10", "cifar-10-python.tar.gz"), ("cifar100", "cifar-100-python.tar.gz")]
 )
-def test_missing_without_download(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, archive: str
-) -> None:
+def test_missing_without_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, archive: str) -> None:
     calls: list[Path] = []
     monkeypatch.setattr(cifar.CifarDataset, "_fetch", lambda self, root: calls.append(root))
     with pytest.raises(DataNotFoundError) as info:

@@ -29,9 +29,7 @@ def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
     return path
 
 
-def make_split(
-    directory: Path, split: str, n: int, seed: int, compress: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def make_split(directory: Path, split: str, n: int, seed: int, compress: bool) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = (np.arange(n) % 10).astype(np.uint8)
@@ -62,9 +60,7 @@ def load(split: str, data_dir: Path | None = None, download: bool = False) -> Im
 
 @pytest.mark.parametrize("compress", [True, False])
 def test_round_trips_gzip_and_raw_idx(tmp_path: Path, compress: bool, no_system_dirs: None) -> None:
-    train_images, train_labels = make_split(
-        tmp_path / "fashion-mnist", "train", 13, seed=0, compress=compress
-    )
+    train_images, train_labels = make_split(tmp_path / "fashion-mnist", "train", 13, seed=0, compress=compress)
     test_images, test_labels = make_split(tmp_path / "fashion-mnist", "test", 7, seed=1, compress=compress)
 
     train, test = load("train", tmp_path), load("test", tmp_path)
@@ -90,9 +86,7 @@ def test_prefers_uncompressed_over_gzip(tmp_path: Path, no_system_dirs: None) ->
     assert load("test", tmp_path).labels.tolist() == raw_labels.tolist()
 
 
-def test_xbench_data_env_is_honoured(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_system_dirs: None
-) -> None:
+def test_xbench_data_env_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_system_dirs: None) -> None:
     _, labels = make_split(tmp_path / "env", "test", 4, seed=5, compress=True)
     monkeypatch.setenv("XBENCH_DATA", str(tmp_path / "env"))
     assert load("test").labels.tolist() == labels.tolist()
@@ -108,9 +102,7 @@ def test_data_dir_takes_precedence_over_env(
     assert len(split) == 9 and split.labels.tolist() == arg_labels.tolist()
 
 
-def test_missing_everywhere_without_download(
-    tmp_path: Path, no_system_dirs: None, no_fetch: list[Path]
-) -> None:
+def test_missing_everywhere_without_download(tmp_path: Path, no_system_dirs: None, no_fetch: list[Path]) -> None:
     with pytest.raises(DataNotFoundError) as info:
         load("train", tmp_path / "empty", download=False)
     message = str(info.value)
@@ -121,9 +113,7 @@ def test_missing_everywhere_without_download(
     assert str(tmp_path / "empty") in message and str(tmp_path / "no-system") in message
 
 
-def test_failed_download_is_reported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_system_dirs: None
-) -> None:
+def test_failed_download_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_system_dirs: None) -> None:
     calls: list[Path] = []
 
     def offline(root: Path) -> None:
@@ -143,9 +133,7 @@ def test_download_lands_in_torchvision_layout(
 
     def fake_torchvision(root: Path) -> None:
         for i, split in enumerate(("train", "test")):
-            expected[split] = make_split(root / "FashionMNIST" / "raw", split, 3 + i, seed=i, compress=True)[
-                1
-            ]
+            expected[split] = make_split(root / "FashionMNIST" / "raw", split, 3 + i, seed=i, compress=True)[1]
 
     monkeypatch.setattr(fm, "_fetch", fake_torchvision)
     split = load("test", tmp_path / "dl", download=True)
@@ -191,9 +179,7 @@ def test_read_idx_handles_wider_types(tmp_path: Path) -> None:
     assert fm.read_idx(path).tolist() == [[1, -2], [300, 4]]
 
 
-@pytest.mark.skipif(
-    not (REAL_DIR / "t10k-labels-idx1-ubyte.gz").is_file(), reason="dataset-fashion-mnist absent"
-)
+@pytest.mark.skipif(not (REAL_DIR / "t10k-labels-idx1-ubyte.gz").is_file(), reason="dataset-fashion-mnist absent")
 def test_real_debian_files(tmp_path: Path, no_fetch: list[Path]) -> None:
     train, test = load("train", tmp_path / "empty"), load("test", tmp_path / "empty")
     assert train.source == str(REAL_DIR)

@@ -58,9 +58,7 @@ def _has_marker(path: Path) -> bool:
     return (path / "marker").is_file()
 
 
-def test_locate_prefers_data_dir_over_env_over_system(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_locate_prefers_data_dir_over_env_over_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dirs = {name: tmp_path / name for name in ("arg", "env", "system")}
     for d in dirs.values():
         (d / "sub").mkdir(parents=True)
@@ -122,9 +120,7 @@ def test_locate_reports_a_failed_download(tmp_path: Path) -> None:
         raise URLError("[Errno -2] Name or service not known")
 
     with pytest.raises(DataNotFoundError, match=r"download into .* failed .*Name or service not known"):
-        loc.locate_dataset(
-            "toy", tmp_path / "d", layouts=[""], predicate=_has_marker, download=True, fetch=offline
-        )
+        loc.locate_dataset("toy", tmp_path / "d", layouts=[""], predicate=_has_marker, download=True, fetch=offline)
 
 
 def test_locate_reports_a_download_without_the_files(tmp_path: Path) -> None:

@@ -127,9 +127,7 @@ class FashionMNIST(Dataset):
         if labels.ndim != 1 or labels.dtype != np.uint8:
             raise DataError(f"{label_file} should hold uint8 labels of shape (N,), not {labels.shape}")
         if len(labels) != len(images):
-            raise DataError(
-                f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels"
-            )
+            raise DataError(f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels")
         if len(labels) and int(labels.max()) >= len(CLASSES):
             raise DataError(f"{label_file} has label {int(labels.max())}; Fashion-MNIST has 10 classes")
         return ImageSplit(

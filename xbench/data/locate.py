@@ -140,9 +140,7 @@ def locate_dataset(
     where = ", ".join(str(r) for r in roots)
     shapes = ", ".join(f"<dir>/{layout}" if layout else "<dir>" for layout in layouts)
     hint = how_to.replace("{dir}", str(user_roots(data_dir)[0]))
-    raise DataNotFoundError(
-        f"{dataset} data not found in {where} (tried {shapes}); {outcome}. To get it: {hint}"
-    )
+    raise DataNotFoundError(f"{dataset} data not found in {where} (tried {shapes}); {outcome}. To get it: {hint}")
 
 
 def _dedupe(paths: Iterable[Path]) -> list[Path]:

@@ -98,8 +98,9 @@ class Cache:
             log.warning("cache entry %s has no valid hash sidecar; recomputing", payload)
             return False
         if sha256_file(payload) != expected:
-            log.warning("cache entry %s does not match its recorded sha256 (truncated or tampered); recomputing",
-                        payload)
+            log.warning(
+                "cache entry %s does not match its recorded sha256 (truncated or tampered); recomputing", payload
+            )
             return False
         return True
 

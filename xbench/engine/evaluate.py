@@ -24,7 +24,11 @@ class Predictions:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, data: ImageSplit, device: torch.device, batch_size: int, desc: str = "eval",
+    model: nn.Module,
+    data: ImageSplit,
+    device: torch.device,
+    batch_size: int,
+    desc: str = "eval",
     progress: bool = True,
 ) -> Predictions:
     """Run ``model`` in eval mode over ``data`` in batches."""

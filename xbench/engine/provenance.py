@@ -37,7 +37,10 @@ def git_revision() -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -56,7 +59,12 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def device_description(device: torch.device) -> str:
+def device_description(device: torch.device) -> dict[str, object]:
+    """The device and what timings depend on: its model and, on CPU, the thread count."""
     if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{torch.get_num_threads()}threads"
+        return {"device": str(device), "name": torch.cuda.get_device_name(device)}
+    return {
+        "device": str(device),
+        "name": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }

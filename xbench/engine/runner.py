@@ -122,8 +122,9 @@ class Runner:
     # data ----------------------------------------------------------------------
     def load_data(self, spec: PluginSpec) -> tuple[ImageSplit, ImageSplit]:
         cls = DATASETS.get(spec.name)
-        dataset = cls(self.params["datasets"][spec.display], self.opt.data_dir or self.suite.data.dir,
-                      self.suite.data.download)
+        dataset = cls(
+            self.params["datasets"][spec.display], self.opt.data_dir or self.suite.data.dir, self.suite.data.download
+        )
         train_split = dataset.load("train").subset(self.suite.training.limit, seed=0)
         test_split = dataset.load("test").subset(self.suite.evaluation.limit, seed=0)
         return train_split, test_split
@@ -133,23 +134,30 @@ class Runner:
 
     # one cell --------------------------------------------------------------------
     def model_key(self, cell: CellSpec, method_params: BaseModel) -> str:
-        return cache_key({
-            "kind": "model",
-            "dataset": self.data_key(cell.dataset),
-            "method": {"name": cell.method.name, "params": method_params.model_dump(mode="json")},
-            "backbone": {"name": self.suite.backbone.name,
-                         "params": self.params["backbone"][self.suite.backbone.display].model_dump(mode="json")},
-            "training": self.suite.training.model_dump(mode="json"),
-            "seed": cell.seed,
-            "xbench": self.versions["xbench"],
-            "torch": self.versions["torch"],
-        })
+        return cache_key(
+            {
+                "kind": "model",
+                "dataset": self.data_key(cell.dataset),
+                "method": {"name": cell.method.name, "params": method_params.model_dump(mode="json")},
+                "backbone": {
+                    "name": self.suite.backbone.name,
+                    "params": self.params["backbone"][self.suite.backbone.display].model_dump(mode="json"),
+                },
+                "training": self.suite.training.model_dump(mode="json"),
+                "seed": cell.seed,
+                "xbench": self.versions["xbench"],
+                "torch": self.versions["torch"],
+            }
+        )
 
     def run_cell(self, cell: CellSpec, train_split: ImageSplit, test_split: ImageSplit) -> tuple[list[Record], str]:
         method_params = self.params["methods"][cell.method.display]
         ctx = MethodContext(
-            num_classes=train_split.num_classes, in_channels=train_split.in_channels,
-            image_size=train_split.image_size, mean=tuple(train_split.mean), std=tuple(train_split.std),
+            num_classes=train_split.num_classes,
+            in_channels=train_split.in_channels,
+            image_size=train_split.image_size,
+            mean=tuple(train_split.mean),
+            std=tuple(train_split.std),
             backbone=self.suite.backbone.name,
             backbone_params=self.params["backbone"][self.suite.backbone.display].model_dump(mode="json"),
             seed=cell.seed,
@@ -163,27 +171,49 @@ class Runner:
             model.load_state_dict(state)
             train_note = "cached"
         else:
-            stats = train(method, model, train_split, self.suite.training, self.device, cell.seed,
-                          desc=cell.id, progress=self.opt.progress)
+            stats = train(
+                method,
+                model,
+                train_split,
+                self.suite.training,
+                self.device,
+                cell.seed,
+                desc=cell.id,
+                progress=self.opt.progress,
+            )
             self.cache.save_model(key, model.state_dict(), {"cell": cell.id, "train": stats.__dict__})
             train_note = f"trained {stats.time_s:.1f}s"
         model.to(self.device).eval()
-        ectx = EvalContext(model, method, test_split, self.device, self.suite.evaluation.batch_size,
-                           desc=cell.id, progress=self.opt.progress)
+        ectx = EvalContext(
+            model,
+            method,
+            test_split,
+            self.device,
+            self.suite.evaluation.batch_size,
+            desc=cell.id,
+            progress=self.opt.progress,
+        )
         records: list[Record] = []
         for spec, metric in self.metrics:
             records.extend(self.measure(cell, key, spec, metric, ectx))
         return records, train_note
 
-    def measure(self, cell: CellSpec, model_key: str, spec: PluginSpec, metric: Metric,
-                ectx: EvalContext) -> list[Record]:
+    def measure(
+        self, cell: CellSpec, model_key: str, spec: PluginSpec, metric: Metric, ectx: EvalContext
+    ) -> list[Record]:
         if metric.requires_masks and ectx.data.masks is None:
             log.info("%s: %s needs masks; %s has none, skipped", cell.id, spec.display, cell.dataset.display)
             return []
-        key = cache_key({
-            "kind": "metric", "model": model_key, "metric": spec.name, "params": metric.param_dict(),
-            "evaluation": self.suite.evaluation.model_dump(mode="json"), "device": self.device.type,
-        })
+        key = cache_key(
+            {
+                "kind": "metric",
+                "model": model_key,
+                "metric": spec.name,
+                "params": metric.param_dict(),
+                "evaluation": self.suite.evaluation.model_dump(mode="json"),
+                "device": self.device.type,
+            }
+        )
         cached = self.cache.load_json("metrics", key)
         if cached is not None:
             results = [MetricResult(**r) for r in cached["results"]]
@@ -192,20 +222,44 @@ class Runner:
             start = time.perf_counter()
             results = metric.compute(ectx)
             elapsed = time.perf_counter() - start
-            self.cache.save_json("metrics", key, {"results": [r.__dict__ for r in results], "time_s": elapsed},
-                                 {"cell": cell.id, "metric": spec.display})
+            self.cache.save_json(
+                "metrics",
+                key,
+                {"results": [r.__dict__ for r in results], "time_s": elapsed},
+                {"cell": cell.id, "metric": spec.display},
+            )
         return [self.record(cell, spec, metric, r, elapsed) for r in results]
 
-    def record(self, cell: CellSpec, spec: PluginSpec, metric: Metric, result: MetricResult | None,
-               time_s: float | None, error: str | None = None) -> Record:
+    def record(
+        self,
+        cell: CellSpec,
+        spec: PluginSpec,
+        metric: Metric,
+        result: MetricResult | None,
+        time_s: float | None,
+        error: str | None = None,
+    ) -> Record:
         return Record(
-            suite=self.suite.name, dataset=cell.dataset.display, method=cell.method.display, seed=cell.seed,
-            metric=spec.display, value=None if result is None else result.value,
-            exit=None if result is None else result.exit, n=None if result is None else result.n,
-            higher_is_better=metric.higher_is_better, category=metric.category, display=metric.display(),
+            suite=self.suite.name,
+            dataset=cell.dataset.display,
+            method=cell.method.display,
+            seed=cell.seed,
+            metric=spec.display,
+            value=None if result is None else result.value,
+            exit=None if result is None else result.exit,
+            n=None if result is None else result.n,
+            higher_is_better=metric.higher_is_better,
+            category=metric.category,
+            display=metric.display(),
             params={**metric.param_dict(), **({} if result is None else result.params)},
-            versions=self.versions, git=self.git, device=device_description(self.device), time_s=time_s,
-            status="ok" if error is None else "failed", error=error, method_name=cell.method.name, cell=cell.id,
+            versions=self.versions,
+            git=self.git,
+            device=str(self.device),
+            time_s=time_s,
+            status="ok" if error is None else "failed",
+            error=error,
+            method_name=cell.method.name,
+            cell=cell.id,
         )
 
     def failed_records(self, cell: CellSpec, err: BaseException) -> list[Record]:
@@ -221,9 +275,16 @@ class Runner:
             result = self._run_cells(out)
             self._write(staging, result.records)
             result.time_s = time.perf_counter() - start
-            summary = {"suite": self.suite.name, "source": self.source, "cells": len(self.cells()),
-                       "failed_cells": result.failed_cells, "time_s": result.time_s,
-                       "device": device_description(self.device), "versions": self.versions, "git": self.git}
+            summary = {
+                "suite": self.suite.name,
+                "source": self.source,
+                "cells": len(self.cells()),
+                "failed_cells": result.failed_cells,
+                "time_s": result.time_s,
+                "device": device_description(self.device),
+                "versions": self.versions,
+                "git": self.git,
+            }
             atomic_write_text(staging / RESULT_MARKER, json.dumps(summary, indent=1))
             _publish(staging, out)
         finally:
@@ -257,8 +318,9 @@ class Runner:
                 cell_records, note = self.failed_records(cell, err), f"FAILED: {type(err).__name__}: {err}"
                 failed.append(cell.id)
             records.extend(cell_records)
-            self.opt.echo(f"[{i}/{len(cells)}] {cell.id}: {_summary(cell_records)} ({note}; "
-                          f"{time.perf_counter() - start:.1f}s)")
+            self.opt.echo(
+                f"[{i}/{len(cells)}] {cell.id}: {_summary(cell_records)} ({note}; {time.perf_counter() - start:.1f}s)"
+            )
         return RunResult(out, records, failed)
 
     def _write(self, staging: Path, records: list[Record]) -> None:
@@ -273,8 +335,9 @@ def _summary(records: list[Record]) -> str:
         if r.exit is not None or r.value is None:
             continue
         d = r.display
-        parts.append(f"{d.get('label', r.metric)} {r.value * d.get('scale', 1.0):.{d.get('decimals', 2)}f}"
-                     f"{d.get('unit', '')}")
+        parts.append(
+            f"{d.get('label', r.metric)} {r.value * d.get('scale', 1.0):.{d.get('decimals', 2)}f}{d.get('unit', '')}"
+        )
     return ", ".join(parts) if parts else "no values"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,7 @@ def random_crop(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
     return xp[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
-def augment(x: Tensor, kinds: list[str], g: torch.Generator) -> Tensor:
+def augment(x: Tensor, kinds: Sequence[str], g: torch.Generator) -> Tensor:
     if "crop" in kinds:
         x = random_crop(x, max(1, x.shape[-1] // 8), g)
     if "flip" in kinds:
@@ -62,7 +63,10 @@ def augment(x: Tensor, kinds: list[str], g: torch.Generator) -> Tensor:
 def make_optimizer(cfg: TrainingConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
             weight_decay=cfg.weight_decay,
         )
     if cfg.optimizer == "adam":
@@ -125,8 +129,12 @@ def train(
         method.on_epoch_start(model, epoch, data, device)
         perm = torch.randperm(n, generator=g)
         bar = tqdm(
-            range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False,
-            disable=not progress, unit="batch", dynamic_ncols=True,
+            range(steps_per_epoch),
+            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not progress,
+            unit="batch",
+            dynamic_ncols=True,
         )
         for i in bar:
             idx = perm[i * bs : (i + 1) * bs]

@@ -10,9 +10,7 @@ def _last_stage(model: nn.Module) -> nn.Module:
     backbone = getattr(model, "backbone", None)
     stages = getattr(backbone, "stages", None)
     if stages is None:
-        raise TypeError(
-            f"{type(model).__name__} has no backbone.stages; override Method.explain to explain it"
-        )
+        raise TypeError(f"{type(model).__name__} has no backbone.stages; override Method.explain to explain it")
     return stages[-1]  # type: ignore[no-any-return]
 
 

@@ -9,6 +9,7 @@ Operators fvcore does not count are listed in each record's ``params``.
 from __future__ import annotations
 
 import logging
+import warnings
 
 from torch import Tensor, nn
 
@@ -41,7 +42,10 @@ def count_macs(model: nn.Module, example: Tensor) -> tuple[int, dict[str, int]]:
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     # fvcore logs each skipped op at WARNING; they are recorded in params instead.
     logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
-    total = int(analysis.total())
+    with warnings.catch_warnings():
+        # fvcore traces with torch.jit, which torch now marks deprecated; the trace is still exact.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+        total = int(analysis.total())
     return total, dict(analysis.unsupported_ops())
 
 
@@ -76,6 +80,5 @@ class Flops(Metric):
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
         x = ctx.example_input(1)
         total, skipped = count_macs(ctx.model, x)
-        params = {"convention": "multiply-accumulates (fvcore)", "input_shape": list(x.shape),
-                  "skipped_ops": skipped}
+        params = {"convention": "multiply-accumulates (fvcore)", "input_shape": list(x.shape), "skipped_ops": skipped}
         return [MetricResult(float(total), 1, params=params)]

@@ -24,6 +24,9 @@ class Normalize(nn.Module):
         self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1))
 
+    mean: Tensor
+    std: Tensor
+
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
 
