@@ -36,15 +36,15 @@ def count_parameters(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, example: Tensor) -> tuple[int, dict[str, int]]:
     """Multiply-accumulates of one forward pass with fvcore, and the operators it skipped."""
-    from fvcore.nn import FlopCountAnalysis
-
-    analysis = FlopCountAnalysis(LogitsOnly(model).eval(), example)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    # fvcore logs each skipped op at WARNING; they are recorded in params instead.
-    logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
     with warnings.catch_warnings():
-        # fvcore traces with torch.jit, which torch now marks deprecated; the trace is still exact.
-        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+        # fvcore uses torch.jit, which torch now marks deprecated; its counts are unaffected.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*")
+        from fvcore.nn import FlopCountAnalysis
+
+        analysis = FlopCountAnalysis(LogitsOnly(model).eval(), example)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        # fvcore logs each skipped op at WARNING; they are recorded in params instead.
+        logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
         total = int(analysis.total())
     return total, dict(analysis.unsupported_ops())
 
