@@ -70,6 +70,9 @@ class TrainingConfig(_Strict):
     warmup_epochs: float = Field(0.0, ge=0)
     step_epochs: list[int] = Field(default_factory=list, description="epochs at which 'step' divides lr by 10")
     limit: int | None = Field(None, ge=1, description="use only this many training images")
+    holdout: int = Field(
+        0, ge=0, description="training images held out (never trained on) for calibration, e.g. exit thresholds"
+    )
     augment: list[Literal["flip", "crop"]] = Field(default_factory=list)
 
 

@@ -127,21 +127,24 @@ def test_columns_without_direction_have_no_bold_and_no_arrow() -> None:
 
 
 def test_headers_carry_label_exit_unit_and_arrow_in_first_appearance_order() -> None:
+    """Metrics in order of first appearance; each metric's exits follow it, overall value first."""
     records = [
         rec("a", 0, "top1", 0.9),
         rec("a", 0, "pointing_game", 0.6, exit=2, display={"label": "PG", "decimals": 3}),
         rec("a", 0, "error", 0.1, higher_is_better=False, display=ERROR),
         rec("a", 0, "pointing_game", 0.7, exit=None, display={"label": "PG", "decimals": 3}),
+        rec("a", 0, "pointing_game", 0.5, exit=0, display={"label": "PG", "decimals": 3}),
     ]
     rows = markdown_rows(to_markdown(records))
-    assert rows["Method"] == ["Top-1 [%] ↑", "PG @exit 2 ↑", "Error [%] ↓", "PG ↑"]
-    assert rows["a"] == ["**90.00**", "**0.600**", "**10.0**", "**0.700**"]
+    assert rows["Method"] == ["Top-1 [%] ↑", "PG ↑", "PG @exit 0 ↑", "PG @exit 2 ↑", "Error [%] ↓"]
+    assert rows["a"] == ["**90.00**", "**0.700**", "**0.500**", "**0.600**", "**10.0**"]
     frame = leaderboard_frame(records)["fmnist"]
     assert list(frame.columns.get_level_values("key").unique()) == [
         "top1",
+        "pointing_game",
+        "pointing_game@exit0",
         "pointing_game@exit2",
         "error",
-        "pointing_game",
     ]
 
 

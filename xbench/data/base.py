@@ -69,6 +69,18 @@ class ImageSplit(torch.utils.data.Dataset):  # type: ignore[type-arg]
     def image_size(self) -> tuple[int, int]:
         return int(self.images.shape[2]), int(self.images.shape[3])
 
+    def take(self, idx: Tensor) -> ImageSplit:
+        """The items at ``idx``, as a new split."""
+        masks = None if self.masks is None else self.masks[idx]
+        return ImageSplit(self.images[idx], self.labels[idx], masks, self.classes, self.source, self.mean, self.std)
+
+    def split_off(self, n: int, seed: int = 0) -> tuple[ImageSplit, ImageSplit]:
+        """``(rest, held_out)``: ``n`` items of a fixed seeded permutation are held out."""
+        if not 0 < n < len(self):
+            raise ValueError(f"cannot hold out {n} of {len(self)} items")
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self.take(perm[n:].sort().values), self.take(perm[:n].sort().values)
+
     def subset(self, n: int | None, seed: int = 0) -> ImageSplit:
         """The first ``n`` items of a fixed seeded permutation (stratification-free).
 

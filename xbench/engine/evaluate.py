@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from xbench.data.base import ImageSplit
+from xbench.engine.exits import ExitPolicy, calibrate_thresholds
 from xbench.methods.base import Method
 
 
@@ -65,7 +66,12 @@ class EvalContext:
     batch_size: int
     desc: str = "eval"
     progress: bool = True
+    train: ImageSplit | None = None
+    holdout: ImageSplit | None = None
     _memo: dict[str, Any] = field(default_factory=dict)
+
+    # At most this many training images calibrate exit thresholds when there is no holdout.
+    calibration_limit = 5000
 
     def predictions(self) -> Predictions:
         if "predictions" not in self._memo:
@@ -74,6 +80,31 @@ class EvalContext:
             )
         out: Predictions = self._memo["predictions"]
         return out
+
+    def exit_policy(self) -> ExitPolicy | None:
+        """The method's early-exit policy, calibrated once per cell; None without exits.
+
+        Thresholds given in the method's params are used as they are. Otherwise one shared
+        threshold is calibrated on the held-out split (``training.holdout``), or, without one,
+        on training images, which are over-confident; the source is recorded either way.
+        """
+        if "policy" in self._memo:
+            return self._memo["policy"]  # type: ignore[no-any-return]
+        policy = None
+        if self.predictions().exit_logits:
+            given = getattr(self.method.params, "thresholds", None)
+            drop = float(getattr(self.method.params, "max_accuracy_drop", 0.5))
+            if given is not None:
+                policy = ExitPolicy([float(t) for t in given], "given")
+            else:
+                source, calib = ("holdout", self.holdout) if self.holdout is not None else ("train", self.train)
+                if calib is None:
+                    raise ValueError("exit thresholds need a holdout or training split to calibrate on")
+                calib = calib.subset(self.calibration_limit, seed=0)
+                pred = predict(self.model, calib, self.device, self.batch_size, f"{self.desc} calibrate", self.progress)
+                policy = ExitPolicy(calibrate_thresholds(pred.exit_logits, pred.labels, drop), source, drop)
+        self._memo["policy"] = policy
+        return policy
 
     def example_input(self, batch: int = 1) -> Tensor:
         """A batch of real test images on the device (for FLOP counting and timing)."""

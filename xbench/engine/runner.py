@@ -28,7 +28,7 @@ from xbench.engine.cache import Cache, atomic_write_text, cache_key, default_cac
 from xbench.engine.evaluate import EvalContext
 from xbench.engine.provenance import device_description, git_revision, resolve_device, versions
 from xbench.engine.train import train
-from xbench.errors import OutputError, XBenchError
+from xbench.errors import ConfigError, OutputError, XBenchError
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric, MetricResult
 from xbench.registry import DATASETS, METHODS, METRICS
@@ -93,6 +93,13 @@ def _publish(staging: Path, out: Path) -> None:
 
 # -- cells ------------------------------------------------------------------------
 @dataclass
+class CellData:
+    train: ImageSplit
+    test: ImageSplit
+    holdout: ImageSplit | None = None
+
+
+@dataclass
 class CellSpec:
     dataset: PluginSpec
     method: PluginSpec
@@ -120,14 +127,24 @@ class Runner:
         ]
 
     # data ----------------------------------------------------------------------
-    def load_data(self, spec: PluginSpec) -> tuple[ImageSplit, ImageSplit]:
+    def load_data(self, spec: PluginSpec) -> CellData:
+        """Load a dataset's splits; every cell of the dataset gets the same ones."""
         cls = DATASETS.get(spec.name)
         dataset = cls(
             self.params["datasets"][spec.display], self.opt.data_dir or self.suite.data.dir, self.suite.data.download
         )
-        train_split = dataset.load("train").subset(self.suite.training.limit, seed=0)
+        train_split = dataset.load("train")
+        holdout = None
+        if self.suite.training.holdout:
+            if self.suite.training.holdout >= len(train_split):
+                raise ConfigError(
+                    f"{self.source}: training.holdout: {self.suite.training.holdout} is not smaller than "
+                    f"the {len(train_split)} training images of {spec.display}"
+                )
+            train_split, holdout = train_split.split_off(self.suite.training.holdout, seed=0)
+        train_split = train_split.subset(self.suite.training.limit, seed=0)
         test_split = dataset.load("test").subset(self.suite.evaluation.limit, seed=0)
-        return train_split, test_split
+        return CellData(train_split, test_split, holdout)
 
     def data_key(self, spec: PluginSpec) -> dict[str, Any]:
         return {"name": spec.name, "params": self.params["datasets"][spec.display].model_dump(mode="json")}
@@ -150,7 +167,8 @@ class Runner:
             }
         )
 
-    def run_cell(self, cell: CellSpec, train_split: ImageSplit, test_split: ImageSplit) -> tuple[list[Record], str]:
+    def run_cell(self, cell: CellSpec, data: CellData) -> tuple[list[Record], str]:
+        train_split, test_split = data.train, data.test
         method_params = self.params["methods"][cell.method.display]
         ctx = MethodContext(
             num_classes=train_split.num_classes,
@@ -192,6 +210,8 @@ class Runner:
             self.suite.evaluation.batch_size,
             desc=cell.id,
             progress=self.opt.progress,
+            train=train_split,
+            holdout=data.holdout,
         )
         records: list[Record] = []
         for spec, metric in self.metrics:
@@ -302,10 +322,9 @@ class Runner:
         # and must stop the run before it spends time, not after the first dataset.
         data = {spec.display: self.load_data(spec) for spec in self.suite.datasets}
         for i, cell in enumerate(cells, 1):
-            train_split, test_split = data[cell.dataset.display]
             start = time.perf_counter()
             try:
-                cell_records, note = self.run_cell(cell, train_split, test_split)
+                cell_records, note = self.run_cell(cell, data[cell.dataset.display])
             except XBenchError as err:
                 if self.opt.fail_fast:
                     raise

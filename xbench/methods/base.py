@@ -118,6 +118,10 @@ class Method:
         """Parameters the optimiser updates; all of them by default."""
         return [p for p in model.parameters() if p.requires_grad]
 
+    def exit_maps(self, model: nn.Module, x: Tensor, target: Tensor) -> list[Tensor] | None:
+        """(B, H, W) attention map of every exit for ``target``, final last; None without exits."""
+        return None
+
     def explain(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
         """(B, H, W) explanation of ``target`` for ``x``: Grad-CAM on the last stage."""
         from xbench.explain.gradcam import grad_cam

@@ -20,6 +20,7 @@ def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
 
 class _TopK(Metric):
     k: ClassVar[int]
+    per_exit: ClassVar[bool] = True
     category = "accuracy"
     higher_is_better = True
     unit = "%"
@@ -31,7 +32,7 @@ class _TopK(Metric):
         n = len(pred.labels)
         results = [MetricResult(topk_accuracy(pred.logits, pred.labels, k), n, params={"k": k})]
         # Early-exit models also report each exit's accuracy (the final exit is the model's logits).
-        for i, logits in enumerate(pred.exit_logits):
+        for i, logits in enumerate(pred.exit_logits if self.per_exit else []):
             results.append(MetricResult(topk_accuracy(logits, pred.labels, k), n, exit=i, params={"k": k}))
         return results
 
@@ -50,5 +51,6 @@ class Top5(_TopK):
     """Top-5 accuracy (top-K when there are fewer than 5 classes)."""
 
     k = 5
+    per_exit = False
     label = "Top-5"
-    description = "top-5 accuracy (k capped at the number of classes)"
+    description = "top-5 accuracy, final exit (k capped at the number of classes)"

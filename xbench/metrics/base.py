@@ -40,6 +40,7 @@ class Metric:
     category: ClassVar[str]
     higher_is_better: ClassVar[bool | None]
     requires_masks: ClassVar[bool] = False
+    requires_exits: ClassVar[bool] = False  # returns no values for models without early exits
     label: ClassVar[str] = ""
     unit: ClassVar[str] = ""
     scale: ClassVar[float] = 1.0

@@ -34,14 +34,17 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, example: Tensor) -> tuple[int, dict[str, int]]:
-    """Multiply-accumulates of one forward pass with fvcore, and the operators it skipped."""
+def count_macs(module: nn.Module, example: Tensor) -> tuple[int, dict[str, int]]:
+    """Multiply-accumulates of ``module(example)`` with fvcore, and the operators it skipped.
+
+    ``module`` must return a tensor; wrap xbench models in :class:`LogitsOnly`.
+    """
     with warnings.catch_warnings():
         # fvcore uses torch.jit, which torch now marks deprecated; its counts are unaffected.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*")
         from fvcore.nn import FlopCountAnalysis
 
-        analysis = FlopCountAnalysis(LogitsOnly(model).eval(), example)
+        analysis = FlopCountAnalysis(module.eval(), example)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         # fvcore logs each skipped op at WARNING; they are recorded in params instead.
         logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
@@ -79,6 +82,6 @@ class Flops(Metric):
 
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
         x = ctx.example_input(1)
-        total, skipped = count_macs(ctx.model, x)
+        total, skipped = count_macs(LogitsOnly(ctx.model), x)
         params = {"convention": "multiply-accumulates (fvcore)", "input_shape": list(x.shape), "skipped_ops": skipped}
         return [MetricResult(float(total), 1, params=params)]

@@ -1,7 +1,7 @@
 """Leaderboards: pure functions from records to Markdown, CSV and LaTeX tables.
 
 One table per dataset. Rows are methods and columns are metrics, each in order of
-first appearance in the records. A column key is ``metric``, or
+first appearance in the records (a metric's per-exit columns right after it). A column key is ``metric``, or
 ``metric@exit{k}`` for a value measured at early exit ``k``. Its header is
 ``display.label`` (+ `` @exit k``), the unit in brackets, then ↑ (higher is
 better), ↓ (lower is better) or nothing (no direction).
@@ -90,7 +90,11 @@ def _stats(frame: pd.DataFrame, methods: list[str], keys: list[str]) -> pd.DataF
 
 def _table(dataset: str, frame: pd.DataFrame) -> _Table:
     methods = list(frame["method"].unique())
-    keys = list(frame["key"].unique())
+    # Metrics in order of first appearance; a metric's per-exit columns follow its overall one.
+    metric_order = {m: i for i, m in enumerate(frame["metric"].unique())}
+    firsts = frame.drop_duplicates("key")
+    order = firsts.assign(_metric=firsts["metric"].map(metric_order), _exit=firsts["exit"].fillna(-1))
+    keys = list(order.sort_values(["_metric", "_exit"], kind="stable")["key"])
     columns = frame.drop_duplicates("key").set_index("key")[
         [
             "metric",

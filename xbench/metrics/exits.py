@@ -1,0 +1,156 @@
+"""Early-exit metrics: accuracy under the exit policy, where samples leave, and the cost.
+
+For a model without exits, the policy is "always the final exit": its policy accuracy
+is its top-1, its expected MACs are its MACs and its speedup is 1, so the
+early-exit rows compare against complete baseline rows.
+
+Cost convention (multiply-accumulates, fvcore): reaching exit ``i`` costs the
+backbone up to that exit plus the heads of exits ``0..i`` (the policy evaluates each
+head it passes). The expected cost is Σ_i f_i · cost_i with f_i the fraction of test
+samples leaving at exit i. ``flops_speedup`` divides the cost of the network's full
+path *without* early-exit heads (backbone + final head, what one would deploy without
+exits) by the expected cost, so head overhead counts against the speedup.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from xbench.engine.evaluate import EvalContext
+from xbench.engine.exits import ExitPolicy, policy_predictions
+from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.efficiency import LogitsOnly, count_macs
+from xbench.registry import METRICS
+
+
+def _policy_params(policy: ExitPolicy | None) -> dict[str, object]:
+    if policy is None:
+        return {"policy": "final exit only"}
+    return {"thresholds": policy.thresholds, "thresholds_from": policy.source,
+            "max_accuracy_drop": policy.max_accuracy_drop}
+
+
+class _ExitForward(nn.Module):
+    def __init__(self, model: nn.Module, i: int) -> None:
+        super().__init__()
+        self.model, self.i = model, i
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.forward_exit(x, self.i)  # type: ignore[no-any-return, operator]
+
+
+class _FinalOnly(nn.Module):
+    """Backbone and final head only: the network as deployed without early exits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = self.model
+        return m.heads[-1](m.backbone(x))[1]  # type: ignore[no-any-return, index, operator]
+
+
+def exit_costs(model: nn.Module, example: Tensor) -> tuple[list[int], int]:
+    """MACs to answer at each exit, and of the full path without early-exit heads."""
+    n = int(getattr(model, "num_exits", 1))
+    if n == 1 or not hasattr(model, "forward_exit"):
+        total = count_macs(LogitsOnly(model), example)[0]
+        return [total], total
+    costs = [count_macs(_ExitForward(model, i), example)[0] for i in range(n)]
+    full = count_macs(_FinalOnly(model), example)[0] if hasattr(model, "heads") else costs[-1]
+    return costs, full
+
+
+class _PolicyMetric(Metric):
+    def policy(self, ctx: EvalContext) -> tuple[ExitPolicy | None, Tensor, Tensor]:
+        """``(policy, predictions, exit_index)`` on the test split."""
+        pred = ctx.predictions()
+        policy = ctx.exit_policy()
+        if policy is None:
+            return None, pred.logits.argmax(dim=1), pred.labels.new_zeros(len(pred.labels))
+        preds, idx = policy_predictions(pred.exit_logits, policy.thresholds)
+        return policy, preds, idx
+
+
+@METRICS.register("policy_top1")
+class PolicyTop1(_PolicyMetric):
+    """Top-1 accuracy when each sample leaves at the exit the policy picks."""
+
+    category = "accuracy"
+    higher_is_better = True
+    label = "Top-1 (policy)"
+    unit = "%"
+    scale = 100.0
+    description = "top-1 accuracy under the method's early-exit policy"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        policy, preds, _ = self.policy(ctx)
+        labels = ctx.predictions().labels
+        return [MetricResult(float((preds == labels).float().mean()), len(labels), params=_policy_params(policy))]
+
+
+@METRICS.register("exit_fraction")
+class ExitFraction(_PolicyMetric):
+    """Fraction of test samples leaving at each exit (one value per exit)."""
+
+    category = "efficiency"
+    higher_is_better = None
+    label = "Exit share"
+    unit = "%"
+    scale = 100.0
+    decimals = 1
+    description = "fraction of test samples leaving at each exit under the policy"
+    requires_exits = True
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        policy, _, idx = self.policy(ctx)
+        n_exits = len(ctx.predictions().exit_logits)
+        if n_exits == 0:
+            return []
+        counts = idx.bincount(minlength=n_exits).float() / len(idx)
+        return [MetricResult(float(c), len(idx), exit=i, params=_policy_params(policy)) for i, c in enumerate(counts)]
+
+
+class _CostMetric(_PolicyMetric):
+    category = "efficiency"
+
+    def costs(self, ctx: EvalContext) -> tuple[float, int, dict[str, object]]:
+        """``(expected MACs, full-path MACs, params)``."""
+        policy, _, idx = self.policy(ctx)
+        costs, full = exit_costs(ctx.model, ctx.example_input(1))
+        share = idx.bincount(minlength=len(costs)).double() / len(idx)
+        expected = float(sum(float(s) * c for s, c in zip(share, costs, strict=True)))
+        params = {**_policy_params(policy), "exit_macs": costs, "full_macs": full,
+                  "convention": "multiply-accumulates (fvcore)"}
+        return expected, full, params
+
+
+@METRICS.register("expected_flops")
+class ExpectedFlops(_CostMetric):
+    """Expected multiply-accumulates per image under the exit policy."""
+
+    higher_is_better = False
+    label = "E[MACs]"
+    unit = "M"
+    scale = 1e-6
+    description = "expected multiply-accumulates per image under the exit policy (fvcore)"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        expected, _, params = self.costs(ctx)
+        return [MetricResult(expected, len(ctx.data), params=params)]
+
+
+@METRICS.register("flops_speedup")
+class FlopsSpeedup(_CostMetric):
+    """Full-path MACs (no exit heads) divided by expected MACs under the policy."""
+
+    higher_is_better = True
+    label = "Speedup (MACs)"
+    unit = "×"
+    decimals = 2
+    description = "MACs of the full network without exits / expected MACs under the exit policy"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        expected, full, params = self.costs(ctx)
+        return [MetricResult(full / expected, len(ctx.data), params=params)]
