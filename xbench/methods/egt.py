@@ -127,17 +127,20 @@ class EarlyExitNet(nn.Module):
             logits=logits[-1], features=h, exit_logits=logits, extras={"exit_features": feats, "exit_weights": weights}
         )
 
-    def forward_exit(self, x: Tensor, i: int) -> Tensor:
-        """Logits of exit ``i``, running only stages ``≤ exit_stages[i]`` and heads ``0..i``."""
+    def forward_exit(self, x: Tensor, i: int) -> list[Tensor]:
+        """Logits of exits ``0..i``: what the policy sees on its way to exit ``i``.
+
+        Runs only the stages up to exit ``i`` and the heads ``0..i``. Every head's logits
+        are returned because the policy reads each of them; a tracer counting operations
+        would otherwise drop the unused heads as dead code.
+        """
         h = self.backbone.stem(x)
-        z = h
-        j = 0
+        logits = []
         for s, block in enumerate(self.backbone.stages[: self.exit_stages[i] + 1]):
             h = block(h)
-            if s == self.exit_stages[j]:
-                z = self.heads[j](h)[1]
-                j += 1
-        return z
+            if s == self.exit_stages[len(logits)]:
+                logits.append(self.heads[len(logits)](h)[1])
+        return logits
 
 
 def attention_maps(

@@ -4,6 +4,10 @@ Convention: ``flops`` counts **multiply-accumulates** (MACs), as fvcore does
 (fvcore calls one fused multiply-add one "flop"); torch's ``FlopCounterMode``
 counts two per MAC. The leaderboard's label says "MACs" to keep that explicit.
 Operators fvcore does not count are listed in each record's ``params``.
+
+fvcore traces the model and counts only what the final logits depend on, so for an
+early-exit model ``flops`` is the full path without the early-exit heads (what one
+would deploy without exits); :mod:`xbench.metrics.exits` counts the cost of each exit.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ early-exit rows compare against complete baseline rows.
 
 Cost convention (multiply-accumulates, fvcore): reaching exit ``i`` costs the
 backbone up to that exit plus the heads of exits ``0..i`` (the policy evaluates each
-head it passes). The expected cost is Σ_i f_i · cost_i with f_i the fraction of test
+head it passes). Early-exit models provide ``num_exits`` and ``forward_exit(x, i)``,
+which returns the logits of exits ``0..i`` and runs nothing past exit ``i``. The expected cost is Σ_i f_i · cost_i with f_i the fraction of test
 samples leaving at exit i. ``flops_speedup`` divides the cost of the network's full
 path *without* early-exit heads (backbone + final head, what one would deploy without
 exits) by the expected cost, so head overhead counts against the speedup.
@@ -35,8 +36,8 @@ class _ExitForward(nn.Module):
         super().__init__()
         self.model, self.i = model, i
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.forward_exit(x, self.i)  # type: ignore[no-any-return, operator]
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.model.forward_exit(x, self.i))  # type: ignore[operator]
 
 
 class _FinalOnly(nn.Module):
