@@ -35,15 +35,17 @@ def test_smoke_suite_writes_every_output(smoke_run: tuple[Path, Path, str]) -> N
     out, _, stdout = smoke_run
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.tex", "records.jsonl", "config.yaml", "run.json"):
         assert (out / name).is_file(), name
-    assert "[1/1] synthetic_shapes/baseline/seed0" in stdout
+    assert "[1/3] synthetic_shapes/baseline/seed0" in stdout
+    assert "[3/3] synthetic_shapes/egt (λ=0)/seed0" in stdout
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".out.")], "staging folder left behind"
 
 
 def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, str]) -> None:
     out, _, _ = smoke_run
     records = read_records(out / "records.jsonl")
-    by_metric = {r.metric: r for r in records if r.exit is None}
-    assert set(by_metric) == {"top1", "top5", "params", "flops"}
+    assert all(r.status == "ok" for r in records)
+    by_metric = {r.metric: r for r in records if r.exit is None and r.method == "baseline"}
+    assert set(by_metric) == {"top1", "top5", "policy_top1", "expected_flops", "flops_speedup", "params", "flops"}
     top1 = by_metric["top1"]
     assert top1.status == "ok" and top1.dataset == "synthetic_shapes" and top1.method == "baseline"
     assert top1.n == 300  # the smoke suite's test split
@@ -56,8 +58,21 @@ def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, 
     assert f"{top1.value * 100:.2f}" in md
     assert f"{by_metric['params'].value / 1e6:.3f}" in md
     assert "Top-1 [%] ↑" in md and "MACs [M] ↓" in md
-    row = next(line for line in md.splitlines() if line.startswith("| baseline"))
-    assert row.count("**") == 8  # the only row is best in all four columns
+    rows = [line for line in md.splitlines() if line.startswith("| ")][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["baseline", "egt", "egt (λ=0)"]
+    # Without exits the baseline always leaves at the end: policy accuracy is its top-1, speedup 1.
+    assert by_metric["policy_top1"].value == top1.value
+    assert by_metric["flops_speedup"].value == 1.0
+    # Each early-exit row: three exits whose shares add up to one, and a policy within the drop.
+    for method in ("egt", "egt (λ=0)"):
+        mine = [r for r in records if r.method == method]
+        shares = [r.value for r in mine if r.metric == "exit_fraction"]
+        assert len(shares) == 3 and sum(shares) == pytest.approx(1.0)
+        assert {r.exit for r in mine if r.metric == "attention_consistency"} == {0, 1}
+        exit_acc = {r.exit: r.value for r in mine if r.metric == "top1"}
+        assert exit_acc[None] == exit_acc[2]  # the final exit is the model's prediction
+        speedup = next(r for r in mine if r.metric == "flops_speedup")
+        assert speedup.params["thresholds_from"] == "holdout" and speedup.value > 0
     csv = pd.read_csv(out / "leaderboard.csv")
     assert csv.loc[0, "method"] == "baseline"
     assert csv.loc[0, "top1_mean"] == pytest.approx(top1.value * 100, abs=1e-6)
@@ -71,7 +86,7 @@ def test_resolved_config_is_written(smoke_run: tuple[Path, Path, str]) -> None:
 
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["name"] == "smoke"
-    assert config["training"]["epochs"] == 6
+    assert config["training"]["epochs"] == 6 and config["training"]["holdout"] == 300
     assert config["output"] == str(out)
     summary = json.loads((out / "run.json").read_text())
     assert summary["failed_cells"] == []
@@ -86,7 +101,7 @@ def test_rerun_uses_cache_and_reproduces_records(smoke_run: tuple[Path, Path, st
     second = {(r.metric, r.exit): r.value for r in read_records(out2 / "records.jsonl")}
     assert first == second
     models = list((cache / "models").rglob("*.pt"))
-    assert len(models) == 1, "the re-run must not store a second checkpoint"
+    assert len(models) == 3, "the re-run must not store more checkpoints"
 
 
 def test_report_rerenders_tables_from_records(smoke_run: tuple[Path, Path, str], tmp_path: Path) -> None:
@@ -105,6 +120,8 @@ def test_failed_cell_is_recorded_and_exit_code_is_one(tmp_path: Path, monkeypatc
             "--output",
             str(out),
             "--no-progress",
+            "--set",
+            "methods=[baseline]",
             "--set",
             "training.lr=1e30",
             "--set",

@@ -178,7 +178,9 @@ def consistency_loss(maps: list[Tensor]) -> Tensor:
 class EGT(Method):
     """Early-exit network trained with an attention-consistency loss."""
 
-    paper = "Y. Zhao, Attention Consistency Regularization for Interpretable Early-Exit Neural Networks, arXiv 2601.08891"
+    paper = (
+        "Y. Zhao, Attention Consistency Regularization for Interpretable Early-Exit Neural Networks, arXiv 2601.08891"
+    )
     description = "early exits after each stage + loss aligning each exit's CAM with the final exit's"
     Params = EGTParams
     params: EGTParams

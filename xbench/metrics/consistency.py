@@ -40,5 +40,7 @@ class AttentionConsistency(Metric):
             cos = torch.stack([F.cosine_similarity(m.flatten(1), final, dim=1, eps=1e-8).sum() for m in maps[:-1]])
             sums = cos if sums is None else sums + cos
         assert sums is not None
-        return [MetricResult(float(v) / n, n, exit=i, params={"similarity": "cosine", "target": "final prediction"})
-                for i, v in enumerate(sums.cpu())]
+        return [
+            MetricResult(float(v) / n, n, exit=i, params={"similarity": "cosine", "target": "final prediction"})
+            for i, v in enumerate(sums.cpu())
+        ]

@@ -27,8 +27,11 @@ from xbench.registry import METRICS
 def _policy_params(policy: ExitPolicy | None) -> dict[str, object]:
     if policy is None:
         return {"policy": "final exit only"}
-    return {"thresholds": policy.thresholds, "thresholds_from": policy.source,
-            "max_accuracy_drop": policy.max_accuracy_drop}
+    return {
+        "thresholds": policy.thresholds,
+        "thresholds_from": policy.source,
+        "max_accuracy_drop": policy.max_accuracy_drop,
+    }
 
 
 class _ExitForward(nn.Module):
@@ -122,8 +125,12 @@ class _CostMetric(_PolicyMetric):
         costs, full = exit_costs(ctx.model, ctx.example_input(1))
         share = idx.bincount(minlength=len(costs)).double() / len(idx)
         expected = float(sum(float(s) * c for s, c in zip(share, costs, strict=True)))
-        params = {**_policy_params(policy), "exit_macs": costs, "full_macs": full,
-                  "convention": "multiply-accumulates (fvcore)"}
+        params = {
+            **_policy_params(policy),
+            "exit_macs": costs,
+            "full_macs": full,
+            "convention": "multiply-accumulates (fvcore)",
+        }
         return expected, full, params
 
 
