@@ -10,7 +10,7 @@ from xbench.data.base import ImageSplit
 from xbench.engine.evaluate import EvalContext
 from xbench.engine.exits import calibrate_thresholds, exit_confidences, exit_indices, policy_predictions
 from xbench.methods.base import Batch, MethodContext
-from xbench.methods.egt import EGT, EGTParams, EarlyExitNet, attention_maps, consistency_loss
+from xbench.methods.egt import EGT, EarlyExitNet, EGTParams, attention_maps, consistency_loss
 from xbench.metrics.efficiency import LogitsOnly, count_macs
 from xbench.metrics.exits import ExitFraction, ExpectedFlops, FlopsSpeedup, PolicyTop1, exit_costs
 
@@ -159,7 +159,7 @@ def test_calibration_keeps_accuracy_within_the_allowed_drop() -> None:
     for drop in (0.0, 0.5, 5.0):
         (tau, tau2) = calibrate_thresholds(logits, y, drop)
         assert tau == tau2
-        preds, idx = policy_predictions(logits, [tau, tau])
+        preds, _idx = policy_predictions(logits, [tau, tau])
         assert float((preds == y).float().mean()) >= final_acc - drop / 100 - 1e-9
     # A larger allowed drop never needs a higher threshold.
     assert calibrate_thresholds(logits, y, 5.0)[0] <= calibrate_thresholds(logits, y, 0.0)[0]

@@ -156,10 +156,7 @@ def attention_maps(
     size = size or (int(hw[0]), int(hw[1]))
     maps = []
     for f, w in zip(feats, weights, strict=True):
-        if kind == "cam":
-            m = torch.einsum("bchw,bc->bhw", f, w[target])
-        else:
-            m = f.pow(2).mean(dim=1)
+        m = torch.einsum("bchw,bc->bhw", f, w[target]) if kind == "cam" else f.pow(2).mean(dim=1)
         m = F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         lo = m.flatten(1).amin(dim=1)[:, None, None]
         hi = m.flatten(1).amax(dim=1)[:, None, None]

@@ -7,8 +7,9 @@ early-exit rows compare against complete baseline rows.
 Cost convention (multiply-accumulates, fvcore): reaching exit ``i`` costs the
 backbone up to that exit plus the heads of exits ``0..i`` (the policy evaluates each
 head it passes). Early-exit models provide ``num_exits`` and ``forward_exit(x, i)``,
-which returns the logits of exits ``0..i`` and runs nothing past exit ``i``. The expected cost is Σ_i f_i · cost_i with f_i the fraction of test
-samples leaving at exit i. ``flops_speedup`` divides the cost of the network's full
+which returns the logits of exits ``0..i`` and runs nothing past exit ``i``. The
+expected cost is Σ_i f_i · cost_i with f_i the fraction of test samples leaving at
+exit i. ``flops_speedup`` divides the cost of the network's full
 path *without* early-exit heads (backbone + final head, what one would deploy without
 exits) by the expected cost, so head overhead counts against the speedup.
 """
