@@ -24,7 +24,7 @@ EXAMPLES = {
   python -m xbench list suites""",
     "validate": """examples:
   python -m xbench validate suites/quick.yaml
-  python -m xbench validate suites/quick.yaml --set methods[0].params.lam=0""",
+  python -m xbench validate suites/quick.yaml --set methods[1].params.lam=0.5""",
     "report": """examples:
   python -m xbench report results/quick
   python -m xbench report results/quick -o /tmp/tables""",
@@ -54,9 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # -v also after the command; SUPPRESS keeps the top-level count unless given here.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging (-vv: debug)")
 
     run = sub.add_parser(
         "run",
+        parents=[common],
         help="train and evaluate every cell of a suite",
         epilog=EXAMPLES["run"],
         formatter_class=fmt,
@@ -80,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser(
         "list",
+        parents=[common],
         help="list registered plugins or available suites",
         epilog=EXAMPLES["list"],
         formatter_class=fmt,
@@ -90,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser(
         "validate",
+        parents=[common],
         help="check a suite without running it",
         epilog=EXAMPLES["validate"],
         formatter_class=fmt,
@@ -101,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser(
         "report",
+        parents=[common],
         help="re-render leaderboards from a run's records",
         epilog=EXAMPLES["report"],
         formatter_class=fmt,
@@ -112,15 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from xbench.engine.runner import RunOptions, run_suite
-    from xbench.suite import load_suite
+    from pydantic import ValidationError
 
-    overrides = list(args.overrides)
+    from xbench.engine.runner import RunOptions, run_suite
+    from xbench.errors import ConfigError
+    from xbench.suite import Suite, load_suite
+
+    suite = load_suite(args.suite, args.overrides)
+    # --output and --device are taken literally (not parsed as YAML like --set values).
     if args.output is not None:
-        overrides.append(f"output={args.output}")
+        suite = suite.model_copy(update={"output": args.output})
     if args.device is not None:
-        overrides.append(f"device={args.device}")
-    suite = load_suite(args.suite, overrides)
+        try:
+            suite = Suite.model_validate({**suite.model_dump(), "device": args.device})
+        except ValidationError as err:
+            raise ConfigError(
+                f"--device {args.device!r}: {err.errors()[0]['msg'].removeprefix('Value error, ')}"
+            ) from err
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     opts = RunOptions(data_dir=args.data_dir, cache_dir=args.cache_dir, progress=progress, fail_fast=args.fail_fast)
     result = run_suite(suite, opts, source=str(args.suite))
@@ -138,14 +153,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS
 
     if args.kind == "suites":
-        from xbench.suite import _read_yaml
+        from xbench.suite import read_yaml
 
         files = sorted(args.suites_dir.glob("*.yaml"))
         if not files:
-            print(f"no suites in {args.suites_dir}/")
+            print(f"no suites in {args.suites_dir}/ (run from the repository root, or pass --suites-dir)")
         for f in files:
             try:
-                desc = str(_read_yaml(f).get("description", "")).strip().splitlines()
+                desc = str(read_yaml(f).get("description", "")).strip().splitlines()
             except XBenchError as err:
                 desc = [f"(invalid: {err})"]
             print(f"{f!s:32s} {desc[0] if desc else ''}")

@@ -109,7 +109,7 @@ class Suite(_Strict):
     @classmethod
     def _device(cls, v: str) -> str:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
-            raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
         return v
 
     @model_validator(mode="after")
@@ -129,7 +129,7 @@ class Suite(_Strict):
 
 
 # -- loading -----------------------------------------------------------------------
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such suite file")
     try:
@@ -163,12 +163,17 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _resolve_extends(
+    path: Path, seen: tuple[Path, ...] = (), chain: list[tuple[Path, Any]] | None = None
+) -> dict[str, Any]:
+    """Merge ``path`` over the suites it extends; ``chain`` collects (file, raw data), child first."""
     path = path.resolve() if path.exists() else path
     if path in seen:
-        chain = " -> ".join(p.name for p in (*seen, path))
-        raise ConfigError(f"{seen[0]}: extends: circular ({chain})")
-    data = _read_yaml(path)
+        cycle = " -> ".join(p.name for p in (*seen, path))
+        raise ConfigError(f"{seen[0]}: extends: circular ({cycle})")
+    data = read_yaml(path)
+    if chain is not None:
+        chain.append((path, copy.deepcopy(data)))
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -177,7 +182,7 @@ def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
     if not parent_path.is_file():
         raise ConfigError(f"{path}: extends: no such suite file {parent!r}")
-    base = _resolve_extends(parent_path, (*seen, path))
+    base = _resolve_extends(parent_path, (*seen, path), chain)
     base.pop("name", None)  # a child is its own suite unless it names itself
     base.pop("output", None)
     return _merge(base, data)
@@ -289,6 +294,7 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
     from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS
 
     validated: dict[str, dict[str, BaseModel]] = {}
+    prefix = f"{source}: " if source else ""
     groups = [
         ("datasets", DATASETS, suite.datasets),
         ("methods", METHODS, suite.methods),
@@ -302,35 +308,58 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
             try:
                 cls = registry.get(spec.name)
             except UnknownNameError as err:
-                raise ConfigError(f"{source}: {where}.name: {err}") from err
+                raise ConfigError(f"{prefix}{where}.name: {err}") from err
             try:
                 validated[key][spec.display] = cls.Params.model_validate(spec.params)
             except ValidationError as err:
-                raise ConfigError(f"{source}: {format_validation_error(err, cls.Params, f'{where}.params')}") from err
+                raise ConfigError(f"{prefix}{format_validation_error(err, cls.Params, f'{where}.params')}") from err
     return validated
+
+
+def _has_path(data: Any, where: str) -> bool:
+    """Whether raw YAML ``data`` sets the key path ``where`` (e.g. ``methods[0].params.lam``)."""
+    node = data
+    for part in _split_path(where):
+        in_list = isinstance(part, int) and isinstance(node, list) and part < len(node)
+        if not (in_list or (isinstance(node, dict) and part in node)):
+            return isinstance(node, str) and part == "name"  # a plugin shorthand string is its name
+        node = node[part]
+    return True
+
+
+def _blame(message: str, path: Path, chain: list[tuple[Path, Any]], overrides: tuple[str, ...] | list[str]) -> str:
+    """Prefix ``key: problem`` with what set the key: a ``--set`` flag, the file, or a parent it extends."""
+    where = message.split(":", 1)[0]
+    for assignment in reversed(overrides):
+        key = assignment.partition("=")[0].strip()
+        norm = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
+        if where == norm or where.startswith((norm + ".", norm + "[")) or norm.startswith(where + "."):
+            return f"{path}: --set {message}"
+    for file, raw in chain[1:]:
+        if not _has_path(chain[0][1], where) and _has_path(raw, where):
+            return f"{file} (extended by {path}): {message}"
+    return f"{path}: {message}"
 
 
 def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), check_plugins: bool = True) -> Suite:
     """Load, merge ``extends:``, apply ``--set`` overrides and validate a suite file."""
     path = Path(path)
-    data = _resolve_extends(path)
+    chain: list[tuple[Path, Any]] = []
+    data = _resolve_extends(path, chain=chain)
     for assignment in overrides:
         apply_override(data, assignment, source=f"{path}: --set")
     data.setdefault("name", path.stem)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as err:
-        message = format_validation_error(err, Suite)
-        # Blame the --set flag, not the file, when the bad key came from the CLI.
-        where = message.split(":", 1)[0]
-        for assignment in overrides:
-            key = assignment.partition("=")[0].strip()
-            norm = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
-            if where == norm or where.startswith((norm + ".", norm + "[")) or norm.startswith(where + "."):
-                raise ConfigError(f"{path}: --set {message}") from err
-        raise ConfigError(f"{path}: {message}") from err
+        raise ConfigError(_blame(format_validation_error(err, Suite), path, chain, overrides)) from err
+    if suite.output is None:
+        suite = suite.model_copy(update={"output": suite.output_dir})
     if check_plugins:
-        validate_plugins(suite, str(path))
+        try:
+            validate_plugins(suite, "")
+        except ConfigError as err:
+            raise ConfigError(_blame(str(err), path, chain, overrides)) from err
     return suite
 
 

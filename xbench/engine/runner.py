@@ -21,17 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
 
 from xbench.data.base import ImageSplit
+from xbench.engine import exits as exits_module
+from xbench.engine import train as train_module
 from xbench.engine.cache import Cache, atomic_write_text, cache_key, default_cache_dir
 from xbench.engine.evaluate import EvalContext
-from xbench.engine.provenance import device_description, git_revision, resolve_device, versions
+from xbench.engine.provenance import code_fingerprint, device_description, git_revision, resolve_device, versions
 from xbench.engine.train import train
 from xbench.errors import ConfigError, OutputError, XBenchError
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric, MetricResult
-from xbench.registry import DATASETS, METHODS, METRICS
+from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS
 from xbench.report.records import Record, write_records
 from xbench.report.tables import write_leaderboard
 from xbench.suite import PluginSpec, Suite, dump_suite, validate_plugins
@@ -61,14 +62,36 @@ class RunResult:
 
 
 # -- output folder ---------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove staging folders of runs that were killed (their process is gone)."""
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def _prepare_output(out: Path) -> Path:
     """Check that ``out`` can be (re)written and create the hidden staging folder."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: output exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / RESULT_MARKER).exists():
         raise OutputError(f"{out}: output folder is not empty and holds no xbench results; choose another output")
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"{out}: cannot create the output folder: {blocker} is a file")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(out)
         staging = out.parent / f".{out.name}.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -89,6 +112,12 @@ def _publish(staging: Path, out: Path) -> None:
     os.replace(staging, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class CellFailed(XBenchError):
+    """With ``--fail-fast``: the first failing cell stops the run."""
+
+    exit_code = 1
 
 
 # -- cells ------------------------------------------------------------------------
@@ -119,21 +148,29 @@ class Runner:
         self.source = source
         self.params = validate_plugins(suite, source)
         self.cache = Cache(options.cache_dir or suite.cache_dir or default_cache_dir())
-        self.device = resolve_device(suite.device)
+        try:
+            self.device = resolve_device(suite.device)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from err
         self.versions = versions()
         self.git = git_revision()
         self.metrics: list[tuple[PluginSpec, Metric]] = [
             (spec, METRICS.get(spec.name)(self.params["metrics"][spec.display])) for spec in suite.metrics
         ]
+        self.sources: dict[str, str] = {}
 
     # data ----------------------------------------------------------------------
-    def load_data(self, spec: PluginSpec) -> CellData:
+    def load_data(self, index: int, spec: PluginSpec) -> CellData:
         """Load a dataset's splits; every cell of the dataset gets the same ones."""
         cls = DATASETS.get(spec.name)
         dataset = cls(
             self.params["datasets"][spec.display], self.opt.data_dir or self.suite.data.dir, self.suite.data.download
         )
-        train_split = dataset.load("train")
+        try:
+            train_split = dataset.load("train")
+            test_split = dataset.load("test").subset(self.suite.evaluation.limit, seed=0)
+        except XBenchError as err:
+            raise type(err)(f"{self.source}: datasets[{index}] ({spec.name}): {err}") from err
         holdout = None
         if self.suite.training.holdout:
             if self.suite.training.holdout >= len(train_split):
@@ -142,31 +179,52 @@ class Runner:
                     f"the {len(train_split)} training images of {spec.display}"
                 )
             train_split, holdout = train_split.split_off(self.suite.training.holdout, seed=0)
-        train_split = train_split.subset(self.suite.training.limit, seed=0)
-        test_split = dataset.load("test").subset(self.suite.evaluation.limit, seed=0)
-        return CellData(train_split, test_split, holdout)
+        self.sources[spec.display] = train_split.source
+        return CellData(train_split.subset(self.suite.training.limit, seed=0), test_split, holdout)
 
-    def data_key(self, spec: PluginSpec) -> dict[str, Any]:
-        return {"name": spec.name, "params": self.params["datasets"][spec.display].model_dump(mode="json")}
+    # identity of a cell ---------------------------------------------------------------
+    def cell_config(self, cell: CellSpec) -> dict[str, Any]:
+        """Everything a cell's numbers depend on but the seed and the code (recorded in each record)."""
+        backbone = self.suite.backbone
+        return {
+            "dataset": {"name": cell.dataset.name, "params": self._dump("datasets", cell.dataset)},
+            "method": {"name": cell.method.name, "params": self._dump("methods", cell.method)},
+            "backbone": {"name": backbone.name, "params": self._dump("backbone", backbone)},
+            "training": self.suite.training.model_dump(mode="json"),
+            "evaluation": self.suite.evaluation.model_dump(mode="json"),
+        }
 
-    # one cell --------------------------------------------------------------------
-    def model_key(self, cell: CellSpec, method_params: BaseModel) -> str:
+    def _dump(self, kind: str, spec: PluginSpec) -> dict[str, Any]:
+        dumped: dict[str, Any] = self.params[kind][spec.display].model_dump(mode="json")
+        return dumped
+
+    def model_key(self, cell: CellSpec) -> str:
+        config = self.cell_config(cell)
+        del config["evaluation"]
+        code = code_fingerprint(
+            METHODS.get(cell.method.name),
+            BACKBONES.get(self.suite.backbone.name),
+            DATASETS.get(cell.dataset.name),
+            train_module,
+        )
+        torch_version = self.versions["torch"]
+        return cache_key({"kind": "model", **config, "seed": cell.seed, "code": code, "torch": torch_version})
+
+    def metric_key(self, model_key: str, cell: CellSpec, spec: PluginSpec, metric: Metric) -> str:
+        code = code_fingerprint(type(metric), METHODS.get(cell.method.name), EvalContext, exits_module)
         return cache_key(
             {
-                "kind": "model",
-                "dataset": self.data_key(cell.dataset),
-                "method": {"name": cell.method.name, "params": method_params.model_dump(mode="json")},
-                "backbone": {
-                    "name": self.suite.backbone.name,
-                    "params": self.params["backbone"][self.suite.backbone.display].model_dump(mode="json"),
-                },
-                "training": self.suite.training.model_dump(mode="json"),
-                "seed": cell.seed,
-                "xbench": self.versions["xbench"],
-                "torch": self.versions["torch"],
+                "kind": "metric",
+                "model": model_key,
+                "metric": spec.name,
+                "params": metric.param_dict(),
+                "evaluation": self.suite.evaluation.model_dump(mode="json"),
+                "device": self.device.type,
+                "code": code,
             }
         )
 
+    # one cell --------------------------------------------------------------------
     def run_cell(self, cell: CellSpec, data: CellData) -> tuple[list[Record], str]:
         train_split, test_split = data.train, data.test
         method_params = self.params["methods"][cell.method.display]
@@ -177,42 +235,29 @@ class Runner:
             mean=tuple(train_split.mean),
             std=tuple(train_split.std),
             backbone=self.suite.backbone.name,
-            backbone_params=self.params["backbone"][self.suite.backbone.display].model_dump(mode="json"),
+            backbone_params=self._dump("backbone", self.suite.backbone),
             seed=cell.seed,
         )
         method: Method = METHODS.get(cell.method.name)(method_params, ctx)
         torch.manual_seed(cell.seed)
         model = method.build()
-        key = self.model_key(cell, method_params)
+        key = self.model_key(cell)
         state = self.cache.load_model(key)
         if state is not None:
             model.load_state_dict(state)
             train_note = "cached"
         else:
             stats = train(
-                method,
-                model,
-                train_split,
-                self.suite.training,
-                self.device,
-                cell.seed,
-                desc=cell.id,
-                progress=self.opt.progress,
-            )
+                method, model, train_split, self.suite.training, self.device, cell.seed,
+                desc=cell.id, progress=self.opt.progress,
+            )  # fmt: skip
             self.cache.save_model(key, model.state_dict(), {"cell": cell.id, "train": stats.__dict__})
             train_note = f"trained {stats.time_s:.1f}s"
         model.to(self.device).eval()
         ectx = EvalContext(
-            model,
-            method,
-            test_split,
-            self.device,
-            self.suite.evaluation.batch_size,
-            desc=cell.id,
-            progress=self.opt.progress,
-            train=train_split,
-            holdout=data.holdout,
-        )
+            model, method, test_split, self.device, self.suite.evaluation.batch_size,
+            desc=cell.id, progress=self.opt.progress, train=train_split, holdout=data.holdout,
+        )  # fmt: skip
         records: list[Record] = []
         for spec, metric in self.metrics:
             records.extend(self.measure(cell, key, spec, metric, ectx))
@@ -224,16 +269,7 @@ class Runner:
         if metric.requires_masks and ectx.data.masks is None:
             log.info("%s: %s needs masks; %s has none, skipped", cell.id, spec.display, cell.dataset.display)
             return []
-        key = cache_key(
-            {
-                "kind": "metric",
-                "model": model_key,
-                "metric": spec.name,
-                "params": metric.param_dict(),
-                "evaluation": self.suite.evaluation.model_dump(mode="json"),
-                "device": self.device.type,
-            }
-        )
+        key = self.metric_key(model_key, cell, spec, metric)
         cached = self.cache.load_json("metrics", key)
         if cached is not None:
             results = [MetricResult(**r) for r in cached["results"]]
@@ -259,6 +295,9 @@ class Runner:
         time_s: float | None,
         error: str | None = None,
     ) -> Record:
+        config = self.cell_config(cell)
+        setup = cache_key(config)[:12]
+        config["data_source"] = self.sources.get(cell.dataset.display)
         return Record(
             suite=self.suite.name,
             dataset=cell.dataset.display,
@@ -280,6 +319,8 @@ class Runner:
             error=error,
             method_name=cell.method.name,
             cell=cell.id,
+            config=config,
+            setup=setup,
         )
 
     def failed_records(self, cell: CellSpec, err: BaseException) -> list[Record]:
@@ -290,9 +331,12 @@ class Runner:
     def run(self) -> RunResult:
         start = time.perf_counter()
         out = self.suite.output_dir
+        # Load every dataset before creating or training anything: missing data is an
+        # input error and must stop the run before it spends time or writes folders.
+        data = {spec.display: self.load_data(i, spec) for i, spec in enumerate(self.suite.datasets)}
         staging = _prepare_output(out)
         try:
-            result = self._run_cells(out)
+            result = self._run_cells(out, data)
             self._write(staging, result.records)
             result.time_s = time.perf_counter() - start
             summary = {
@@ -302,6 +346,8 @@ class Runner:
                 "failed_cells": result.failed_cells,
                 "time_s": result.time_s,
                 "device": device_description(self.device),
+                "data_sources": self.sources,
+                "cache_dir": str(self.cache.root),
                 "versions": self.versions,
                 "git": self.git,
             }
@@ -314,25 +360,17 @@ class Runner:
     def cells(self) -> list[CellSpec]:
         return [CellSpec(d, m, s) for d in self.suite.datasets for m in self.suite.methods for s in self.suite.seeds]
 
-    def _run_cells(self, out: Path) -> RunResult:
+    def _run_cells(self, out: Path, data: dict[str, CellData]) -> RunResult:
         records: list[Record] = []
         failed: list[str] = []
         cells = self.cells()
-        # Load every dataset before training anything: missing data is an input error
-        # and must stop the run before it spends time, not after the first dataset.
-        data = {spec.display: self.load_data(spec) for spec in self.suite.datasets}
         for i, cell in enumerate(cells, 1):
             start = time.perf_counter()
             try:
                 cell_records, note = self.run_cell(cell, data[cell.dataset.display])
-            except XBenchError as err:
+            except Exception as err:  # each cell fails on its own; a bug in a method must not sink the sweep
                 if self.opt.fail_fast:
-                    raise
-                cell_records, note = self.failed_records(cell, err), f"FAILED: {err}"
-                failed.append(cell.id)
-            except Exception as err:  # a bug in a method must not sink the sweep
-                if self.opt.fail_fast:
-                    raise
+                    raise CellFailed(f"cell {cell.id} failed: {type(err).__name__}: {err}") from err
                 log.debug("cell %s failed", cell.id, exc_info=True)
                 cell_records, note = self.failed_records(cell, err), f"FAILED: {type(err).__name__}: {err}"
                 failed.append(cell.id)
@@ -343,7 +381,8 @@ class Runner:
         return RunResult(out, records, failed)
 
     def _write(self, staging: Path, records: list[Record]) -> None:
-        atomic_write_text(staging / "config.yaml", dump_suite(self.suite))
+        resolved = self.suite.model_copy(update={"output": self.suite.output_dir})
+        atomic_write_text(staging / "config.yaml", dump_suite(resolved))
         write_records(staging / "records.jsonl", records)
         write_leaderboard(records, staging)
 

@@ -16,9 +16,10 @@ Rules a record keeps:
   tuples are converted on construction), so a record read back from disk equals
   the record that was written.
 
-Files are appended to as cells finish; when the same (suite, dataset, method,
-seed, metric, exit) appears twice the leaderboard keeps the last row, so a
-re-run of a failed cell replaces it.
+When records of several runs are merged and the same (dataset, method, seed,
+metric, exit) appears twice, the leaderboard keeps the last row, so a re-run of a
+failed cell replaces it. Rows whose ``setup`` differs are never merged: see
+:func:`xbench.report.tables.leaderboard_frame`.
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xbench.errors import DataError, OutputError, XBenchError
+from xbench.fileio import atomic_write_text
 
 #: Keys of ``Record.display`` and their defaults (``label`` defaults to the metric name).
 DISPLAY_DEFAULTS: dict[str, Any] = {"label": None, "unit": "", "scale": 1.0, "decimals": 3}
@@ -71,7 +72,7 @@ class Record(BaseModel):
         dataset: dataset name; leaderboards have one table per dataset.
         method: display label of the method row.
         seed: training seed.
-        metric: metric name (registry name).
+        metric: metric name as the suite lists it.
         value: the score in raw units, or None when the cell failed.
         exit: early-exit index the value belongs to, or None for the final output.
         n: number of samples the value is computed on.
@@ -87,6 +88,11 @@ class Record(BaseModel):
         error: message and traceback of a failed cell.
         method_name: registry name of the method (``method`` is its label).
         cell: id of the cell that produced the record.
+        config: what the cell was trained and evaluated with: dataset, method, backbone,
+            training and evaluation settings (everything but the seed), and where the data
+            came from.
+        setup: short hash of ``config`` without the data source; rows of a leaderboard
+            aggregate seeds only across records with the same setup.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -111,8 +117,10 @@ class Record(BaseModel):
     error: str | None = None
     method_name: str
     cell: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    setup: str | None = None
 
-    @field_validator("params", "versions")
+    @field_validator("params", "versions", "config")
     @classmethod
     def _check_plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _plain_json(value)
@@ -146,32 +154,8 @@ def _dump_line(record: Record) -> str:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``.
-
-    Readers see either the old file or the new one, never a half-written file.
-
-    Raises:
-        OutputError: the folder cannot be created or written.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror}") from err
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OutputError(f"cannot write {path}: {err.strerror}") from err
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (see :func:`xbench.fileio.atomic_write_text`)."""
+    return atomic_write_text(path, text)
 
 
 def write_records(path: str | Path, records: Iterable[Record]) -> Path:

@@ -42,11 +42,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from xbench.errors import DataError
 from xbench.report.records import Record, records_to_frame, write_text_atomic
 
 STATS = ("mean", "ci", "n_seeds", "n_failed")
 # Identifies one measurement; later duplicates replace earlier ones.
-_RECORD_KEY = ["suite", "dataset", "method", "seed", "key"]
+_RECORD_KEY = ["dataset", "method", "seed", "key"]
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,22 @@ def _table(dataset: str, frame: pd.DataFrame) -> _Table:
     return _Table(dataset, _stats(latest, methods, keys), columns.reindex(keys))
 
 
+def _check_setups(frame: pd.DataFrame) -> None:
+    """Refuse to average seeds trained or measured with different settings into one row."""
+    if "setup" not in frame:
+        return
+    setups = frame.dropna(subset=["setup"]).groupby(["dataset", "method"], sort=False)["setup"].unique()
+    for (dataset, method), values in setups.items():
+        if len(values) > 1:
+            raise DataError(
+                f"records of method {method!r} on {dataset!r} come from different settings "
+                f"(setups {', '.join(sorted(values))}); report those runs separately or give the rows distinct labels"
+            )
+
+
 def _tables(records: Iterable[Record]) -> list[_Table]:
     frame = records_to_frame(records)
+    _check_setups(frame)
     frame["key"] = _column_keys(frame)
     return [_table(str(name), group) for name, group in frame.groupby("dataset", sort=False)]
 
