@@ -66,6 +66,7 @@ class Registry(Generic[T]):
                     )
             self._items[name] = target
             self._origin[name] = getattr(target, "__module__", "?")
+            _set_name(target, name)
             for alias in aliases:
                 self._aliases[alias] = name
             return target
@@ -111,6 +112,7 @@ class Registry(Generic[T]):
             except Exception as err:  # a broken plugin must name itself
                 raise XBenchError(f"{self.kind} plugin {name!r} ({ep.value}) failed to import: {err}") from err
             self._items[name] = obj
+            _set_name(obj, name)
         return self._items[name]
 
     # -- lookup -----------------------------------------------------------------
@@ -149,6 +151,12 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, group={self.group!r})"
+
+
+def _set_name(target: Any, name: str) -> None:
+    """Give a registered class its registry name unless it declares one itself."""
+    if isinstance(target, type) and "name" not in vars(target):
+        target.name = name
 
 
 # The four registries. Their value types live in the packages that register into

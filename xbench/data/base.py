@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import Tensor
 
+from xbench.params import NoParams
+
 Split = Literal["train", "test"]
-
-
-class NoParams(BaseModel):
-    """Parameters of a plugin that takes none; unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass

@@ -22,15 +22,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
 from xbench.models.base import Backbone
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from xbench.params import NoParams
 
 
 @dataclass

@@ -10,13 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from xbench.engine.evaluate import EvalContext
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from xbench.params import NoParams
 
 
 @dataclass

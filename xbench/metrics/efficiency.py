@@ -51,8 +51,13 @@ def count_macs(module: nn.Module, example: Tensor) -> tuple[int, dict[str, int]]
         analysis = FlopCountAnalysis(module.eval(), example)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         # fvcore logs each skipped op at WARNING; they are recorded in params instead.
-        logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
-        total = int(analysis.total())
+        logger = logging.getLogger("fvcore.nn.jit_analysis")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            total = int(analysis.total())
+        finally:
+            logger.setLevel(level)
     return total, dict(analysis.unsupported_ops())
 
 

@@ -92,7 +92,8 @@ class PolicyTop1(_PolicyMetric):
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
         policy, preds, _ = self.policy(ctx)
         labels = ctx.predictions().labels
-        return [MetricResult(float((preds == labels).float().mean()), len(labels), params=_policy_params(policy))]
+        correct = int((preds == labels).sum())
+        return [MetricResult(correct / len(labels), len(labels), params=_policy_params(policy))]
 
 
 @METRICS.register("exit_fraction")
@@ -113,8 +114,10 @@ class ExitFraction(_PolicyMetric):
         n_exits = len(ctx.predictions().exit_logits)
         if n_exits == 0:
             return []
-        counts = idx.bincount(minlength=n_exits).float() / len(idx)
-        return [MetricResult(float(c), len(idx), exit=i, params=_policy_params(policy)) for i, c in enumerate(counts)]
+        counts = idx.bincount(minlength=n_exits).tolist()
+        return [
+            MetricResult(c / len(idx), len(idx), exit=i, params=_policy_params(policy)) for i, c in enumerate(counts)
+        ]
 
 
 class _CostMetric(_PolicyMetric):

@@ -181,7 +181,9 @@ def _cells(table: _Table, bold: Callable[[str], str], pm: str, missing: str) -> 
         best = _best(shown, _direction(column))
         for method, mean, value, ci in zip(stats.index, means, shown, stats["ci"], strict=True):
             text = bold(mean) if best is not None and value == best else mean
-            out.loc[method, key] = text if pd.isna(ci) else f"{text}{pm}{_number(ci * scale, decimals)}"
+            # A zero-width interval (a count that no seed changes, e.g. parameters) is noise in a table.
+            plain = pd.isna(ci) or ci == 0
+            out.loc[method, key] = text if plain else f"{text}{pm}{_number(ci * scale, decimals)}"
     return out
 
 
