@@ -39,6 +39,7 @@ class ResNetCifarParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     depth: int = Field(8, description="6n+2: 8, 14, 20, 32, 44, 56, 110")
     width: int = Field(16, ge=1, description="channels of the first stage")
+    stem_stride: int = Field(1, ge=1, le=4, description="stride of the first conv; 2 quarters the cost on CPUs")
 
     @field_validator("depth")
     @classmethod
@@ -67,7 +68,7 @@ class ResNetCifar(Backbone):
         n = (params.depth - 2) // 6
         self.stem = nn.Sequential(
             Normalize(mean, std),
-            nn.Conv2d(in_channels, w, 3, 1, 1, bias=False),
+            nn.Conv2d(in_channels, w, 3, params.stem_stride, 1, bias=False),
             nn.BatchNorm2d(w),
             nn.ReLU(inplace=True),
         )
@@ -79,7 +80,7 @@ class ResNetCifar(Backbone):
             c_in = c_out
         self.stages = nn.ModuleList(stages)
         self.stage_channels = widths
-        self.stage_strides = [1, 2, 4]
+        self.stage_strides = [params.stem_stride * s for s in (1, 2, 4)]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
