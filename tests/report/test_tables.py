@@ -301,3 +301,20 @@ def test_latex_compiles(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert (tmp_path / "doc.pdf").exists()
+
+
+def test_metrics_a_baseline_lacks_keep_their_place_in_the_suite_order() -> None:
+    """The early-exit method lists every metric; the baseline skips exit_share, which stays in place."""
+    share = {"label": "Share"}
+    records = [
+        rec("base", 0, "top1", 0.9),
+        rec("base", 0, "flops", 2e6, higher_is_better=False, display={"label": "MACs"}),
+        rec("egt", 0, "top1", 0.8),
+        rec("egt", 0, "exit_share", 0.7, exit=0, higher_is_better=None, display=share),
+        rec("egt", 0, "exit_share", 0.3, exit=1, higher_is_better=None, display=share),
+        rec("egt", 0, "flops", 3e6, higher_is_better=False, display={"label": "MACs"}),
+    ]
+    keys = list(leaderboard_frame(records)["fmnist"].columns.get_level_values("key").unique())
+    assert keys == ["top1", "exit_share@exit0", "exit_share@exit1", "flops"]
+    rows = markdown_rows(to_markdown(records))
+    assert rows["base"][1:3] == ["\u2013", "\u2013"] and rows["egt"][1:3] == ["0.700", "0.300"]

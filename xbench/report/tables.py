@@ -91,8 +91,13 @@ def _stats(frame: pd.DataFrame, methods: list[str], keys: list[str]) -> pd.DataF
 
 def _table(dataset: str, frame: pd.DataFrame) -> _Table:
     methods = list(frame["method"].unique())
-    # Metrics in order of first appearance; a metric's per-exit columns follow its overall one.
-    metric_order = {m: i for i, m in enumerate(frame["metric"].unique())}
+    # Metrics in the order of the method that reports the most of them (a baseline skips the
+    # early-exit metrics, which would otherwise trail behind everything), then by first
+    # appearance; a metric's per-exit columns follow its overall one.
+    per_method = [list(g["metric"].unique()) for _, g in frame.groupby("method", sort=False)]
+    reference = max(per_method, key=len)
+    rest = [m for m in frame["metric"].unique() if m not in reference]
+    metric_order = {m: i for i, m in enumerate([*reference, *rest])}
     firsts = frame.drop_duplicates("key")
     order = firsts.assign(_metric=firsts["metric"].map(metric_order), _exit=firsts["exit"].fillna(-1))
     keys = list(order.sort_values(["_metric", "_exit"], kind="stable")["key"])
