@@ -24,8 +24,8 @@ def atomic_write(path: str | Path, write: Callable[[Any], object], mode: str = "
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
     try:
-        kwargs = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
-        with os.fdopen(fd, mode, **kwargs) as handle:
+        text = "b" not in mode
+        with os.fdopen(fd, mode, encoding="utf-8" if text else None, newline="\n" if text else None) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())

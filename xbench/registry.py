@@ -156,7 +156,7 @@ class Registry(Generic[T]):
 def _set_name(target: Any, name: str) -> None:
     """Give a registered class its registry name unless it declares one itself."""
     if isinstance(target, type) and "name" not in vars(target):
-        target.name = name
+        target.name = name  # type: ignore[attr-defined]
 
 
 # The four registries. Their value types live in the packages that register into

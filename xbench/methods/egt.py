@@ -122,7 +122,7 @@ class EarlyExitNet(nn.Module):
                 logits.append(z)
                 stage, head = next(head_iter, (-1, head))
         # The heads' weights travel with the output so that CAMs (and the loss) need only the output.
-        weights = [head.fc.weight for head in self.heads]
+        weights = [head.fc.weight for head in self.heads.children() if isinstance(head, ExitHead)]
         return ModelOutput(
             logits=logits[-1], features=h, exit_logits=logits, extras={"exit_features": feats, "exit_weights": weights}
         )
@@ -135,7 +135,7 @@ class EarlyExitNet(nn.Module):
         would otherwise drop the unused heads as dead code.
         """
         h = self.backbone.stem(x)
-        logits = []
+        logits: list[Tensor] = []
         for s, block in enumerate(self.backbone.stages[: self.exit_stages[i] + 1]):
             h = block(h)
             if s == self.exit_stages[len(logits)]:

@@ -1,6 +1,6 @@
 """Metrics. Importing this package registers the built-in ones."""
 
-from xbench.metrics import accuracy, consistency, efficiency, exits
+from xbench.metrics import accuracy, binary, consistency, efficiency, exits
 from xbench.metrics.base import Metric, MetricResult
 
-__all__ = ["Metric", "MetricResult", "accuracy", "consistency", "efficiency", "exits"]
+__all__ = ["Metric", "MetricResult", "accuracy", "binary", "consistency", "efficiency", "exits"]

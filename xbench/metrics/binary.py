@@ -1,0 +1,235 @@
+"""Per-class binary sub-networks: their size, and their precision and recall.
+
+A method whose model has binary sub-networks (Coded ResNeXt: class k's classifier keeps
+only the branches its codeword activates, and the score z_k) exposes
+:class:`BinarySubnetworks`; for every other model these metrics return no values.
+
+Protocol of the paper (Avranas & Kountouris, NeurIPS 2022, Sec. 5), for each class k:
+
+* the threshold τ_k maximises F1 of "score ≥ τ" on training images: the positives of class
+  k and 9 negatives per positive drawn from the other classes (seeded). Among the training
+  scores sorted in decreasing order, τ_k is the midpoint below the cut with the best F1;
+* precision and recall at τ_k are measured on the test split, again with 9 negatives per
+  positive. Negatives are drawn without replacement when there are enough of them, with
+  replacement otherwise (fewer than 10 classes), so the class ratio is always 1:9.
+
+Values are means over the classes; per-class values and thresholds travel in ``params``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from xbench.data.base import ImageSplit
+from xbench.engine.evaluate import EvalContext
+from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.efficiency import count_parameters
+from xbench.registry import METRICS
+
+
+@runtime_checkable
+class BinarySubnetworks(Protocol):
+    """A model with one binary classifier per class."""
+
+    num_classes: int
+
+    def binary_classifier(self, k: int) -> nn.Module:
+        """Class k's classifier as a network holding only the modules it uses; ``forward(x)`` is (B,) scores."""
+        ...
+
+
+def sample_pairs(labels: Tensor, num_classes: int, negatives_per_positive: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``(image_index, class)`` pairs: every positive of each class and ``r`` negatives per positive.
+
+    Returns (index, cls, positive) as three aligned 1-D tensors, grouped by class.
+    """
+    g = torch.Generator().manual_seed(seed)
+    index, cls = [], []
+    for k in range(num_classes):  # a loop over classes; everything per sample is batched
+        pos = (labels == k).nonzero().flatten()
+        neg = (labels != k).nonzero().flatten()
+        want = negatives_per_positive * len(pos)
+        if len(pos) == 0 or len(neg) == 0:
+            continue
+        if want <= len(neg):
+            picked = neg[torch.randperm(len(neg), generator=g)[:want]]
+        else:
+            picked = neg[torch.randint(len(neg), (want,), generator=g)]
+        both = torch.cat([pos, picked])
+        index.append(both)
+        cls.append(torch.full_like(both, k))
+    if not index:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.cat(index), torch.cat(cls)
+
+
+@torch.no_grad()
+def binary_scores(
+    model: BinarySubnetworks, data: ImageSplit, index: Tensor, cls: Tensor, device: torch.device, batch_size: int
+) -> Tensor:
+    """Score of class ``cls[i]``'s extracted binary classifier on image ``index[i]``.
+
+    Each class's sub-network is extracted once and run on that class's pairs in batches, so
+    the cost is that of the sub-networks, not of the full model.
+    """
+    scores = torch.zeros(len(index))
+    for k in cls.unique().tolist():  # a loop over classes; images are batched
+        rows = (cls == k).nonzero().flatten()
+        net = model.binary_classifier(int(k)).to(device).eval()
+        for s in range(0, len(rows), batch_size):
+            part = rows[s : s + batch_size]
+            scores[part] = net(data.images[index[part]].to(device)).float().cpu()
+    return scores
+
+
+def best_f1_threshold(scores: Tensor, positive: Tensor) -> float:
+    """Threshold τ maximising F1 of ``scores ≥ τ``; the midpoint between the last kept and the next score.
+
+    With the scores sorted in decreasing order, keeping the top j gives TP_j positives and
+    F1_j = 2·TP_j / (P + j); only cuts between distinct scores are allowed.
+    """
+    order = scores.argsort(descending=True)
+    s, pos = scores[order], positive[order].double()
+    tp = pos.cumsum(0)
+    j = torch.arange(1, len(s) + 1, dtype=torch.double)
+    f1 = 2 * tp / (pos.sum() + j)
+    distinct = torch.ones(len(s), dtype=torch.bool)
+    distinct[:-1] = s[:-1] != s[1:]
+    f1[~distinct] = -1
+    best = int(f1.argmax())
+    return float(s[best]) if best == len(s) - 1 else float((s[best] + s[best + 1]) / 2)
+
+
+def precision_recall(scores: Tensor, positive: Tensor, threshold: float) -> tuple[float, float]:
+    """Precision and recall of ``scores ≥ threshold`` (precision 0 when nothing is predicted positive)."""
+    predicted = scores >= threshold
+    tp = float((predicted & positive).sum())
+    return tp / max(float(predicted.sum()), 1.0), tp / max(float(positive.sum()), 1.0)
+
+
+class BinaryEvalParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train_limit: int = Field(2000, gt=0, description="training images (seeded subset) that set the thresholds")
+    negatives_per_positive: int = Field(9, gt=0)
+    seed: int = Field(0, description="seed of the training subset and the negative sampling")
+
+
+def evaluate_binary(ctx: EvalContext, params: BinaryEvalParams) -> dict[str, Any] | None:
+    """Per-class thresholds (train) and precision/recall (test); memoised per context and params."""
+    model = ctx.model
+    if not isinstance(model, BinarySubnetworks):
+        return None
+    key = f"binary:{params.model_dump_json()}"
+    if key in ctx._memo:
+        return ctx._memo[key]  # type: ignore[no-any-return]
+    if ctx.train is None:
+        raise ValueError("binary classifiers need the training split to set their thresholds")
+    model.eval()
+    train = ctx.train.subset(params.train_limit, seed=params.seed)
+    r, k = params.negatives_per_positive, model.num_classes
+    splits = {}
+    for name, data in (("train", train), ("test", ctx.data)):
+        index, cls = sample_pairs(data.labels, k, r, params.seed)
+        scores = binary_scores(model, data, index, cls, ctx.device, ctx.batch_size)
+        splits[name] = (scores, cls, data.labels[index] == cls)
+    classes, thresholds, precision, recall = [], [], [], []
+    for c in range(k):  # per class: vectorised inside
+        tr, te = splits["train"][1] == c, splits["test"][1] == c
+        if not (splits["train"][2][tr].any() and splits["test"][2][te].any()):
+            continue
+        tau = best_f1_threshold(splits["train"][0][tr], splits["train"][2][tr])
+        p, rec = precision_recall(splits["test"][0][te], splits["test"][2][te], tau)
+        classes.append(c)
+        thresholds.append(tau)
+        precision.append(p)
+        recall.append(rec)
+    result = {
+        "classes": classes,
+        "thresholds": thresholds,
+        "precision": precision,
+        "recall": recall,
+        "n_test_pairs": len(splits["test"][0]),
+        "n_train_pairs": len(splits["train"][0]),
+    }
+    ctx._memo[key] = result
+    return result
+
+
+class _BinaryMetric(Metric):
+    requires_exits = True  # no values for models without binary sub-networks
+    Params = BinaryEvalParams
+    params: BinaryEvalParams
+    field: ClassVar[str]
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        res = evaluate_binary(ctx, self.params)
+        if res is None or not res["classes"]:
+            return []
+        values = res[self.field]
+        params = {
+            **self.params.model_dump(),
+            "threshold": "max F1 on training pairs",
+            "classes": res["classes"],
+            "per_class": values,
+            "thresholds": res["thresholds"],
+        }
+        return [MetricResult(sum(values) / len(values), res["n_test_pairs"], params=params)]
+
+
+@METRICS.register("binary_precision")
+class BinaryPrecision(_BinaryMetric):
+    """Mean over classes of the binary classifiers' test precision at 9 negatives per positive."""
+
+    category = "accuracy"
+    higher_is_better = True
+    label = "Binary precision"
+    unit = "%"
+    scale = 100.0
+    description = "per-class binary sub-network precision (1 positive : 9 negatives, max-F1 train threshold)"
+    field = "precision"
+
+
+@METRICS.register("binary_recall")
+class BinaryRecall(_BinaryMetric):
+    """Mean over classes of the binary classifiers' test recall at their training max-F1 thresholds."""
+
+    category = "accuracy"
+    higher_is_better = True
+    label = "Binary recall"
+    unit = "%"
+    scale = 100.0
+    description = "per-class binary sub-network recall (max-F1 train threshold)"
+    field = "recall"
+
+
+@METRICS.register("binary_param_fraction")
+class BinaryParamFraction(Metric):
+    """Fraction of the model's parameters that class k's binary sub-network keeps (mean over k)."""
+
+    category = "efficiency"
+    higher_is_better = False
+    requires_exits = True  # no values for models without binary sub-networks
+    label = "Binary params"
+    unit = "%"
+    scale = 100.0
+    decimals = 1
+    description = "parameters of a class's binary sub-network / the full model's, counted on the extracted network"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        model = ctx.model
+        if not isinstance(model, BinarySubnetworks):
+            return []
+        total = count_parameters(ctx.model)
+        kept = [count_parameters(model.binary_classifier(k)) for k in range(model.num_classes)]
+        fractions = [n / total for n in kept]
+        params = {
+            "per_class": fractions,
+            "parameters_kept": kept,
+            "parameters_total": total,
+            "convention": "all parameters of the extracted sub-network / all parameters of the model",
+        }
+        return [MetricResult(sum(fractions) / len(fractions), model.num_classes, params=params)]
