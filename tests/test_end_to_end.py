@@ -35,8 +35,9 @@ def test_smoke_suite_writes_every_output(smoke_run: tuple[Path, Path, str]) -> N
     out, _, stdout = smoke_run
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.tex", "records.jsonl", "config.yaml", "run.json"):
         assert (out / name).is_file(), name
-    assert "[1/3] synthetic_shapes/baseline/seed0" in stdout
-    assert "[3/3] synthetic_shapes/egt (λ=0)/seed0" in stdout
+    assert "[1/4] synthetic_shapes/baseline/seed0" in stdout
+    assert "[3/4] synthetic_shapes/egt (λ=0)/seed0" in stdout
+    assert "[4/4] synthetic_shapes/coded_resnext/seed0" in stdout
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".out.")], "staging folder left behind"
 
 
@@ -59,7 +60,7 @@ def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, 
     assert f"{by_metric['params'].value / 1e6:.3f}" in md
     assert "Top-1 [%] ↑" in md and "MACs [M] ↓" in md
     rows = [line for line in md.splitlines() if line.startswith("| ")][1:]
-    assert [r.split("|")[1].strip() for r in rows] == ["baseline", "egt", "egt (λ=0)"]
+    assert [r.split("|")[1].strip() for r in rows] == ["baseline", "egt", "egt (λ=0)", "coded_resnext"]
     # Without exits the baseline always leaves at the end: policy accuracy is its top-1, speedup 1.
     assert by_metric["policy_top1"].value == top1.value
     assert by_metric["flops_speedup"].value == 1.0
@@ -73,6 +74,11 @@ def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, 
         assert exit_acc[None] == exit_acc[2]  # the final exit is the model's prediction
         speedup = next(r for r in mine if r.metric == "flops_speedup")
         assert speedup.params["thresholds_from"] == "holdout" and speedup.value > 0
+    # Coded ResNeXt: one decoding exit per coded block (two) plus the final exit, and its sub-networks.
+    coded = [r for r in records if r.method == "coded_resnext"]
+    assert sorted(r.exit for r in coded if r.metric == "exit_fraction") == [0, 1, 2]
+    fraction = next(r for r in coded if r.metric == "binary_param_fraction")
+    assert 0 < fraction.value < 1
     csv = pd.read_csv(out / "leaderboard.csv")
     assert csv.loc[0, "method"] == "baseline"
     assert csv.loc[0, "top1_mean"] == pytest.approx(top1.value * 100, abs=1e-6)
@@ -101,7 +107,7 @@ def test_rerun_uses_cache_and_reproduces_records(smoke_run: tuple[Path, Path, st
     second = {(r.metric, r.exit): r.value for r in read_records(out2 / "records.jsonl")}
     assert first == second
     models = list((cache / "models").rglob("*.pt"))
-    assert len(models) == 3, "the re-run must not store more checkpoints"
+    assert len(models) == 4, "the re-run must not store more checkpoints"
 
 
 def test_report_rerenders_tables_from_records(smoke_run: tuple[Path, Path, str], tmp_path: Path) -> None:
