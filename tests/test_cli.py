@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import xbench.data.fashion_mnist as fashion_mnist
@@ -37,10 +36,6 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XBENCH_DATA", str(tmp_path / "no-data-here"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; threads only thrash on a busy 2-core box
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_suite(path: Path, data: object) -> Path:

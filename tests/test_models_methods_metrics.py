@@ -31,15 +31,6 @@ SIZE = 16
 BACKBONE = {"depth": 8, "width": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def context(channels: int, backbone: str = "resnet_cifar", params: dict | None = None) -> MethodContext:
     return MethodContext(
         num_classes=NUM_CLASSES,

@@ -19,15 +19,6 @@ from xbench.suite import TrainingConfig
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -- learning-rate schedules ---------------------------------------------------------------
 def test_cosine_schedule_known_values() -> None:
     cfg = TrainingConfig(epochs=10, schedule="cosine")

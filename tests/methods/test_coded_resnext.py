@@ -30,14 +30,6 @@ from xbench.methods.coding_scheme import _scheme, coding_scheme, johnson_bound, 
 from xbench.metrics.efficiency import count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def context(k: int = 5, channels: int = 1, size: int = 16) -> MethodContext:
     return MethodContext(k, channels, (size, size), (0.5,) * channels, (0.25,) * channels, "resnet_cifar", {})
 

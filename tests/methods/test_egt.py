@@ -22,14 +22,6 @@ def make_method(**params: object) -> EGT:
     return EGT(EGTParams.model_validate(params), ctx)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def batch(b: int = 6) -> Batch:
     g = torch.Generator().manual_seed(0)
     return Batch(torch.rand(b, 1, 16, 16, generator=g), torch.arange(b) % K, torch.arange(b))
