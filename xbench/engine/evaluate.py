@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +13,8 @@ from tqdm.auto import tqdm
 from xbench.data.base import ImageSplit
 from xbench.engine.exits import ExitPolicy, calibrate_thresholds
 from xbench.methods.base import Method
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -74,12 +77,11 @@ class EvalContext:
     calibration_limit = 5000
 
     def predictions(self) -> Predictions:
-        if "predictions" not in self._memo:
-            self._memo["predictions"] = predict(
-                self.model, self.data, self.device, self.batch_size, f"{self.desc} predict", self.progress
-            )
-        out: Predictions = self._memo["predictions"]
-        return out
+        """The model's outputs on the test split: one forward pass per cell, shared by every metric."""
+        return self.memo(
+            "predictions",
+            lambda: predict(self.model, self.data, self.device, self.batch_size, f"{self.desc} predict", self.progress),
+        )
 
     def exit_policy(self) -> ExitPolicy | None:
         """The method's early-exit policy, calibrated once per cell; None without exits.
@@ -88,23 +90,27 @@ class EvalContext:
         threshold is calibrated on the held-out split (``training.holdout``), or, without one,
         on training images, which are over-confident; the source is recorded either way.
         """
-        if "policy" in self._memo:
-            return self._memo["policy"]  # type: ignore[no-any-return]
-        policy = None
-        if self.predictions().exit_logits:
-            given = getattr(self.method.params, "thresholds", None)
-            drop = float(getattr(self.method.params, "max_accuracy_drop", 0.5))
-            if given is not None:
-                policy = ExitPolicy([float(t) for t in given], "given")
-            else:
-                source, calib = ("holdout", self.holdout) if self.holdout is not None else ("train", self.train)
-                if calib is None:
-                    raise ValueError("exit thresholds need a holdout or training split to calibrate on")
-                calib = calib.subset(self.calibration_limit, seed=0)
-                pred = predict(self.model, calib, self.device, self.batch_size, f"{self.desc} calibrate", self.progress)
-                policy = ExitPolicy(calibrate_thresholds(pred.exit_logits, pred.labels, drop), source, drop)
-        self._memo["policy"] = policy
-        return policy
+        return self.memo("policy", self._exit_policy)
+
+    def _exit_policy(self) -> ExitPolicy | None:
+        if not self.predictions().exit_logits:
+            return None
+        given = getattr(self.method.params, "thresholds", None)
+        if given is not None:
+            return ExitPolicy([float(t) for t in given], "given")
+        drop = float(getattr(self.method.params, "max_accuracy_drop", 0.5))
+        source, calib = ("holdout", self.holdout) if self.holdout is not None else ("train", self.train)
+        if calib is None:
+            raise ValueError("exit thresholds need a holdout or training split to calibrate on")
+        calib = calib.subset(self.calibration_limit, seed=0)
+        pred = predict(self.model, calib, self.device, self.batch_size, f"{self.desc} calibrate", self.progress)
+        return ExitPolicy(calibrate_thresholds(pred.exit_logits, pred.labels, drop), source, drop)
+
+    def memo(self, key: str, compute: Callable[[], T]) -> T:
+        """``compute()`` once per cell; metrics share the result under ``key``."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[no-any-return]
 
     def example_input(self, batch: int = 1) -> Tensor:
         """A batch of real test images on the device (for FLOP counting and timing)."""

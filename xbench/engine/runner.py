@@ -158,6 +158,7 @@ class Runner:
             (spec, METRICS.get(spec.name)(self.params["metrics"][spec.display])) for spec in suite.metrics
         ]
         self.sources: dict[str, str] = {}
+        self._identities: dict[str, tuple[dict[str, Any], str]] = {}
 
     # data ----------------------------------------------------------------------
     def load_data(self, index: int, spec: PluginSpec) -> CellData:
@@ -193,6 +194,14 @@ class Runner:
             "training": self.suite.training.model_dump(mode="json"),
             "evaluation": self.suite.evaluation.model_dump(mode="json"),
         }
+
+    def identity(self, cell: CellSpec) -> tuple[dict[str, Any], str]:
+        """``(config with data source, setup hash)`` of a cell, as every record of it carries."""
+        if cell.id not in self._identities:
+            config = self.cell_config(cell)
+            setup = cache_key(config)[:12]
+            self._identities[cell.id] = ({**config, "data_source": self.sources.get(cell.dataset.display)}, setup)
+        return self._identities[cell.id]
 
     def _dump(self, kind: str, spec: PluginSpec) -> dict[str, Any]:
         dumped: dict[str, Any] = self.params[kind][spec.display].model_dump(mode="json")
@@ -295,9 +304,7 @@ class Runner:
         time_s: float | None,
         error: str | None = None,
     ) -> Record:
-        config = self.cell_config(cell)
-        setup = cache_key(config)[:12]
-        config["data_source"] = self.sources.get(cell.dataset.display)
+        config, setup = self.identity(cell)
         return Record(
             suite=self.suite.name,
             dataset=cell.dataset.display,

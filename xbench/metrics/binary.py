@@ -126,12 +126,14 @@ def evaluate_binary(ctx: EvalContext, params: BinaryEvalParams) -> dict[str, Any
     model = ctx.model
     if not isinstance(model, BinarySubnetworks):
         return None
-    key = f"binary:{params.model_dump_json()}"
-    if key in ctx._memo:
-        return ctx._memo[key]  # type: ignore[no-any-return]
+    # binary_precision and binary_recall share one evaluation.
+    return ctx.memo(f"binary:{params.model_dump_json()}", lambda: _evaluate_binary(ctx, model, params))
+
+
+def _evaluate_binary(ctx: EvalContext, model: BinarySubnetworks, params: BinaryEvalParams) -> dict[str, Any]:
     if ctx.train is None:
         raise ValueError("binary classifiers need the training split to set their thresholds")
-    model.eval()
+    ctx.model.eval()
     train = ctx.train.subset(params.train_limit, seed=params.seed)
     r, k = params.negatives_per_positive, model.num_classes
     splits = {}
@@ -159,7 +161,6 @@ def evaluate_binary(ctx: EvalContext, params: BinaryEvalParams) -> dict[str, Any
         "n_test_pairs": len(splits["test"][0]),
         "n_train_pairs": len(splits["train"][0]),
     }
-    ctx._memo[key] = result
     return result
 
 

@@ -44,27 +44,17 @@ class _ExitForward(nn.Module):
         return tuple(self.model.forward_exit(x, self.i))  # type: ignore[operator]
 
 
-class _FinalOnly(nn.Module):
-    """Backbone and final head only: the network as deployed without early exits."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        m = self.model
-        return m.heads[-1](m.backbone(x))[1]  # type: ignore[no-any-return, index, operator]
-
-
 def exit_costs(model: nn.Module, example: Tensor) -> tuple[list[int], int]:
-    """MACs to answer at each exit, and of the full path without early-exit heads."""
+    """MACs to answer at each exit, and of the full path without early-exit heads.
+
+    The full path is what the final logits depend on: fvcore's trace drops the early heads,
+    whose outputs the logits do not use.
+    """
+    full = count_macs(LogitsOnly(model), example)[0]
     n = int(getattr(model, "num_exits", 1))
     if n == 1 or not hasattr(model, "forward_exit"):
-        total = count_macs(LogitsOnly(model), example)[0]
-        return [total], total
-    costs = [count_macs(_ExitForward(model, i), example)[0] for i in range(n)]
-    full = count_macs(_FinalOnly(model), example)[0] if hasattr(model, "heads") else costs[-1]
-    return costs, full
+        return [full], full
+    return [count_macs(_ExitForward(model, i), example)[0] for i in range(n)], full
 
 
 class _PolicyMetric(Metric):
@@ -126,7 +116,8 @@ class _CostMetric(_PolicyMetric):
     def costs(self, ctx: EvalContext) -> tuple[float, int, dict[str, object]]:
         """``(expected MACs, full-path MACs, params)``."""
         policy, _, idx = self.policy(ctx)
-        costs, full = exit_costs(ctx.model, ctx.example_input(1))
+        # Tracing every exit is the slow part; expected_flops and flops_speedup share it.
+        costs, full = ctx.memo("exit_costs", lambda: exit_costs(ctx.model, ctx.example_input(1)))
         share = idx.bincount(minlength=len(costs)).double() / len(idx)
         expected = float(sum(float(s) * c for s, c in zip(share, costs, strict=True)))
         params = {

@@ -153,14 +153,9 @@ def _dump_line(record: Record) -> str:
     return json.dumps(record.model_dump(), allow_nan=False, ensure_ascii=False) + "\n"
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`xbench.fileio.atomic_write_text`)."""
-    return atomic_write_text(path, text)
-
-
 def write_records(path: str | Path, records: Iterable[Record]) -> Path:
     """Write ``records`` as JSON lines to ``path`` atomically, replacing any old file."""
-    return write_text_atomic(path, "".join(_dump_line(r) for r in records))
+    return atomic_write_text(path, "".join(_dump_line(r) for r in records))
 
 
 def append_records(path: str | Path, records: Iterable[Record]) -> Path:

@@ -43,7 +43,8 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from xbench.errors import DataError
-from xbench.report.records import Record, records_to_frame, write_text_atomic
+from xbench.fileio import atomic_write_text
+from xbench.report.records import Record, records_to_frame
 
 STATS = ("mean", "ci", "n_seeds", "n_failed")
 # Identifies one measurement; later duplicates replace earlier ones.
@@ -338,7 +339,7 @@ def write_leaderboard(records: Iterable[Record], out_dir: str | Path) -> list[Pa
     records = list(records)
     out_dir = Path(out_dir)
     return [
-        write_text_atomic(out_dir / "leaderboard.md", to_markdown(records, title="Leaderboard")),
-        write_text_atomic(out_dir / "leaderboard.csv", to_csv(records)),
-        write_text_atomic(out_dir / "leaderboard.tex", to_latex(records)),
+        atomic_write_text(out_dir / "leaderboard.md", to_markdown(records, title="Leaderboard")),
+        atomic_write_text(out_dir / "leaderboard.csv", to_csv(records)),
+        atomic_write_text(out_dir / "leaderboard.tex", to_latex(records)),
     ]
