@@ -159,9 +159,10 @@ def _set_name(target: Any, name: str) -> None:
         target.name = name  # type: ignore[attr-defined]
 
 
-# The four registries. Their value types live in the packages that register into
+# The registries. Their value types live in the packages that register into
 # them; they are typed ``Any`` here so this module imports nothing heavy.
 METHODS: Registry[Any] = Registry("method", "xbench.methods", "xbench.methods")
 METRICS: Registry[Any] = Registry("metric", "xbench.metrics", "xbench.metrics")
 DATASETS: Registry[Any] = Registry("dataset", "xbench.datasets", "xbench.data")
 BACKBONES: Registry[Any] = Registry("backbone", "xbench.backbones", "xbench.models")
+EXPLAINERS: Registry[Any] = Registry("explainer", "xbench.explainers", "xbench.explain")

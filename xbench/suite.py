@@ -79,6 +79,9 @@ class TrainingConfig(_Strict):
 class EvaluationConfig(_Strict):
     limit: int | None = Field(None, ge=1, description="evaluate on this many test images")
     batch_size: int = Field(500, ge=1)
+    explain_limit: int | None = Field(
+        500, ge=1, description="explanation metrics use this many test images (a seeded subset; null: all)"
+    )
 
 
 class DataConfig(_Strict):
@@ -97,6 +100,10 @@ class Suite(_Strict):
     metrics: list[PluginSpec] = Field(
         default_factory=lambda: [PluginSpec(name=n) for n in ("top1", "top5", "params", "flops")], min_length=1
     )
+    explainers: list[PluginSpec] = Field(
+        default_factory=lambda: [PluginSpec(name=n) for n in ("native", "gradcam", "random")],
+        description="explainers every explanation metric is reported for",
+    )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -114,7 +121,7 @@ class Suite(_Strict):
 
     @model_validator(mode="after")
     def _unique_rows(self) -> Suite:
-        for kind in ("datasets", "methods"):
+        for kind in ("datasets", "methods", "explainers"):
             labels = [s.display for s in getattr(self, kind)]
             dup = sorted({x for x in labels if labels.count(x) > 1})
             if dup:
@@ -291,7 +298,7 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
     Returns the validated params per kind and row label, so callers need not
     validate them again.
     """
-    from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS
+    from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
 
     validated: dict[str, dict[str, BaseModel]] = {}
     prefix = f"{source}: " if source else ""
@@ -299,6 +306,7 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
         ("datasets", DATASETS, suite.datasets),
         ("methods", METHODS, suite.methods),
         ("metrics", METRICS, suite.metrics),
+        ("explainers", EXPLAINERS, suite.explainers),
         ("backbone", BACKBONES, [suite.backbone]),
     ]
     for key, registry, specs in groups:

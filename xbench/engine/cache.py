@@ -60,7 +60,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 class Cache:
-    """Checkpoints (``models/``) and JSON results (``results/``) under one root."""
+    """Checkpoints (``models/``), explanation maps (``explanations/``) and JSON results under one root."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -89,9 +89,9 @@ class Cache:
         atomic_write_text(payload.with_name(payload.name + ".json"), json.dumps(meta, indent=1, default=str))
 
     # -- checkpoints ----------------------------------------------------------
-    def load_model(self, key: str) -> dict[str, Any] | None:
-        """The state dict stored under ``key``, or None if absent or invalid."""
-        path = self._path("models", key, ".pt")
+    def load_model(self, key: str, kind: str = "models") -> dict[str, Any] | None:
+        """The state dict (or dict of tensors) stored under ``key``, or None if absent or invalid."""
+        path = self._path(kind, key, ".pt")
         if not self._verify(path):
             return None
         try:
@@ -100,8 +100,8 @@ class Cache:
             log.warning("%s; recomputing", err)
             return None
 
-    def save_model(self, key: str, state: dict[str, Any], meta: dict[str, Any]) -> Path:
-        path = self._path("models", key, ".pt")
+    def save_model(self, key: str, state: dict[str, Any], meta: dict[str, Any], kind: str = "models") -> Path:
+        path = self._path(kind, key, ".pt")
         atomic_write(path, lambda f: torch.save(state, f))
         self._commit(path, meta)
         return path

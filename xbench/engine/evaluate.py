@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +15,12 @@ from xbench.data.base import ImageSplit
 from xbench.engine.exits import ExitPolicy, calibrate_thresholds
 from xbench.methods.base import Method
 
+if TYPE_CHECKING:
+    from xbench.explain.base import Explainer
+
 T = TypeVar("T")
+#: ``store(name, compute)``: a persistent cache of explanation maps (the runner's disk cache).
+MapStore = Callable[[str, Callable[[], Tensor]], Tensor]
 
 
 @dataclass
@@ -60,6 +66,12 @@ class EvalContext:
         batch_size: evaluation batch size from the suite.
         desc: a label for progress bars.
         progress: whether to show progress bars.
+        train, holdout: training and held-out splits (exit calibration).
+        explainers: the suite's explainers by row label; ``explainer`` is the one the
+            current explanation metric is computed for (see :meth:`with_explainer`).
+        explain_limit: explanation metrics use this many test images (a seeded subset).
+        seed: the cell's seed (random explainer).
+        store: persistent cache for explanation maps, or None to keep them in memory only.
     """
 
     model: nn.Module
@@ -71,6 +83,11 @@ class EvalContext:
     progress: bool = True
     train: ImageSplit | None = None
     holdout: ImageSplit | None = None
+    explainers: dict[str, Explainer] = field(default_factory=dict)
+    explainer: str | None = None
+    explain_limit: int | None = 500
+    seed: int = 0
+    store: MapStore | None = None
     _memo: dict[str, Any] = field(default_factory=dict)
 
     # At most this many training images calibrate exit thresholds when there is no holdout.
@@ -111,6 +128,77 @@ class EvalContext:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]  # type: ignore[no-any-return]
+
+    # -- explanations -------------------------------------------------------------------
+    def with_explainer(self, name: str) -> EvalContext:
+        """This context, sharing every computed result, with ``name`` as the current explainer."""
+        if name not in self.explainers:
+            raise KeyError(f"unknown explainer {name!r}; the suite lists {sorted(self.explainers)}")
+        return dataclasses.replace(self, explainer=name)
+
+    def explain_index(self) -> Tensor:
+        """Positions in ``data`` of the images explanation metrics use (sorted, seeded, fixed per suite)."""
+
+        def pick() -> Tensor:
+            n = len(self.data)
+            if self.explain_limit is None or self.explain_limit >= n:
+                return torch.arange(n)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+            return perm[: self.explain_limit].sort().values
+
+        return self.memo("explain_index", pick)
+
+    def explain_data(self) -> ImageSplit:
+        """The test images (with labels and masks) that explanation metrics use."""
+        return self.memo("explain_data", lambda: self.data.take(self.explain_index()))
+
+    def explain_targets(self) -> Tensor:
+        """The class each map explains: the model's prediction (as TAME's and AD/IC's protocols do)."""
+        return self.predictions().logits[self.explain_index()].argmax(dim=1)
+
+    def explanations(self, explainer: str | None = None) -> Tensor | None:
+        """(N, H, W) maps in [0, 1] on CPU for :meth:`explain_data`; None if the explainer does not apply.
+
+        Computed once per cell and explainer, shared by every metric and kept in ``store``.
+        """
+        name = explainer or self.explainer
+        if name is None:
+            raise ValueError("no explainer selected; use ctx.with_explainer(name)")
+        return self.memo(f"explanations:{name}", lambda: self._explanations(name))
+
+    def _explanations(self, name: str) -> Tensor | None:
+        from xbench.explain.base import normalise
+
+        explainer = self.explainers[name]
+        data, targets = self.explain_data(), self.explain_targets()
+        probe = explainer.explain(
+            self.method, self.model, data.images[:1].to(self.device), targets[:1].to(self.device), self.seed
+        )
+        if probe is None:
+            return None
+
+        def compute() -> Tensor:
+            maps = []
+            starts = range(0, len(data), self.batch_size)
+            for s in tqdm(
+                starts, desc=f"{self.desc} explain {name}", leave=False, disable=not self.progress, unit="batch"
+            ):
+                x = data.images[s : s + self.batch_size].to(self.device)
+                t = targets[s : s + self.batch_size].to(self.device)
+                m = explainer.explain(self.method, self.model, x, t, self.seed * 1_000_003 + s)
+                assert m is not None
+                if m.shape != (x.shape[0], *x.shape[-2:]):
+                    raise ValueError(f"explainer {name!r} returned maps of shape {tuple(m.shape)} for {tuple(x.shape)}")
+                maps.append(normalise(m.detach()).cpu())
+            return torch.cat(maps)
+
+        return self.store(name, compute) if self.store is not None else compute()
+
+    def logits_model(self) -> nn.Module:
+        """The model as a plain ``x -> logits`` module (for Quantus, captum and FLOP counters)."""
+        from xbench.metrics.efficiency import LogitsOnly
+
+        return self.memo("logits_model", lambda: LogitsOnly(self.model).eval())
 
     def example_input(self, batch: int = 1) -> Tensor:
         """A batch of real test images on the device (for FLOP counting and timing)."""

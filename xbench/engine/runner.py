@@ -30,9 +30,10 @@ from xbench.engine.evaluate import EvalContext
 from xbench.engine.provenance import code_fingerprint, device_description, git_revision, resolve_device, versions
 from xbench.engine.train import train
 from xbench.errors import ConfigError, OutputError, XBenchError
+from xbench.explain.base import Explainer
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric, MetricResult
-from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS
+from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
 from xbench.report.records import Record, write_records
 from xbench.report.tables import write_leaderboard
 from xbench.suite import PluginSpec, Suite, dump_suite, validate_plugins
@@ -157,6 +158,10 @@ class Runner:
         self.metrics: list[tuple[PluginSpec, Metric]] = [
             (spec, METRICS.get(spec.name)(self.params["metrics"][spec.display])) for spec in suite.metrics
         ]
+        self.explainers: dict[str, Explainer] = {
+            spec.display: EXPLAINERS.get(spec.name)(self.params["explainers"][spec.display])
+            for spec in suite.explainers
+        }
         self.sources: dict[str, str] = {}
         self._identities: dict[str, tuple[dict[str, Any], str]] = {}
 
@@ -217,9 +222,22 @@ class Runner:
             train_module,
         )
         torch_version = self.versions["torch"]
-        return cache_key({"kind": "model", **config, "seed": cell.seed, "code": code, "torch": torch_version})
+        required = self.required_cell(cell)
+        base = None if required is None else self.model_key(required)
+        return cache_key(
+            {"kind": "model", **config, "seed": cell.seed, "code": code, "torch": torch_version, "requires": base}
+        )
 
-    def metric_key(self, model_key: str, cell: CellSpec, spec: PluginSpec, metric: Metric) -> str:
+    def required_cell(self, cell: CellSpec) -> CellSpec | None:
+        """The cell whose trained model ``cell``'s method builds on (same dataset and seed), if any."""
+        requires = METHODS.get(cell.method.name).requires
+        if requires is None:
+            return None
+        return CellSpec(cell.dataset, PluginSpec(name=requires), cell.seed)
+
+    def metric_key(
+        self, model_key: str, cell: CellSpec, spec: PluginSpec, metric: Metric, explainer: str | None = None
+    ) -> str:
         code = code_fingerprint(type(metric), METHODS.get(cell.method.name), EvalContext, exits_module)
         return cache_key(
             {
@@ -230,13 +248,49 @@ class Runner:
                 "evaluation": self.suite.evaluation.model_dump(mode="json"),
                 "device": self.device.type,
                 "code": code,
+                **({} if explainer is None else {"explainer": self.explainer_identity(explainer)}),
             }
         )
 
+    def explainer_identity(self, name: str) -> dict[str, Any]:
+        explainer = self.explainers[name]
+        return {"name": explainer.name, "params": explainer.param_dict(), "code": code_fingerprint(type(explainer))}
+
+    def map_store(self, cell: CellSpec, model_key: str) -> Any:
+        """A persistent store of a cell's explanation maps, keyed by model, explainer and images."""
+
+        def store(name: str, compute: Any) -> torch.Tensor:
+            key = cache_key(
+                {
+                    "kind": "explanations",
+                    "model": model_key,
+                    "explainer": self.explainer_identity(name),
+                    "method_code": code_fingerprint(METHODS.get(cell.method.name), EvalContext),
+                    "evaluation": self.suite.evaluation.model_dump(mode="json"),
+                    "device": self.device.type,
+                }
+            )
+            cached = self.cache.load_model(key, kind="explanations")
+            if cached is not None and isinstance(cached.get("maps"), torch.Tensor):
+                return cached["maps"]
+            maps: torch.Tensor = compute()
+            self.cache.save_model(key, {"maps": maps}, {"cell": cell.id, "explainer": name}, kind="explanations")
+            return maps
+
+        return store
+
     # one cell --------------------------------------------------------------------
-    def run_cell(self, cell: CellSpec, data: CellData) -> tuple[list[Record], str]:
-        train_split, test_split = data.train, data.test
-        method_params = self.params["methods"][cell.method.display]
+    def trained_model(self, cell: CellSpec, data: CellData) -> tuple[Method, torch.nn.Module, str, str]:
+        """``(method, model in eval mode on the device, model key, note)``: loaded from the cache or trained.
+
+        A method that ``requires`` another cell (TAME: the baseline) gets that cell's
+        model first, trained or loaded the same way.
+        """
+        train_split = data.train
+        if cell.method.display in self.params["methods"]:
+            method_params = self.params["methods"][cell.method.display]
+        else:  # a required cell the suite does not list: the method's defaults
+            method_params = METHODS.get(cell.method.name).Params()
         ctx = MethodContext(
             num_classes=train_split.num_classes,
             in_channels=train_split.in_channels,
@@ -256,6 +310,11 @@ class Runner:
             model.load_state_dict(state)
             train_note = "cached"
         else:
+            required = self.required_cell(cell)
+            if required is not None:
+                _, base, _, base_note = self.trained_model(required, data)
+                method.load_required(model, {k: v.detach().cpu() for k, v in base.state_dict().items()})
+                log.info("%s: builds on %s (%s)", cell.id, required.id, base_note)
             stats = train(
                 method, model, train_split, self.suite.training, self.device, cell.seed,
                 desc=cell.id, progress=self.opt.progress,
@@ -263,9 +322,15 @@ class Runner:
             self.cache.save_model(key, model.state_dict(), {"cell": cell.id, "train": stats.__dict__})
             train_note = f"trained {stats.time_s:.1f}s"
         model.to(self.device).eval()
+        return method, model, key, train_note
+
+    def run_cell(self, cell: CellSpec, data: CellData) -> tuple[list[Record], str]:
+        method, model, key, train_note = self.trained_model(cell, data)
         ectx = EvalContext(
-            model, method, test_split, self.device, self.suite.evaluation.batch_size,
-            desc=cell.id, progress=self.opt.progress, train=train_split, holdout=data.holdout,
+            model, method, data.test, self.device, self.suite.evaluation.batch_size,
+            desc=cell.id, progress=self.opt.progress, train=data.train, holdout=data.holdout,
+            explainers=self.explainers, explain_limit=self.suite.evaluation.explain_limit,
+            seed=cell.seed, store=self.map_store(cell, key),
         )  # fmt: skip
         records: list[Record] = []
         for spec, metric in self.metrics:
@@ -278,7 +343,21 @@ class Runner:
         if metric.requires_masks and ectx.data.masks is None:
             log.info("%s: %s needs masks; %s has none, skipped", cell.id, spec.display, cell.dataset.display)
             return []
-        key = self.metric_key(model_key, cell, spec, metric)
+        if not metric.uses_explanations:
+            return self._measure(cell, model_key, spec, metric, ectx, None)
+        records = []
+        for name in self.explainers:
+            ctx = ectx.with_explainer(name)
+            if ctx.explanations() is None:
+                log.info("%s: explainer %s does not apply to %s, skipped", cell.id, name, cell.method.display)
+                continue
+            records.extend(self._measure(cell, model_key, spec, metric, ctx, name))
+        return records
+
+    def _measure(
+        self, cell: CellSpec, model_key: str, spec: PluginSpec, metric: Metric, ectx: EvalContext, explainer: str | None
+    ) -> list[Record]:
+        key = self.metric_key(model_key, cell, spec, metric, explainer)
         cached = self.cache.load_json("metrics", key)
         if cached is not None:
             results = [MetricResult(**r) for r in cached["results"]]
@@ -293,7 +372,7 @@ class Runner:
                 {"results": [r.__dict__ for r in results], "time_s": elapsed},
                 {"cell": cell.id, "metric": spec.display},
             )
-        return [self.record(cell, spec, metric, r, elapsed) for r in results]
+        return [self.record(cell, spec, metric, r, elapsed, explainer=explainer) for r in results]
 
     def record(
         self,
@@ -303,6 +382,7 @@ class Runner:
         result: MetricResult | None,
         time_s: float | None,
         error: str | None = None,
+        explainer: str | None = None,
     ) -> Record:
         config, setup = self.identity(cell)
         return Record(
@@ -313,11 +393,16 @@ class Runner:
             metric=spec.display,
             value=None if result is None else result.value,
             exit=None if result is None else result.exit,
+            explainer=explainer,
             n=None if result is None else result.n,
             higher_is_better=metric.higher_is_better,
             category=metric.category,
             display=metric.display(),
-            params={**metric.param_dict(), **({} if result is None else result.params)},
+            params={
+                **metric.param_dict(),
+                **({} if explainer is None else {"explainer": self.explainer_identity(explainer)["params"]}),
+                **({} if result is None else result.params),
+            },
             versions=self.versions,
             git=self.git,
             device=str(self.device),

@@ -1,1 +1,5 @@
-"""Explainers shared by methods and metrics."""
+"""Explainers shared by methods and metrics. Importing this package registers the built-in ones."""
+
+from xbench.explain.base import Explainer, normalise
+
+__all__ = ["Explainer", "normalise"]

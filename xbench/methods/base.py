@@ -7,8 +7,12 @@ A method is a class registered by name in :data:`xbench.registry.METHODS`. It
 * defines its training objective (:meth:`Method.loss`) and optional hooks
   (:meth:`Method.on_epoch_start`), which the one training loop in
   :mod:`xbench.engine.train` calls; a method never writes its own loop;
-* explains its predictions (:meth:`Method.explain`), by default with Grad-CAM
-  on the backbone's last stage through captum.
+* may produce its own explanation maps (:meth:`Method.native_maps`); every
+  model can also be explained post hoc (:mod:`xbench.explain`: Grad-CAM through
+  captum, random maps as the chance level);
+* may need another cell's trained model (``requires``, e.g. TAME explains a
+  frozen baseline): the runner trains or loads that cell first and hands its
+  weights to :meth:`Method.load_required` after :meth:`Method.build`.
 
 Metadata lives in class attributes (``name``, ``paper``, ``Params``) so the CLI
 can list methods and the suite validator can check parameters before any
@@ -111,6 +115,10 @@ class Method:
     def on_epoch_start(self, model: nn.Module, epoch: int, data: ImageSplit, device: torch.device) -> None:
         """Hook called by the training loop before each epoch (e.g. to reweight samples)."""
 
+    def load_required(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Load the trained weights of the ``requires`` cell (same dataset, backbone, seed) into ``model``."""
+        raise NotImplementedError(f"{self.name} declares requires={self.requires!r} but does not load it")
+
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """Parameters the optimiser updates; all of them by default."""
         return [p for p in model.parameters() if p.requires_grad]
@@ -119,8 +127,19 @@ class Method:
         """(B, H, W) attention map of every exit for ``target``, final last; None without exits."""
         return None
 
+    def native_maps(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor | None:
+        """(B, H, W) maps the model produces itself for ``target`` (EGT exits, LAP, TAME); None if it has none.
+
+        These are what the ``native`` explainer evaluates; post-hoc explainers (Grad-CAM,
+        random) work on any model and live in :mod:`xbench.explain`.
+        """
+        return None
+
     def explain(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
-        """(B, H, W) explanation of ``target`` for ``x``: Grad-CAM on the last stage."""
+        """(B, H, W) explanation of ``target`` for ``x``: the native maps, else Grad-CAM on the last stage."""
+        native = self.native_maps(model, x, target)
+        if native is not None:
+            return native
         from xbench.explain.gradcam import grad_cam
 
         return grad_cam(model, x, target)

@@ -207,6 +207,6 @@ class EGT(Method):
             out = model(x)
             return attention_maps(out, target, self.params.attention, size=(int(x.shape[-2]), int(x.shape[-1])))
 
-    def explain(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+    def native_maps(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
         """The final exit's own attention map (its CAM by default)."""
         return self.exit_maps(model, x, target)[-1]

@@ -38,6 +38,8 @@ class Metric:
     higher_is_better: ClassVar[bool | None]
     requires_masks: ClassVar[bool] = False
     requires_exits: ClassVar[bool] = False  # returns no values for models without early exits
+    # Computed once per suite explainer on ``ctx.with_explainer(name)``; records carry the explainer.
+    uses_explanations: ClassVar[bool] = False
     label: ClassVar[str] = ""
     unit: ClassVar[str] = ""
     scale: ClassVar[float] = 1.0

@@ -75,6 +75,7 @@ class Record(BaseModel):
         metric: metric name as the suite lists it.
         value: the score in raw units, or None when the cell failed.
         exit: early-exit index the value belongs to, or None for the final output.
+        explainer: the explainer whose maps an explanation metric scored (suite label), else None.
         n: number of samples the value is computed on.
         higher_is_better: score direction; None for metrics without one (e.g. time).
         category: "accuracy", "efficiency", "localization", "faithfulness", "consistency", ...
@@ -104,6 +105,7 @@ class Record(BaseModel):
     metric: str
     value: float | None
     exit: int | None = None
+    explainer: str | None = None
     n: int | None
     higher_is_better: bool | None
     category: str

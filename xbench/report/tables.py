@@ -1,7 +1,9 @@
 """Leaderboards: pure functions from records to Markdown, CSV and LaTeX tables.
 
-One table per dataset. Rows are methods and columns are metrics, each in order of
-first appearance in the records (a metric's per-exit columns right after it). A column key is ``metric``, or
+One table per dataset, and a second one per dataset for explanation metrics whose
+rows are (method, explainer) pairs labelled ``method (explainer)``. Rows are methods
+and columns are metrics, each in order of first appearance in the records (a
+metric's per-exit columns right after it). A column key is ``metric``, or
 ``metric@exit{k}`` for a value measured at early exit ``k``. Its header is
 ``display.label`` (+ `` @exit k``), the unit in brackets, then ↑ (higher is
 better), ↓ (lower is better) or nothing (no direction).
@@ -134,7 +136,18 @@ def _tables(records: Iterable[Record]) -> list[_Table]:
     frame = records_to_frame(records)
     _check_setups(frame)
     frame["key"] = _column_keys(frame)
-    return [_table(str(name), group) for name, group in frame.groupby("dataset", sort=False)]
+    tables = []
+    for name, group in frame.groupby("dataset", sort=False):
+        explained = group["explainer"].notna()
+        if (~explained).any():
+            tables.append(_table(str(name), group[~explained]))
+        if explained.any():
+            # Explanation metrics get their own table: one row per (method, explainer), so a
+            # method's native maps, Grad-CAM and the random chance level read side by side.
+            rows = group[explained].copy()
+            rows["method"] = rows["method"] + " (" + rows["explainer"] + ")"
+            tables.append(_table(f"{name} · explanations", rows))
+    return tables
 
 
 def leaderboard_frame(records: Iterable[Record]) -> dict[str, pd.DataFrame]:

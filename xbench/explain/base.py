@@ -1,0 +1,96 @@
+"""The explainer contract and the built-in explainers.
+
+An explainer turns ``(model, images, target classes)`` into one saliency map per
+image, shape (B, H, W) at the input resolution. The suite lists which explainers
+to evaluate (``explainers:``); every explanation metric is reported per
+explainer, so a method's native maps, Grad-CAM on the same model and a random
+map (the chance level of every metric) sit side by side.
+
+Maps are min-max normalised per image to [0, 1] by :func:`normalise` before any
+metric sees them: ranks and therefore top-k regions are unchanged, and metrics
+that sum relevance (mass accuracy) get a common scale across explainers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from xbench.params import NoParams
+from xbench.registry import EXPLAINERS
+
+if TYPE_CHECKING:
+    from xbench.methods.base import Method
+
+
+def normalise(maps: Tensor, eps: float = 1e-12) -> Tensor:
+    """Min-max normalise each (H, W) map of a (B, H, W) batch to [0, 1]; a constant map becomes 0."""
+    flat = maps.flatten(1).float()
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
+
+
+class Explainer:
+    """Base class of every explainer; ``explain`` returns None when it does not apply."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+        """(B, H, W) maps of class ``target`` for images ``x``; None if this model has none."""
+        raise NotImplementedError
+
+    def param_dict(self) -> dict[str, object]:
+        return self.params.model_dump(mode="json")
+
+
+@EXPLAINERS.register("native")
+class Native(Explainer):
+    """The maps a method produces itself (EGT's final exit, ECR's CAM, LAP's scores, TAME's attention)."""
+
+    description = "the method's own maps (Method.native_maps); skipped for methods without any"
+
+    def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+        with torch.no_grad():
+            return method.native_maps(model, x, target)
+
+
+@EXPLAINERS.register("gradcam")
+class GradCam(Explainer):
+    """Grad-CAM (Selvaraju et al., ICCV 2017) through captum, on the backbone's last stage."""
+
+    description = "Grad-CAM through captum's LayerGradCam on the backbone's last stage"
+
+    def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+        from xbench.explain.gradcam import grad_cam
+
+        return grad_cam(model, x, target)
+
+
+class RandomParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cell: int = Field(1, ge=1, description="side of the constant blocks, in pixels (1: i.i.d. pixel noise)")
+
+
+@EXPLAINERS.register("random")
+class RandomMaps(Explainer):
+    """Uniform random maps, seeded by the cell's seed: the chance level of every explanation metric."""
+
+    description = "i.i.d. uniform maps (optionally blocky); the row every explainer must beat"
+    Params = RandomParams
+
+    def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+        b, _, h, w = x.shape
+        c = self.params.cell  # type: ignore[attr-defined]
+        g = torch.Generator().manual_seed(seed)
+        coarse = torch.rand(b, 1, -(-h // c), -(-w // c), generator=g)
+        maps = nn.functional.interpolate(coarse, scale_factor=c, mode="nearest")[:, 0, :h, :w]
+        return maps.to(x.device)
