@@ -80,7 +80,7 @@ class EvaluationConfig(_Strict):
     limit: int | None = Field(None, ge=1, description="evaluate on this many test images")
     batch_size: int = Field(500, ge=1)
     explain_limit: int | None = Field(
-        500, ge=1, description="explanation metrics use this many test images (a seeded subset; null: all)"
+        1000, ge=1, description="explanation metrics use this many test images (a seeded subset; null: all)"
     )
 
 

@@ -85,7 +85,7 @@ class EvalContext:
     holdout: ImageSplit | None = None
     explainers: dict[str, Explainer] = field(default_factory=dict)
     explainer: str | None = None
-    explain_limit: int | None = 500
+    explain_limit: int | None = 1000
     seed: int = 0
     store: MapStore | None = None
     _memo: dict[str, Any] = field(default_factory=dict)
