@@ -239,3 +239,26 @@ def test_non_finite_loss_names_epoch_and_step() -> None:
     assert "toy/nan/seed0" in message
     assert "\n" not in message
     assert info.value.exit_code == 1
+
+
+class _MaskChecker(Baseline):
+    """Records whether every training batch's mask still covers its (augmented) image's bright pixels."""
+
+    aligned: list[bool]
+
+    def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
+        assert batch.mask is not None and batch.mask.dtype == torch.bool
+        self.aligned.append(bool(torch.equal(batch.x > 0.5, batch.mask)))
+        return super().loss(output, batch)
+
+
+def test_augmentation_moves_masks_with_their_images() -> None:
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(64, 1, 12, 12, generator=g) > 0.7
+    data = ImageSplit(masks.float(), torch.arange(64) % 2, masks, ["a", "b"])  # image == mask, pixel for pixel
+    method = tiny_method(data, _MaskChecker)
+    assert isinstance(method, _MaskChecker)
+    method.aligned = []
+    cfg = CFG.model_copy(update={"epochs": 2, "augment": ["crop", "flip"]})
+    train(method, method.build(), data, cfg, CPU, seed=0, progress=False)
+    assert method.aligned and all(method.aligned)

@@ -4,7 +4,7 @@ The registry imports this package on first use, so importing it must import
 every module that registers a dataset.
 """
 
-from xbench.data import cifar, fashion_mnist, synthetic
+from xbench.data import cifar, cluttered, fashion_mnist, folder, pets, synthetic
 from xbench.data.base import Dataset, ImageSplit, NoParams, Split
 from xbench.data.locate import (
     ENV_VAR,
@@ -25,12 +25,15 @@ __all__ = [
     "Split",
     "candidate_roots",
     "cifar",
+    "cluttered",
     "default_cache",
     "download_root",
     "expand",
     "fashion_mnist",
     "find_first",
+    "folder",
     "locate_dataset",
+    "pets",
     "synthetic",
     "user_roots",
 ]

@@ -164,6 +164,7 @@ class Runner:
         }
         self.sources: dict[str, str] = {}
         self._identities: dict[str, tuple[dict[str, Any], str]] = {}
+        self._mask_cells: set[str] = set()  # cells whose training used ground-truth masks
 
     # data ----------------------------------------------------------------------
     def load_data(self, index: int, spec: PluginSpec) -> CellData:
@@ -205,12 +206,18 @@ class Runner:
         if cell.id not in self._identities:
             config = self.cell_config(cell)
             setup = cache_key(config)[:12]
-            self._identities[cell.id] = ({**config, "data_source": self.sources.get(cell.dataset.display)}, setup)
+            extra = {"data_source": self.sources.get(cell.dataset.display), "uses_masks": cell.id in self._mask_cells}
+            self._identities[cell.id] = ({**config, **extra}, setup)
         return self._identities[cell.id]
 
     def _dump(self, kind: str, spec: PluginSpec) -> dict[str, Any]:
-        dumped: dict[str, Any] = self.params[kind][spec.display].model_dump(mode="json")
-        return dumped
+        return self._params(kind, spec).model_dump(mode="json")  # type: ignore[no-any-return]
+
+    def _params(self, kind: str, spec: PluginSpec) -> Any:
+        """Validated params of a suite row; a required method the suite does not list gets its defaults."""
+        if spec.display in self.params[kind]:
+            return self.params[kind][spec.display]
+        return METHODS.get(spec.name).Params()
 
     def model_key(self, cell: CellSpec) -> str:
         config = self.cell_config(cell)
@@ -233,7 +240,9 @@ class Runner:
         requires = METHODS.get(cell.method.name).requires
         if requires is None:
             return None
-        return CellSpec(cell.dataset, PluginSpec(name=requires), cell.seed)
+        # The suite's own row of that method (its label and params) if it lists one, else the defaults.
+        listed = next((m for m in self.suite.methods if m.name == requires), None)
+        return CellSpec(cell.dataset, listed or PluginSpec(name=requires), cell.seed)
 
     def metric_key(
         self, model_key: str, cell: CellSpec, spec: PluginSpec, metric: Metric, explainer: str | None = None
@@ -287,10 +296,7 @@ class Runner:
         model first, trained or loaded the same way.
         """
         train_split = data.train
-        if cell.method.display in self.params["methods"]:
-            method_params = self.params["methods"][cell.method.display]
-        else:  # a required cell the suite does not list: the method's defaults
-            method_params = METHODS.get(cell.method.name).Params()
+        method_params = self._params("methods", cell.method)
         ctx = MethodContext(
             num_classes=train_split.num_classes,
             in_channels=train_split.in_channels,
@@ -302,6 +308,8 @@ class Runner:
             seed=cell.seed,
         )
         method: Method = METHODS.get(cell.method.name)(method_params, ctx)
+        if method.uses_masks(train_split):
+            self._mask_cells.add(cell.id)
         torch.manual_seed(cell.seed)
         model = method.build()
         key = self.model_key(cell)

@@ -139,9 +139,14 @@ def train(
         for i in bar:
             idx = perm[i * bs : (i + 1) * bs]
             x = data.images[idx]
+            mask = data.masks[idx] if data.masks is not None else None
             if cfg.augment:
-                x = augment(x, cfg.augment, g)
-            mask = data.masks[idx].to(device, non_blocking=True) if data.masks is not None else None
+                if mask is None:
+                    x = augment(x, cfg.augment, g)
+                else:  # masks move with their images
+                    both = augment(torch.cat([x, mask.to(x.dtype)], dim=1), cfg.augment, g)
+                    x, mask = both[:, : x.shape[1]], both[:, x.shape[1] :] > 0.5
+            mask = mask.to(device, non_blocking=True) if mask is not None else None
             batch = Batch(x.to(device, non_blocking=True), data.labels[idx].to(device, non_blocking=True), idx, mask)
             loss = method.loss(model(batch.x), batch)
             loss_value = float(loss.detach())

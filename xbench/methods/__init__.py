@@ -1,6 +1,6 @@
 """Methods. Importing this package registers the built-in ones."""
 
-from xbench.methods import baseline, coded_resnext, egt
+from xbench.methods import baseline, coded_resnext, ecr, egt, lap, tame
 from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
 
-__all__ = ["Batch", "Method", "MethodContext", "ModelOutput", "baseline", "coded_resnext", "egt"]
+__all__ = ["Batch", "Method", "MethodContext", "ModelOutput", "baseline", "coded_resnext", "ecr", "egt", "lap", "tame"]

@@ -119,6 +119,10 @@ class Method:
         """Load the trained weights of the ``requires`` cell (same dataset, backbone, seed) into ``model``."""
         raise NotImplementedError(f"{self.name} declares requires={self.requires!r} but does not load it")
 
+    def uses_masks(self, data: ImageSplit) -> bool:
+        """Whether training on ``data`` uses its ground-truth masks (weak supervision); such rows are marked."""
+        return False
+
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """Parameters the optimiser updates; all of them by default."""
         return [p for p in model.parameters() if p.requires_grad]

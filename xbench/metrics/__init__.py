@@ -1,6 +1,15 @@
 """Metrics. Importing this package registers the built-in ones."""
 
-from xbench.metrics import accuracy, binary, consistency, efficiency, exits
+from xbench.metrics import accuracy, binary, consistency, efficiency, exits, explanation_consistency
 from xbench.metrics.base import Metric, MetricResult
 
-__all__ = ["Metric", "MetricResult", "accuracy", "binary", "consistency", "efficiency", "exits"]
+__all__ = [
+    "Metric",
+    "MetricResult",
+    "accuracy",
+    "binary",
+    "consistency",
+    "efficiency",
+    "exits",
+    "explanation_consistency",
+]

@@ -49,6 +49,7 @@ from xbench.fileio import atomic_write_text
 from xbench.report.records import Record, records_to_frame
 
 STATS = ("mean", "ci", "n_seeds", "n_failed")
+MASK_MARK = " †"  # appended to rows whose training used ground-truth masks
 # Identifies one measurement; later duplicates replace earlier ones.
 _RECORD_KEY = ["dataset", "method", "seed", "key"]
 
@@ -136,6 +137,9 @@ def _tables(records: Iterable[Record]) -> list[_Table]:
     frame = records_to_frame(records)
     _check_setups(frame)
     frame["key"] = _column_keys(frame)
+    # Rows trained with ground-truth masks (weak supervision) carry a dagger; the caption says so.
+    masks = frame["config"].map(lambda c: bool(isinstance(c, dict) and c.get("uses_masks")))
+    frame.loc[masks, "method"] = frame.loc[masks, "method"] + MASK_MARK
     tables = []
     for name, group in frame.groupby("dataset", sort=False):
         explained = group["explainer"].notna()
@@ -219,7 +223,10 @@ def _caption(table: _Table) -> str:
         text = f"Mean ± 95% CI (Student's t) over {count} seeds."
         if low == 1:
             text += " Cells with 1 seed have no CI."
-    return text + " Best per column in bold; ↑ higher is better, ↓ lower is better."
+    text += " Best per column in bold; ↑ higher is better, ↓ lower is better."
+    if any(str(m).endswith(MASK_MARK) for m in table.stats.index):
+        text += " † trained with ground-truth masks (weak supervision)."
+    return text
 
 
 def _markdown_escape(text: str) -> str:
@@ -289,6 +296,8 @@ _LATEX_ESCAPES = str.maketrans(
         "\u00d7": r"$\times$",
         "\u2013": "--",
         "\u2014": "---",
+        "†": r"\textdagger{}",
+        "·": r"$\cdot$",
     }
 )
 

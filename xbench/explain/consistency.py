@@ -1,0 +1,134 @@
+"""Explanation consistency under a background-only adversarial perturbation.
+
+The construction of ECR (H. Wu et al., "Improving Network Interpretability via
+Explanation Consistency Evaluation", IEEE TMM 2024, arXiv 2408.04600), shared by
+the ECR method (which reweights training samples with it) and the
+``explanation_consistency`` metric (which scores any method and explainer):
+
+1. Explain x: a map A(x) in [0, 1] at the input size (min-max normalised).
+2. Background: B = 1[A(x) < τ] (τ = 0.5 by default); no ground-truth mask is used.
+3. x̂ = PGD-L∞ on the cross-entropy of class y, with every step multiplied by B so that
+   only background pixels move:
+
+       δ_0 = 0,  δ_{t+1} = clip_[−ε, ε](δ_t + α · sign(∇_δ CE(f(x + B⊙δ_t), y))),
+       x̂ = clip_[0, 1](x + B⊙δ_T)
+
+   (paper scale: ε = 8/255, α = 2/255, T = 10). The paper gives no attack details; this is
+   the standard PGD of Madry et al. (2018) without random start, restricted to B.
+4. Consistency E = cos(A(x), A(x̂)) on the flattened maps; ECR's weights are v = 1 − E.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+#: ``explain(x, target) -> (B, H, W)`` maps.
+ExplainFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class AttackParams(BaseModel):
+    """The background-only attack; the defaults are the usual CIFAR-scale PGD budget."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(0.5, gt=0, lt=1, description="τ: pixels whose normalised map is below it are background")
+    epsilon: float = Field(8 / 255, ge=0, description="ε, L∞ budget in [0, 1] pixel units")
+    step_size: float = Field(2 / 255, ge=0, description="α, PGD step")
+    steps: int = Field(10, ge=0, description="T, PGD steps (0: no attack, E = 1)")
+
+
+def minmax(maps: Tensor, eps: float = 1e-8) -> Tensor:
+    """Min-max normalise each (H, W) map of a (B, H, W) batch."""
+    lo = maps.flatten(1).amin(dim=1)[:, None, None]
+    hi = maps.flatten(1).amax(dim=1)[:, None, None]
+    return (maps - lo) / (hi - lo + eps)
+
+
+def class_activation_map(features: Tensor, weights: Tensor, target: Tensor, size: tuple[int, int]) -> Tensor:
+    """CAM (Zhou et al., CVPR 2016) of class ``target``: Σ_c W[k, c]·F_c, upsampled and min-max normalised.
+
+    Args:
+        features: (B, C, h, w) last feature map before global average pooling.
+        weights: (K, C) weights of the linear classifier.
+        target: (B,) classes.
+        size: output (H, W).
+    """
+    cam = torch.einsum("bchw,bc->bhw", features, weights[target])
+    cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return minmax(cam)
+
+
+def background_mask(maps: Tensor, threshold: float) -> Tensor:
+    """(B, 1, H, W) float mask, 1 where the normalised map is below ``threshold``."""
+    return (maps < threshold).float()[:, None]
+
+
+def background_pgd(
+    logits_fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, background: Tensor, params: AttackParams
+) -> Tensor:
+    """PGD-L∞ on cross-entropy that moves only pixels where ``background`` is 1; see the module docstring.
+
+    Gradients are taken with respect to the perturbation only (``torch.autograd.grad``), so the
+    model's parameter gradients are left untouched, whatever mode the model is in.
+    """
+    delta = torch.zeros_like(x)
+    for _ in range(params.steps):
+        delta.requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(logits_fn((x + background * delta).clamp(0, 1)), y)
+            (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + params.step_size * grad.sign()).clamp(-params.epsilon, params.epsilon)
+    return (x + background * delta.detach()).clamp(0, 1)
+
+
+def map_cosine(a: Tensor, b: Tensor) -> Tensor:
+    """(B,) cosine similarity of two batches of maps, flattened."""
+    return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=1e-8)
+
+
+def explanation_consistency(
+    explain: ExplainFn,
+    logits_fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    params: AttackParams,
+    maps: Tensor | None = None,
+    explain_perturbed: ExplainFn | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(E, x̂)``: per-sample consistency of the explanation of ``y`` under a background-only attack.
+
+    Args:
+        explain: maps of the clean images (already min-max normalised or not; they are normalised here).
+        logits_fn: the model, ``x -> logits``, attacked by PGD.
+        x: (B, C, H, W) images in [0, 1].
+        y: (B,) the class that is attacked and explained.
+        params: threshold and PGD budget.
+        maps: the clean maps, if already computed.
+        explain_perturbed: explains x̂ (default ``explain``), e.g. with another seed for random maps.
+    """
+    clean = minmax(maps if maps is not None else explain(x, y))
+    x_hat = background_pgd(logits_fn, x, y, background_mask(clean, params.threshold), params)
+    perturbed = minmax((explain_perturbed or explain)(x_hat, y))
+    return map_cosine(clean, perturbed), x_hat
+
+
+def consistency_weights(consistency: Tensor) -> Tensor:
+    """ECR's sample weights: v = 1 − E, rescaled to mean 1 (uniform if every E is 1)."""
+    v = (1 - consistency).clamp_min(0)
+    mean = v.mean()
+    return v / mean if float(mean) > 0 else torch.ones_like(v)
+
+
+class LogitsOf(nn.Module):
+    """``model(x).logits`` as a plain function of ``x``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).logits  # type: ignore[no-any-return]

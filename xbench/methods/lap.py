@@ -1,0 +1,210 @@
+"""LAP: Local Attention Pooling, a self-interpretable pooling layer.
+
+Paper: R. G. Modegh, A. Salimi, A. Dizaji, H. R. Rabiee, "LAP: An Attention-Based Module
+for Faithful Interpretation and Knowledge Injection in Convolutional Neural Networks",
+arXiv 2201.11808 (v1–v3, 2022; v5, 2023, retitles it "... Concept Based
+Self-Interpretation ..."). No official code was found.
+
+Which version this follows: xbench implements the layer and the weakly supervised
+knowledge injection described in the abstract of v1–v3 (an attention-based pooling
+layer that replaces a CNN's pooling layers, can be added to an already trained
+network, whose score maps are the model's own interpretation, and which accepts
+knowledge injection with weak supervision). The full text was not available offline
+when this was written, so the layer's form is the issue's specification, not the
+paper's equations; PAPERS.md records a third-party form (per channel,
+w_j = exp(−α²(max_window x − x_j)²), output mean_j w_j·x_j) that cites the paper but is
+unconfirmed, and xbench does not use it. Check the paper before reading these numbers
+as the paper's.
+
+The layer. A head scores every location of the input feature map x (C × H × W):
+
+    s = conv1×1(ReLU(conv3×3(x)))                       (1 × H × W)
+
+Inside each k×k window W (stride k), the weights are a softmax of the scores and the
+output is the weighted average of the features, per channel:
+
+    w_j = exp(s_j) / Σ_{i∈W} exp(s_i),    y_c = Σ_{j∈W} w_j · x_{c,j}
+
+With constant scores every w_j = 1/k² and LAP is average pooling. A global LAP layer
+uses one window covering the whole map and replaces global average pooling.
+
+Where it goes in xbench's backbones. CIFAR ResNets have no pooling layers but the final
+global average pool; they downsample with stride-2 convolutions. ``downsample: true``
+(default) turns each stage's stride-2 convolutions into stride-1 ones and puts a 2×2
+LAP layer in front of that stage, so the stage sees the same resolution and costs the
+same; the final global pool is always a global LAP layer. The stem is left alone.
+
+Interpretation (``native_maps``): the score map s of the last (global) LAP layer,
+upsampled bilinearly to the input and min-max normalised (``interpretation: last``),
+or the product of every LAP layer's normalised, upsampled score map (``product``). The
+maps are class-agnostic: LAP scores locations before the classifier sees them.
+
+Knowledge injection (optional, ``injection > 0``): on a fixed fraction of training
+samples (chosen by a hash of the sample's index) that have a ground-truth mask, every
+LAP layer's scores are pulled toward the mask with a binary cross-entropy against the
+fraction of object pixels in each score cell:
+
+    L = CE(z, y) + injection · mean_l BCE(s_l, avgpool(mask)_l)
+
+Rows trained this way used ground-truth masks and are marked so in the leaderboard.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from xbench.data.base import ImageSplit
+from xbench.methods.base import Batch, Method, ModelOutput
+from xbench.models.base import Backbone
+from xbench.registry import METHODS
+
+
+class LAPParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    downsample: bool = Field(True, description="replace stride-2 downsampling by 2×2 LAP layers (else global only)")
+    hidden: int = Field(16, ge=1, description="channels of the scoring head's 3×3 conv")
+    interpretation: Literal["last", "product"] = "last"
+    injection: float = Field(0.0, ge=0, description="weight of the mask loss (0: no knowledge injection)")
+    injection_fraction: float = Field(0.1, gt=0, le=1, description="fraction of training samples whose masks are used")
+
+
+def window_weights(scores: Tensor, kernel: int) -> Tensor:
+    """(B, H/k, W/k, k·k) softmax of ``scores`` (B, 1, H, W) within each k×k window.
+
+    Maps whose sides are not multiples of k are padded on the bottom/right with −∞
+    scores, which get zero weight (like ``ceil_mode`` pooling).
+    """
+    b, _, h, w = scores.shape
+    ph, pw = (-h) % kernel, (-w) % kernel
+    if ph or pw:
+        scores = F.pad(scores, (0, pw, 0, ph), value=float("-inf"))
+    hh, ww = (h + ph) // kernel, (w + pw) // kernel
+    windows = scores.view(b, hh, kernel, ww, kernel).permute(0, 1, 3, 2, 4).reshape(b, hh, ww, kernel * kernel)
+    return windows.softmax(dim=-1)
+
+
+def local_attention_pool(x: Tensor, scores: Tensor, kernel: int | None) -> Tensor:
+    """Pool ``x`` (B, C, H, W) with window-softmax weights of ``scores``; ``kernel=None`` is global (B, C)."""
+    if kernel is None:
+        w = scores.flatten(2).softmax(dim=-1)  # (B, 1, HW)
+        return (x.flatten(2) * w).sum(dim=-1)
+    b, c, h, wd = x.shape
+    weights = window_weights(scores, kernel)  # (B, h', w', k²)
+    ph, pw = (-h) % kernel, (-wd) % kernel
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    hh, ww = (h + ph) // kernel, (wd + pw) // kernel
+    xw = x.view(b, c, hh, kernel, ww, kernel).permute(0, 1, 2, 4, 3, 5).reshape(b, c, hh, ww, kernel * kernel)
+    return (xw * weights[:, None]).sum(dim=-1)
+
+
+class LocalAttentionPool(nn.Module):
+    """A LAP layer: a scoring head and window-softmax pooling; returns ``(pooled, scores)``."""
+
+    def __init__(self, channels: int, hidden: int, kernel: int | None) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.head = nn.Sequential(nn.Conv2d(channels, hidden, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scores = self.head(x)
+        return local_attention_pool(x, scores, self.kernel), scores
+
+
+def _unstride(stage: nn.Module) -> bool:
+    """Make every stride-2 convolution of ``stage`` stride 1; whether there was one."""
+    found = False
+    for m in stage.modules():
+        if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
+            m.stride = (1, 1)
+            found = True
+    return found
+
+
+class LAPNet(nn.Module):
+    """A backbone whose downsampling and final pooling are LAP layers, and a linear head."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, params: LAPParams) -> None:
+        super().__init__()
+        self.backbone = backbone
+        pools: list[nn.Module] = []
+        for i, stage in enumerate(backbone.stages):
+            c_in = backbone.stage_channels[i - 1] if i > 0 else None
+            if params.downsample and c_in is not None and _unstride(stage):
+                pools.append(LocalAttentionPool(c_in, params.hidden, 2))
+            else:
+                pools.append(nn.Identity())
+        self.pools = nn.ModuleList(pools)
+        self.global_pool = LocalAttentionPool(backbone.out_channels, params.hidden, None)
+        self.fc = nn.Linear(backbone.out_channels, num_classes)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        h = self.backbone.stem(x)
+        scores = []
+        for pool, stage in zip(self.pools, self.backbone.stages, strict=True):
+            if isinstance(pool, LocalAttentionPool):
+                h, s = pool(h)
+                scores.append(s)
+            h = stage(h)
+        pooled, s = self.global_pool(h)
+        scores.append(s)
+        return ModelOutput(logits=self.fc(pooled), features=h, maps=scores)
+
+
+def _normalised(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
+    lo = up.flatten(1).amin(dim=1)[:, None, None]
+    hi = up.flatten(1).amax(dim=1)[:, None, None]
+    return (up - lo) / (hi - lo + 1e-8)
+
+
+def injected(index: Tensor, fraction: float) -> Tensor:
+    """Whether each training sample is in the fixed ``fraction`` whose masks are used (Knuth's hash)."""
+    return ((index.long() * 2654435761) % 4294967296).double() / 4294967296 < fraction
+
+
+@METHODS.register("lap")
+class LAP(Method):
+    """Local attention pooling in place of the backbone's downsampling and global pooling."""
+
+    paper = "R. G. Modegh et al., LAP: An Attention-Based Module for Faithful Interpretation ..., arXiv 2201.11808"
+    description = "attention-weighted local pooling; its score maps are the interpretation; optional mask injection"
+    Params = LAPParams
+    params: LAPParams
+
+    def build(self) -> nn.Module:
+        return LAPNet(self.ctx.build_backbone(), self.ctx.num_classes, self.params)
+
+    def uses_masks(self, data: ImageSplit) -> bool:
+        return self.params.injection > 0 and data.masks is not None
+
+    def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
+        ce = F.cross_entropy(output.logits, batch.y)
+        if self.params.injection == 0 or batch.mask is None:
+            return ce
+        chosen = injected(batch.index, self.params.injection_fraction).to(batch.y.device)
+        if not bool(chosen.any()):
+            return ce
+        mask = batch.mask[chosen].float()
+        terms = []
+        for s in output.maps:
+            target = F.adaptive_avg_pool2d(mask, s.shape[-2:])
+            terms.append(F.binary_cross_entropy_with_logits(s[chosen], target))
+        return ce + self.params.injection * torch.stack(terms).mean()
+
+    def native_maps(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+        """The last LAP layer's score map (or the product over layers), at the input size, in [0, 1]."""
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        with torch.no_grad():
+            scores = model(x).maps
+        if self.params.interpretation == "last":
+            return _normalised(scores[-1], size)
+        out = torch.ones(x.shape[0], *size, device=x.device)
+        for s in scores:
+            out = out * _normalised(s, size)
+        return out
