@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from xbench.explain.base import Explainer
 
 T = TypeVar("T")
-#: ``store(name, compute)``: a persistent cache of explanation maps (the runner's disk cache).
-MapStore = Callable[[str, Callable[[], Tensor]], Tensor]
+#: ``store(name, compute)``: a persistent cache of explanation maps (the runner's disk cache);
+#: ``compute`` returns None when the explainer does not apply, and the store remembers that too.
+MapStore = Callable[[str, Callable[[], Tensor | None]], Tensor | None]
 
 
 @dataclass
@@ -171,13 +172,8 @@ class EvalContext:
 
         explainer = self.explainers[name]
         data, targets = self.explain_data(), self.explain_targets()
-        probe = explainer.explain(
-            self.method, self.model, data.images[:1].to(self.device), targets[:1].to(self.device), self.seed
-        )
-        if probe is None:
-            return None
 
-        def compute() -> Tensor:
+        def compute() -> Tensor | None:
             maps = []
             starts = range(0, len(data), self.batch_size)
             for s in tqdm(
@@ -186,7 +182,8 @@ class EvalContext:
                 x = data.images[s : s + self.batch_size].to(self.device)
                 t = targets[s : s + self.batch_size].to(self.device)
                 m = explainer.explain(self.method, self.model, x, t, self.seed * 1_000_003 + s)
-                assert m is not None
+                if m is None:
+                    return None  # the explainer does not apply to this model (no native maps)
                 if m.shape != (x.shape[0], *x.shape[-2:]):
                     raise ValueError(f"explainer {name!r} returned maps of shape {tuple(m.shape)} for {tuple(x.shape)}")
                 maps.append(normalise(m.detach()).cpu())

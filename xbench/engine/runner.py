@@ -268,7 +268,7 @@ class Runner:
     def map_store(self, cell: CellSpec, model_key: str) -> Any:
         """A persistent store of a cell's explanation maps, keyed by model, explainer and images."""
 
-        def store(name: str, compute: Any) -> torch.Tensor:
+        def store(name: str, compute: Any) -> torch.Tensor | None:
             key = cache_key(
                 {
                     "kind": "explanations",
@@ -282,8 +282,11 @@ class Runner:
             cached = self.cache.load_model(key, kind="explanations")
             if cached is not None and isinstance(cached.get("maps"), torch.Tensor):
                 return cached["maps"]
-            maps: torch.Tensor = compute()
-            self.cache.save_model(key, {"maps": maps}, {"cell": cell.id, "explainer": name}, kind="explanations")
+            if cached is not None and "absent" in cached:
+                return None
+            maps: torch.Tensor | None = compute()
+            payload = {"maps": maps} if maps is not None else {"absent": torch.ones(())}
+            self.cache.save_model(key, payload, {"cell": cell.id, "explainer": name}, kind="explanations")
             return maps
 
         return store

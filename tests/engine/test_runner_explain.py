@@ -1,0 +1,86 @@
+"""The runner's explanation path: per-explainer records, their table, and maps cached on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from xbench.engine.runner import RunOptions, run_suite
+from xbench.explain.base import GradCam
+from xbench.report.records import read_records
+from xbench.suite import Suite
+
+
+def _suite(tmp: Path, **overrides: Any) -> Suite:
+    spec: dict[str, Any] = {
+        "name": "explain",
+        "datasets": [
+            {"name": "synthetic_shapes", "params": {"n_train": 192, "n_test": 64, "image_size": 16, "channels": 3}}
+        ],
+        "backbone": {"name": "resnet_cifar", "params": {"depth": 8, "width": 4}},
+        "methods": ["baseline", {"name": "ecr", "params": {"steps": 1}}, {"name": "lap", "params": {"injection": 1}}],
+        "metrics": ["top1", {"name": "explanation_consistency", "params": {"steps": 2}}],
+        "explainers": ["native", "gradcam", "random"],
+        "training": {"epochs": 2, "batch_size": 32, "lr": 0.05, "schedule": "constant"},
+        "evaluation": {"batch_size": 64, "explain_limit": 48},
+        "device": "cpu",
+        "output": str(tmp / "out"),
+        "cache_dir": str(tmp / "cache"),
+    }
+    return Suite.model_validate({**spec, **overrides})
+
+
+def test_explanation_metrics_are_reported_per_explainer_and_maps_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = GradCam.explain
+
+    def counting(self: GradCam, *args: Any, **kwargs: Any) -> torch.Tensor | None:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GradCam, "explain", counting)
+    result = run_suite(_suite(tmp_path), RunOptions(progress=False, fail_fast=True, echo=lambda _: None))
+    assert calls, "Grad-CAM was never computed"
+    records = read_records(tmp_path / "out" / "records.jsonl")
+    consistency = {(r.method, r.explainer): r for r in records if r.metric == "explanation_consistency"}
+    # The baseline has no maps of its own: no native row. ECR and LAP have all three.
+    assert set(consistency) == {
+        ("baseline", "gradcam"), ("baseline", "random"),
+        ("ecr", "native"), ("ecr", "gradcam"), ("ecr", "random"),
+        ("lap", "native"), ("lap", "gradcam"), ("lap", "random"),
+    }  # fmt: skip
+    assert all(r.n == 48 for r in consistency.values())
+    assert all(r.explainer is None for r in records if r.metric == "top1")
+    # Two independent uniform maps have cosine ≈ E[u]²/E[u²] = 0.75: the random row is the chance level.
+    assert consistency[("baseline", "random")].value == pytest.approx(0.75, abs=0.02)
+    assert consistency[("ecr", "native")].params["explainer"] == {}
+    # Explanation metrics get their own table; LAP trained on the shapes' masks is marked.
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "## synthetic_shapes · explanations" in md
+    assert "| baseline (gradcam) |" in md and "| lap † (native) |" in md
+    assert "† trained with ground-truth masks" in md
+    assert result.failed_cells == []
+    # A re-run with the same cache computes no map: the maps and the values come from disk.
+    calls.clear()
+    again = run_suite(_suite(tmp_path, output=str(tmp_path / "again")), RunOptions(progress=False, echo=lambda _: None))
+    assert calls == []
+    assert [r.value for r in again.records] == [r.value for r in result.records]
+
+
+def test_maps_are_shared_by_metrics_and_explainers_that_do_not_apply_are_remembered(tmp_path: Path) -> None:
+    suite = _suite(
+        tmp_path,
+        methods=["baseline"],
+        metrics=[
+            {"name": "explanation_consistency", "params": {"steps": 1}},
+            {"name": "explanation_consistency", "params": {"steps": 2}, "label": "ec2"},
+        ],
+    )
+    run_suite(suite, RunOptions(progress=False, fail_fast=True, echo=lambda _: None))
+    stored = list((tmp_path / "cache" / "explanations").rglob("*.pt"))
+    assert len(stored) == 3  # native (absent), gradcam and random: once each for both metrics
