@@ -82,6 +82,9 @@ class EvaluationConfig(_Strict):
     explain_limit: int | None = Field(
         1000, ge=1, description="explanation metrics use this many test images (a seeded subset; null: all)"
     )
+    explain_datasets: list[str] | None = Field(
+        None, description="dataset rows (labels) that explanation metrics run on; null: every dataset"
+    )
 
 
 class DataConfig(_Strict):
@@ -128,6 +131,10 @@ class Suite(_Strict):
                 raise ValueError(f"{kind}: duplicate row {dup[0]!r}; give each a distinct 'label'")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds: duplicate seeds")
+        labels = [d.display for d in self.datasets]
+        for i, name in enumerate(self.evaluation.explain_datasets or []):
+            if name not in labels:
+                raise ValueError(f"evaluation.explain_datasets[{i}]: {name!r} is not one of the datasets {labels}")
         return self
 
     @property

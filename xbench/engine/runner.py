@@ -356,6 +356,9 @@ class Runner:
             return []
         if not metric.uses_explanations:
             return self._measure(cell, model_key, spec, metric, ectx, None)
+        only = self.suite.evaluation.explain_datasets
+        if only is not None and cell.dataset.display not in only:
+            return []
         records = []
         for name in self.explainers:
             ctx = ectx.with_explainer(name)
