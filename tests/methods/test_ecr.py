@@ -113,3 +113,18 @@ def test_ecr_native_maps_are_its_cam() -> None:
     assert isinstance(model.fc, nn.Linear)
     torch.testing.assert_close(maps, cam(model, x, y))
     assert float(maps.amin()) >= 0 and float(maps.amax()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_interval_keeps_weights_between_reevaluations(monkeypatch: pytest.MonkeyPatch) -> None:
+    method = ECR(ECRParams(warmup_epochs=1, interval=3), CTX)
+    evaluated: list[int] = []
+
+    def fake(model: nn.Module, data: ImageSplit, device: torch.device, progress: bool = False) -> Tensor:
+        evaluated.append(len(evaluated))
+        return torch.rand(len(data))
+
+    monkeypatch.setattr(method, "consistency", fake)
+    data = ImageSplit(torch.rand(8, 3, 16, 16), torch.zeros(8, dtype=torch.long), None, list("abcd"))
+    for epoch in range(8):
+        method.on_epoch_start(nn.Identity(), epoch, data, torch.device("cpu"))
+    assert len(evaluated) == 3  # epochs 1, 4 and 7

@@ -19,7 +19,9 @@ What it leaves open, and xbench's configurable defaults (see the ECR issue):
 * consistency: E = cos(CAM(x), CAM(x̂));
 * weights: v_i = 1 − E_i rescaled so that the mean over the training set is 1,
   recomputed in eval mode at the start of every epoch from ``warmup_epochs`` on
-  (v = 1 before that); the loss of a batch is (1/B) Σ_i v_i·CE_i.
+  (v = 1 before that; ``interval: k`` re-evaluates every k epochs instead, which long
+  schedules need: a 10-step attack costs about ten training epochs' worth of passes);
+  the loss of a batch is (1/B) Σ_i v_i·CE_i.
 
 The attack and the consistency score live in :mod:`xbench.explain.consistency`, shared
 with the ``explanation_consistency`` metric. The model is the baseline's classifier
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 class ECRParams(AttackParams):
     model_config = ConfigDict(extra="forbid")
     warmup_epochs: int = Field(1, ge=0, description="epochs trained with uniform weights before the first reweighting")
+    interval: int = Field(1, ge=1, description="recompute the weights every this many epochs (1: every epoch)")
     batch_size: int = Field(512, ge=1, description="batch size of the consistency pass over the training set")
 
 
@@ -110,6 +113,8 @@ class ECR(Method):
         if epoch < self.params.warmup_epochs:
             self.weights = None
             return
+        if (epoch - self.params.warmup_epochs) % self.params.interval and self.weights is not None:
+            return  # keep the last weights until the next re-evaluation
         e = self.consistency(model, data, device)
         self.weights = consistency_weights(e).to(device)
         stats = {"epoch": epoch, "mean_consistency": float(e.mean()), "max_weight": float(self.weights.max())}
