@@ -13,6 +13,7 @@ that sum relevance (mass accuracy) get a common scale across explainers.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -23,7 +24,11 @@ from xbench.params import NoParams
 from xbench.registry import EXPLAINERS
 
 if TYPE_CHECKING:
+    from xbench.engine.evaluate import EvalContext
     from xbench.methods.base import Method
+
+#: The explainer name metrics report when no suite explainer was selected (hand-built contexts).
+METHOD_DEFAULT = "(method default)"
 
 
 def normalise(maps: Tensor, eps: float = 1e-12) -> Tensor:
@@ -94,3 +99,26 @@ class RandomMaps(Explainer):
         coarse = torch.rand(b, 1, -(-h // c), -(-w // c), generator=g)
         maps = nn.functional.interpolate(coarse, scale_factor=c, mode="nearest")[:, 0, :h, :w]
         return maps.to(x.device)
+
+
+class _MethodDefault(Explainer):
+    """The method's own explanation (native maps, else Grad-CAM): the fallback without a suite explainer."""
+
+    name = "method_default"
+
+    def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+        return method.explain(model, x, target)
+
+
+def explained(ctx: EvalContext) -> EvalContext:
+    """``ctx`` itself when it selects an explainer, else ``ctx`` explaining with the method's default.
+
+    The runner always selects one (it computes explanation metrics once per suite explainer);
+    a context built by hand without explainers scores :meth:`Method.explain` (native maps, else
+    Grad-CAM). The fallback's maps are memoised with the cell's other results but never written
+    to ``ctx.store``, which knows only the suite's explainers.
+    """
+    if ctx.explainer is not None:
+        return ctx
+    explainers = {**ctx.explainers, METHOD_DEFAULT: _MethodDefault()}
+    return dataclasses.replace(ctx, explainers=explainers, explainer=METHOD_DEFAULT, store=None)

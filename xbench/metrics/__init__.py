@@ -1,6 +1,15 @@
 """Metrics. Importing this package registers the built-in ones."""
 
-from xbench.metrics import accuracy, binary, consistency, efficiency, exits, explanation_consistency
+from xbench.metrics import (
+    accuracy,
+    binary,
+    consistency,
+    efficiency,
+    exits,
+    explanation_consistency,
+    localization,
+    sanity,
+)
 from xbench.metrics.base import Metric, MetricResult
 
 __all__ = [
@@ -12,4 +21,6 @@ __all__ = [
     "efficiency",
     "exits",
     "explanation_consistency",
+    "localization",
+    "sanity",
 ]

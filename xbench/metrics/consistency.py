@@ -1,46 +1,204 @@
 """Attention consistency: how closely each early exit's map agrees with the final exit's.
 
-For every test image, the maps of all exits are computed for one class, the final
-exit's prediction, at the input resolution (see the method's ``exit_maps``). For
-exit ``i`` the value is the mean over images of cos(A_i, A_K) = ⟨A_i, A_K⟩ /
-(‖A_i‖·‖A_K‖) on the flattened maps. Methods without exits are skipped.
+The maps of all exits are computed once per cell (``ctx.memo("exit_maps")``, shared by
+the four metrics below) for the images explanation metrics use, ``ctx.explain_data()``
+(the first ``explain_limit`` images of a seeded permutation of the test split, 1,000 by
+default), and for one class per image, the final exit's prediction
+(``ctx.explain_targets()``), at the input resolution (see the method's ``exit_maps``).
+Each map is min-max normalised to [0, 1] (:func:`xbench.explain.base.normalise`). For
+early exit ``i`` and final exit ``K`` every metric reports the mean over images of a
+similarity s(A_i, A_K), one result per early exit:
+
+- ``attention_consistency``: cosine, ⟨A_i, A_K⟩ / (‖A_i‖·‖A_K‖) on the flattened maps;
+- ``attention_consistency_pearson``: Pearson's r, the cosine of the mean-centred maps;
+- ``attention_consistency_ssim``: SSIM (``skimage.metrics.structural_similarity``,
+  ``data_range=1``, a uniform ``win_size`` window, 7 or the largest odd side that fits);
+- ``attention_consistency_iou``: IoU of the two maps' top-q regions (q = 0.1 of the pixels).
+
+The cosine metric used to average over the whole test split; it now uses the same
+images as every explanation metric (the issue's "consistency on 1,000 test images").
+Methods without exits get no values. Formulas and defaults: ``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
 
 from xbench.engine.evaluate import EvalContext
+from xbench.explain.base import normalise
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.localization import top_k, top_region
 from xbench.registry import METRICS
 
 
-@METRICS.register("attention_consistency")
-class AttentionConsistency(Metric):
-    """Mean cosine similarity of each early exit's attention map with the final exit's."""
+def exit_maps(ctx: EvalContext) -> list[Tensor] | None:
+    """(N, H, W) normalised map of every exit, final last, for ``ctx.explain_data()``; None without exits.
+
+    Computed once per cell and shared by every consistency metric.
+    """
+
+    def compute() -> list[Tensor] | None:
+        data, targets = ctx.explain_data(), ctx.explain_targets()
+        batches: list[list[Tensor]] = []
+        for s in range(0, len(data), ctx.batch_size):
+            x = data.images[s : s + ctx.batch_size].to(ctx.device)
+            maps = ctx.method.exit_maps(ctx.model, x, targets[s : s + ctx.batch_size].to(ctx.device))
+            if maps is None or len(maps) < 2:
+                return None
+            batches.append([normalise(m.detach()).cpu() for m in maps])
+        return [torch.cat(per_exit) for per_exit in zip(*batches, strict=True)] if batches else None
+
+    return ctx.memo("exit_maps", compute)
+
+
+# -- similarities of two batches of (N, H, W) maps in [0, 1], one value per pair -----------------------
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """⟨a, b⟩ / (‖a‖·‖b‖) per pair; 0 when either map is all zeros."""
+    return F.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1, eps=1e-8)
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson's r per pair: the cosine of the mean-centred maps; 0 when either map is constant."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    return cosine(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True))
+
+
+def ssim_window(size: tuple[int, int] | torch.Size, win_size: int | None = None) -> int:
+    """The SSIM window: ``win_size`` if given, else skimage's 7, shrunk to the largest odd side that fits."""
+    side = min(int(size[0]), int(size[1]))
+    if win_size is not None:
+        if win_size % 2 == 0 or win_size > side:
+            raise ValueError(f"SSIM win_size must be odd and at most the map side {side}, got {win_size}")
+        return win_size
+    if side < 3:
+        raise ValueError(f"SSIM needs maps of at least 3×3 pixels, got {tuple(size)}")
+    return min(7, side if side % 2 else side - 1)
+
+
+def ssim(a: Tensor, b: Tensor, win_size: int | None = None) -> Tensor:
+    """SSIM per pair (skimage, ``data_range=1``, uniform window of :func:`ssim_window`)."""
+    from skimage.metrics import structural_similarity
+
+    win = ssim_window(a.shape[-2:], win_size)
+    an, bn = a.double().numpy(), b.double().numpy()
+    return torch.tensor(
+        [structural_similarity(x, y, data_range=1.0, win_size=win) for x, y in zip(an, bn, strict=True)],
+        dtype=torch.float64,
+    )
+
+
+def top_iou(a: Tensor, b: Tensor, q: float) -> Tensor:
+    """IoU of the two maps' top-q regions (k = max(1, round(q·H·W)) pixels each) per pair."""
+    k = top_k(q, a.shape[-2:])
+    ra, rb = top_region(a, k), top_region(b, k)
+    inter = (ra & rb).flatten(1).sum(1).double()
+    return inter / (2 * k - inter)
+
+
+# -- the metrics --------------------------------------------------------------------------------------
+class _Consistency(Metric):
+    """Mean similarity of each early exit's map with the final exit's; subclasses define :meth:`similarity`."""
 
     category = "consistency"
     higher_is_better = True
     requires_exits = True
-    label = "Attn. consistency"
     decimals = 3
-    description = "cosine similarity of each early exit's attention map to the final exit's (per exit)"
+    kind: ClassVar[str]
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def record(self, maps: list[Tensor]) -> dict[str, Any]:
+        return {}
 
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
-        target_all = ctx.predictions().logits.argmax(dim=1)
-        sums: torch.Tensor | None = None
-        n = len(ctx.data)
-        for s in range(0, n, ctx.batch_size):
-            x = ctx.data.images[s : s + ctx.batch_size].to(ctx.device)
-            maps = ctx.method.exit_maps(ctx.model, x, target_all[s : s + ctx.batch_size].to(ctx.device))
-            if maps is None or len(maps) < 2:
-                return []
-            final = maps[-1].flatten(1)
-            cos = torch.stack([F.cosine_similarity(m.flatten(1), final, dim=1, eps=1e-8).sum() for m in maps[:-1]])
-            sums = cos if sums is None else sums + cos
-        assert sums is not None
+        maps = exit_maps(ctx)
+        if maps is None:
+            return []
+        final, n = maps[-1], len(maps[-1])
+        params = {
+            **self.param_dict(),
+            "similarity": self.kind,
+            "target": "final prediction",
+            "images": "explain_data",
+            **self.record(maps),
+        }
         return [
-            MetricResult(float(v) / n, n, exit=i, params={"similarity": "cosine", "target": "final prediction"})
-            for i, v in enumerate(sums.cpu())
+            MetricResult(float(self.similarity(m, final).mean()), n, exit=i, params=params)
+            for i, m in enumerate(maps[:-1])
         ]
+
+
+@METRICS.register("attention_consistency")
+class AttentionConsistency(_Consistency):
+    """Mean cosine similarity of each early exit's attention map with the final exit's."""
+
+    kind = "cosine"
+    label = "Attn. consistency"
+    description = "cosine similarity of each early exit's attention map to the final exit's (per exit)"
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        return cosine(a, b)
+
+
+@METRICS.register("attention_consistency_pearson")
+class AttentionConsistencyPearson(_Consistency):
+    """Mean Pearson correlation of each early exit's attention map with the final exit's."""
+
+    kind = "pearson"
+    label = "Attn. consistency (Pearson)"
+    description = "Pearson correlation of each early exit's attention map with the final exit's (per exit)"
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        return pearson(a, b)
+
+
+class SSIMParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    win_size: int | None = Field(
+        None, ge=3, description="odd SSIM window side; default 7, or the largest odd side that fits smaller maps"
+    )
+
+
+@METRICS.register("attention_consistency_ssim")
+class AttentionConsistencySSIM(_Consistency):
+    """Mean SSIM of each early exit's attention map with the final exit's."""
+
+    kind = "ssim"
+    label = "Attn. consistency (SSIM)"
+    description = "SSIM (skimage, data_range 1) of each early exit's attention map with the final exit's (per exit)"
+    Params = SSIMParams
+
+    def record(self, maps: list[Tensor]) -> dict[str, Any]:
+        win = ssim_window(maps[-1].shape[-2:], self.params.win_size)  # type: ignore[attr-defined]
+        return {"win_size_used": win, "data_range": 1.0, "gaussian_weights": False}
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        return ssim(a, b, self.params.win_size)  # type: ignore[attr-defined]
+
+
+class IoUParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    q: float = Field(0.1, gt=0, le=1, description="each map's region is its top q of pixels: k = max(1, round(q·H·W))")
+
+
+@METRICS.register("attention_consistency_iou")
+class AttentionConsistencyIoU(_Consistency):
+    """Mean IoU of the top-q regions of each early exit's map and the final exit's."""
+
+    kind = "top_q_iou"
+    label = "Attn. consistency (top-q IoU)"
+    description = "IoU of the top-q pixel regions of each early exit's map and the final exit's (per exit)"
+    Params = IoUParams
+
+    def record(self, maps: list[Tensor]) -> dict[str, Any]:
+        k = top_k(self.params.q, maps[-1].shape[-2:])  # type: ignore[attr-defined]
+        return {"k": k, "tie_break": "seeded permutation (seed 0)"}
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        return top_iou(a, b, self.params.q)  # type: ignore[attr-defined]

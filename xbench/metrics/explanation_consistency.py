@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field
 from torch import Tensor
 
 from xbench.engine.evaluate import EvalContext
-from xbench.explain.base import normalise
+from xbench.explain.base import explained, normalise
 from xbench.explain.consistency import AttackParams, LogitsOf, explanation_consistency
 from xbench.metrics.base import Metric, MetricResult
 from xbench.registry import METRICS
@@ -44,6 +44,7 @@ class ExplanationConsistency(Metric):
     params: ExplanationConsistencyParams
 
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        ctx = explained(ctx)
         assert ctx.explainer is not None
         maps = ctx.explanations()
         if maps is None:
