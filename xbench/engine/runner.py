@@ -495,13 +495,16 @@ class Runner:
 
 def _summary(records: list[Record]) -> str:
     parts = []
+    explained = sum(r.explainer is not None and r.value is not None for r in records)
     for r in records:
-        if r.exit is not None or r.value is None:
+        if r.exit is not None or r.value is None or r.explainer is not None:
             continue
         d = r.display
         parts.append(
             f"{d.get('label', r.metric)} {r.value * d.get('scale', 1.0):.{d.get('decimals', 2)}f}{d.get('unit', '')}"
         )
+    if explained:
+        parts.append(f"{explained} explanation values")
     return ", ".join(parts) if parts else "no values"
 
 
