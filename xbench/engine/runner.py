@@ -411,7 +411,7 @@ class Runner:
             n=None if result is None else result.n,
             higher_is_better=metric.higher_is_better,
             category=metric.category,
-            display=metric.display(),
+            display={**metric.display(), **({"label": spec.label} if spec.label else {})},
             params={
                 **metric.param_dict(),
                 **({} if explainer is None else {"explainer": self.explainer_identity(explainer)["params"]}),

@@ -7,6 +7,7 @@ from xbench.metrics import (
     efficiency,
     exits,
     explanation_consistency,
+    faithfulness,
     localization,
     sanity,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "efficiency",
     "exits",
     "explanation_consistency",
+    "faithfulness",
     "localization",
     "sanity",
 ]
