@@ -35,9 +35,10 @@ def test_smoke_suite_writes_every_output(smoke_run: tuple[Path, Path, str]) -> N
     out, _, stdout = smoke_run
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.tex", "records.jsonl", "config.yaml", "run.json"):
         assert (out / name).is_file(), name
-    assert "[1/4] synthetic_shapes/baseline/seed0" in stdout
-    assert "[3/4] synthetic_shapes/egt (λ=0)/seed0" in stdout
-    assert "[4/4] synthetic_shapes/coded_resnext/seed0" in stdout
+    assert "[1/8] synthetic_shapes/baseline/seed0" in stdout
+    assert "[3/8] synthetic_shapes/egt (λ=0)/seed0" in stdout
+    assert "[4/8] synthetic_shapes/coded_resnext/seed0" in stdout
+    assert "[8/8] synthetic_shapes/tame/seed0" in stdout
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".out.")], "staging folder left behind"
 
 
@@ -45,7 +46,7 @@ def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, 
     out, _, _ = smoke_run
     records = read_records(out / "records.jsonl")
     assert all(r.status == "ok" for r in records)
-    by_metric = {r.metric: r for r in records if r.exit is None and r.method == "baseline"}
+    by_metric = {r.metric: r for r in records if r.exit is None and r.method == "baseline" and r.explainer is None}
     assert set(by_metric) == {"top1", "top5", "policy_top1", "expected_flops", "flops_speedup", "params", "flops"}
     top1 = by_metric["top1"]
     assert top1.status == "ok" and top1.dataset == "synthetic_shapes" and top1.method == "baseline"
@@ -59,8 +60,11 @@ def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, 
     assert f"{top1.value * 100:.2f}" in md
     assert f"{by_metric['params'].value / 1e6:.3f}" in md
     assert "Top-1 [%] ↑" in md and "MACs [M] ↓" in md
-    rows = [line for line in md.splitlines() if line.startswith("| ")][1:]
-    assert [r.split("|")[1].strip() for r in rows] == ["baseline", "egt", "egt (λ=0)", "coded_resnext"]
+    model_table = md.split("## synthetic_shapes · explanations")[0]
+    rows = [line for line in model_table.splitlines() if line.startswith("| ")][1:]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "baseline", "egt", "egt (λ=0)", "coded_resnext", "ecr", "lap", "lap (masks) †", "tame",
+    ]  # fmt: skip
     # Without exits the baseline always leaves at the end: policy accuracy is its top-1, speedup 1.
     assert by_metric["policy_top1"].value == top1.value
     assert by_metric["flops_speedup"].value == 1.0
@@ -86,6 +90,25 @@ def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, 
     assert "\\toprule" in tex and "\\bottomrule" in tex and f"\\textbf{{{top1.value * 100:.2f}}}" in tex
 
 
+def test_smoke_explanations_beat_the_random_explainer(smoke_run: tuple[Path, Path, str]) -> None:
+    """Grad-CAM on the baseline localises the shapes far better than chance, and passes the sanity check."""
+    out, _, _ = smoke_run
+    records = [r for r in read_records(out / "records.jsonl") if r.explainer is not None]
+    value = {(r.method, r.explainer, r.metric): r.value for r in records}
+    localization = sorted({r.metric for r in records if r.category == "localization"})
+    assert len(localization) == 7
+    for metric in [*localization, "faithfulness_correlation"]:
+        gradcam, chance = value[("baseline", "gradcam", metric)], value[("baseline", "random", metric)]
+        assert gradcam is not None and chance is not None and gradcam > chance, metric
+    assert value[("baseline", "random", "randomisation_check")] == 0.0  # maps that ignore the model fail
+    assert value[("baseline", "gradcam", "randomisation_check")] == 1.0
+    # Every method with maps of its own is evaluated on them; the baseline and Coded ResNeXt have none.
+    native = {r.method for r in records if r.explainer == "native"}
+    assert native == {"egt", "egt (λ=0)", "ecr", "lap", "lap (masks)", "tame"}
+    ad = {r.display["label"] for r in records if r.metric.startswith("AD ")}
+    assert ad == {"AD 100%", "AD 50%", "AD 15%"}
+
+
 def test_resolved_config_is_written(smoke_run: tuple[Path, Path, str]) -> None:
     out, _, _ = smoke_run
     import yaml
@@ -100,14 +123,14 @@ def test_resolved_config_is_written(smoke_run: tuple[Path, Path, str]) -> None:
 
 def test_rerun_uses_cache_and_reproduces_records(smoke_run: tuple[Path, Path, str], tmp_path: Path) -> None:
     out, cache, _ = smoke_run
-    first = {(r.metric, r.exit): r.value for r in read_records(out / "records.jsonl")}
+    first = {(r.method, r.metric, r.exit, r.explainer): r.value for r in read_records(out / "records.jsonl")}
     out2 = tmp_path / "again"
     code = main(["run", "suites/smoke.yaml", "--output", str(out2), "--cache-dir", str(cache), "--no-progress"])
     assert code == 0
-    second = {(r.metric, r.exit): r.value for r in read_records(out2 / "records.jsonl")}
+    second = {(r.method, r.metric, r.exit, r.explainer): r.value for r in read_records(out2 / "records.jsonl")}
     assert first == second
     models = list((cache / "models").rglob("*.pt"))
-    assert len(models) == 4, "the re-run must not store more checkpoints"
+    assert len(models) == 8, "the re-run must not store more checkpoints"
 
 
 def test_report_rerenders_tables_from_records(smoke_run: tuple[Path, Path, str], tmp_path: Path) -> None:
