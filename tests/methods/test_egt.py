@@ -195,3 +195,20 @@ def test_calibrated_policy_records_its_source() -> None:
     ctx = _context(make_method())
     (acc,) = PolicyTop1().compute(ctx)
     assert acc.params["thresholds_from"] == "train" and len(acc.params["thresholds"]) == 2
+
+
+def test_policy_top1_records_the_accuracy_cost_curve_over_shared_thresholds() -> None:
+    ctx = _context(make_method(thresholds=[0.9, 0.9]))
+    (acc,) = PolicyTop1().compute(ctx)
+    curve = acc.params["curve"]
+    pred = ctx.predictions()
+    costs, _ = exit_costs(ctx.model, ctx.example_input(1))
+    assert [p["threshold"] for p in curve] == sorted(p["threshold"] for p in curve)
+    for point in curve:  # each point is the policy with that threshold at both early exits
+        preds, idx = policy_predictions(pred.exit_logits, [point["threshold"]] * 2)
+        assert point["top1"] == pytest.approx(float((preds == pred.labels).double().mean()))
+        share = idx.bincount(minlength=3).double() / len(idx)
+        assert point["expected_macs"] == pytest.approx(sum(float(s) * c for s, c in zip(share, costs, strict=True)))
+    # A higher threshold never lets more images leave early, so the expected cost never falls.
+    macs = [p["expected_macs"] for p in curve]
+    assert macs == sorted(macs)

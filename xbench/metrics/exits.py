@@ -83,7 +83,35 @@ class PolicyTop1(_PolicyMetric):
         policy, preds, _ = self.policy(ctx)
         labels = ctx.predictions().labels
         correct = int((preds == labels).sum())
-        return [MetricResult(correct / len(labels), len(labels), params=_policy_params(policy))]
+        params = _policy_params(policy)
+        if policy is not None:
+            params["curve"] = tradeoff_curve(ctx)
+        return [MetricResult(correct / len(labels), len(labels), params=params)]
+
+
+#: Shared thresholds of the accuracy/cost curve (1.0: every sample reaches the final exit).
+CURVE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
+
+
+def tradeoff_curve(ctx: EvalContext) -> list[dict[str, float]]:
+    """Test accuracy and expected MACs of the policy at each shared threshold in ``CURVE_THRESHOLDS``.
+
+    A description of the trade-off on the test split (for plots), not a calibrated operating point.
+    """
+    pred = ctx.predictions()
+    costs, _ = ctx.memo("exit_costs", lambda: exit_costs(ctx.model, ctx.example_input(1)))
+    curve = []
+    for t in CURVE_THRESHOLDS:
+        preds, idx = policy_predictions(pred.exit_logits, [t] * (len(pred.exit_logits) - 1))
+        share = idx.bincount(minlength=len(costs)).double() / len(idx)
+        curve.append(
+            {
+                "threshold": t,
+                "top1": float((preds == pred.labels).double().mean()),
+                "expected_macs": float(sum(float(s) * c for s, c in zip(share, costs, strict=True))),
+            }
+        )
+    return curve
 
 
 @METRICS.register("exit_fraction")
