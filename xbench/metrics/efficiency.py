@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import warnings
 
+import torch
 from torch import Tensor, nn
 
 from xbench.engine.evaluate import EvalContext
@@ -61,6 +62,22 @@ def count_macs(module: nn.Module, example: Tensor) -> tuple[int, dict[str, int]]
     return total, dict(analysis.unsupported_ops())
 
 
+def count_torch_flops(module: nn.Module, example: Tensor) -> tuple[int, dict[str, int]]:
+    """FLOPs of ``module(example)`` by ``torch.utils.flop_counter.FlopCounterMode``, and per operator.
+
+    Torch counts a multiply-add as two FLOPs, so this is about twice :func:`count_macs`; it
+    counts only operators it has formulas for (convolutions, matrix products, attention), so
+    batch norm, activations and pooling, which fvcore skips too, are absent from both.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        module.eval()(example)
+    per_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return int(counter.get_total_flops()), per_op
+
+
 @METRICS.register("params")
 class Params(Metric):
     """Number of parameters."""
@@ -92,5 +109,12 @@ class Flops(Metric):
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
         x = ctx.example_input(1)
         total, skipped = count_macs(LogitsOnly(ctx.model), x)
-        params = {"convention": "multiply-accumulates (fvcore)", "input_shape": list(x.shape), "skipped_ops": skipped}
+        torch_flops, torch_ops = count_torch_flops(LogitsOnly(ctx.model), x)
+        params = {
+            "convention": "multiply-accumulates (fvcore)",
+            "input_shape": list(x.shape),
+            "skipped_ops": skipped,
+            # Cross-check: torch's counter, which counts 2 FLOPs per multiply-add.
+            "torch_flop_counter": {"flops": torch_flops, "macs": torch_flops / 2, "ops": torch_ops},
+        }
         return [MetricResult(float(total), 1, params=params)]
