@@ -460,3 +460,20 @@ def test_paper_configurations_binary_parameter_fractions() -> None:
             branch += n
             kept += n * block.n_active / block.n_branches
         assert kept / branch == pytest.approx(branches_only, abs=5e-5)
+
+
+def test_exit_stream_yields_every_exit_lazily() -> None:
+    method = make_method()
+    model = method.build().eval()
+    x = images(2)
+    with torch.no_grad():
+        full = model(x).exit_logits
+        streamed = list(model.exit_stream(x))
+        assert len(streamed) == model.num_exits == len(full)
+        for a, b in zip(streamed, full, strict=True):
+            torch.testing.assert_close(a, b)
+        # Consuming only the first exit runs only the blocks up to the first coded block.
+        calls: list[int] = []
+        model.blocks[-1].register_forward_hook(lambda *_: calls.append(1))
+        next(iter(model.exit_stream(x)))
+        assert calls == []

@@ -80,3 +80,18 @@ def calibrate_thresholds(
     ok = (acc >= target - 1e-9).nonzero()
     tau = float(candidates[ok[0, 0]]) if len(ok) else float(candidates[-1])
     return [tau] * (e - 1)
+
+
+def early_exit(model: torch.nn.Module, x: Tensor, thresholds: Sequence[float]) -> tuple[Tensor, int]:
+    """Real early-exit inference: ``(logits, exit index)`` of the first exit confident for the whole batch.
+
+    Consumes ``model.exit_stream(x)`` (lazy logits of exit 0, 1, ...) and stops at the first
+    exit whose top softmax probability reaches its threshold for every sample, so later stages
+    are never computed. Meant for batch 1, where it is the policy above; for larger batches it
+    waits for the least confident sample.
+    """
+    last = len(thresholds)
+    for i, logits in enumerate(model.exit_stream(x)):  # type: ignore[operator]
+        if i == last or bool(logits.softmax(dim=1).amax(dim=1).min() >= thresholds[i]):
+            return logits, i
+    raise ValueError(f"{type(model).__name__}.exit_stream yielded fewer than {last + 1} exits")

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -350,6 +351,18 @@ class CodedResNeXt(nn.Module):
         ratios = [block.n_active / block.n_branches for block in self.coded_blocks]
         extras = {"energies": state.energies, "codes": state.codes, "ratios": ratios, "drop_masks": state.drop_masks}
         return ModelOutput(logits=logits, features=features, exit_logits=[*decoded, logits], extras=extras)
+
+    def exit_stream(self, x: Tensor) -> Iterator[Tensor]:
+        """Decodings of coded blocks 0, 1, ..., then the final logits, computed lazily (see EGT's)."""
+        state = _Pass()
+        h = self.backbone.stem(x)
+        seen = 0
+        for block in self.blocks:
+            h = block(h, state)
+            while seen < len(state.energies):
+                yield decoding_logits(state.energies[seen], state.codes[seen], self.decode_temperature)
+                seen += 1
+        yield self.fc(self.pool(h).flatten(1))
 
     def forward_exit(self, x: Tensor, i: int) -> list[Tensor]:
         """Logits of exits ``0..i`` (decodings of coded blocks ``0..i``), computed up to exit ``i`` only.

@@ -38,6 +38,7 @@ consistency, the row that isolates what the consistency loss adds.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -126,6 +127,22 @@ class EarlyExitNet(nn.Module):
         return ModelOutput(
             logits=logits[-1], features=h, exit_logits=logits, extras={"exit_features": feats, "exit_weights": weights}
         )
+
+    def exit_stream(self, x: Tensor) -> Iterator[Tensor]:
+        """Logits of exit 0, 1, ... computed lazily: stages after the last exit consumed never run.
+
+        Early-exit inference (:func:`xbench.engine.exits.early_exit`) stops consuming at the
+        first confident exit.
+        """
+        h = self.backbone.stem(x)
+        k = 0
+        for s, block in enumerate(self.backbone.stages):
+            h = block(h)
+            if s == self.exit_stages[k]:
+                yield self.heads[k](h)[1]
+                k += 1
+                if k == len(self.exit_stages):
+                    return
 
     def forward_exit(self, x: Tensor, i: int) -> list[Tensor]:
         """Logits of exits ``0..i``: what the policy sees on its way to exit ``i``.

@@ -8,6 +8,7 @@ from xbench.metrics import (
     exits,
     explanation_consistency,
     faithfulness,
+    latency,
     localization,
     sanity,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "exits",
     "explanation_consistency",
     "faithfulness",
+    "latency",
     "localization",
     "sanity",
 ]

@@ -1,0 +1,189 @@
+"""Measured latency: the full network, each exit alone, and the method under its real exit policy.
+
+Timing protocol (one cell, one process, the model on its device in eval mode, no gradients):
+
+* ``warmup`` untimed calls, then ``repeats`` timed calls, each its own sample;
+  on CUDA every call is bracketed by ``torch.cuda.synchronize`` so the time covers the
+  kernels, not their launch (``torch.utils.benchmark`` reports only aggregate statistics,
+  and p95 needs every sample); on CPU the intra-op thread count is recorded.
+* Batch 1 uses ``repeats`` different test images in turn; the full network, every exit
+  and the policy see the same images in the same order.
+* Exit ``i`` alone: ``forward_exit(x, i)``, the stages up to exit ``i`` and the heads it
+  passes. The policy: :func:`xbench.engine.exits.early_exit`, which consumes the model's
+  lazy ``exit_stream`` and stops at the first confident exit, so later stages never run.
+* The suite's batch size is timed for the full network and each exit (a batch cannot stop
+  early per sample without routing, so the policy is timed at batch 1 only).
+
+Reported: ``latency`` (ms per image at batch 1, p50; per exit with ``exit`` set; p95 and the
+batch timings in params), ``policy_latency`` (mean ms per image under the policy at batch 1),
+and ``latency_speedup`` = mean full-network time / mean policy time on the same images. A
+model without exits has no policy beyond its full network: its policy time is its full time
+and its speedup is exactly 1.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from xbench.engine.evaluate import EvalContext
+from xbench.engine.exits import early_exit
+from xbench.metrics.base import Metric, MetricResult
+from xbench.registry import METRICS
+
+
+class LatencyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repeats: int = Field(100, ge=5, description="timed calls at batch 1 (one test image each)")
+    batch_repeats: int = Field(10, ge=1, description="timed calls at the suite's evaluation batch size")
+    warmup: int = Field(10, ge=0, description="untimed calls before timing")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[Tensor], Any], inputs: list[Tensor], warmup: int, device: torch.device) -> list[float]:
+    """Seconds of ``fn(x)`` for each ``x`` in ``inputs``, after ``warmup`` untimed calls on the first."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(inputs[0])
+        _sync(device)
+        times = []
+        for x in inputs:
+            start = time.perf_counter()
+            fn(x)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, 100 * q))
+
+
+def measure(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
+    """Every timing of a cell (memoised: the three latency metrics share one measurement)."""
+    model, device = ctx.model.eval(), ctx.device
+    n = min(params.repeats, len(ctx.data))
+    singles = [ctx.data.images[i : i + 1].to(device) for i in range(n)]
+    batch = ctx.data.images[: ctx.batch_size].to(device)
+    n_exits = int(getattr(model, "num_exits", 1)) if hasattr(model, "forward_exit") else 1
+
+    def full(x: Tensor) -> Any:
+        return model(x).logits
+
+    paths: dict[str, Callable[[Tensor], Any]] = {"full": full}
+    if n_exits > 1:
+        for i in range(n_exits):
+            paths[f"exit{i}"] = lambda x, i=i: model.forward_exit(x, i)  # type: ignore[operator]
+    timings: dict[str, Any] = {}
+    for name, fn in paths.items():
+        one = time_calls(fn, singles, params.warmup, device)
+        many = time_calls(fn, [batch] * params.batch_repeats, min(params.warmup, 2), device)
+        timings[name] = {
+            "p50_ms": 1e3 * statistics.median(one),
+            "p95_ms": 1e3 * _quantile(one, 0.95),
+            "mean_ms": 1e3 * statistics.fmean(one),
+            "batch_size": int(batch.shape[0]),
+            "batch_p50_ms_per_image": 1e3 * statistics.median(many) / batch.shape[0],
+            "batch_p95_ms_per_image": 1e3 * _quantile(many, 0.95) / batch.shape[0],
+        }
+    policy = ctx.exit_policy() if n_exits > 1 and hasattr(model, "exit_stream") else None
+    if policy is None:
+        timings["policy"] = {**timings["full"], "exits_taken": [0] * n_exits}
+    else:
+        taken = [0] * n_exits
+
+        def run_policy(x: Tensor) -> Any:
+            return early_exit(model, x, policy.thresholds)[0]
+
+        one = time_calls(run_policy, singles, params.warmup, device)
+        with torch.no_grad():
+            for x in singles:
+                taken[early_exit(model, x, policy.thresholds)[1]] += 1
+        timings["policy"] = {
+            "p50_ms": 1e3 * statistics.median(one),
+            "p95_ms": 1e3 * _quantile(one, 0.95),
+            "mean_ms": 1e3 * statistics.fmean(one),
+            "thresholds": policy.thresholds,
+            "exits_taken": taken,
+        }
+    timings["setup"] = {
+        "device": str(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "torch": torch.__version__,
+        "cuda_synchronized": device.type == "cuda",
+        "images": n,
+        "warmup": params.warmup,
+    }
+    return timings
+
+
+class _Latency(Metric):
+    category = "efficiency"
+    Params = LatencyParams
+    params: LatencyParams
+
+    def timings(self, ctx: EvalContext) -> dict[str, Any]:
+        key = "latency:" + self.params.model_dump_json()
+        return ctx.memo(key, lambda: measure(ctx, self.params))
+
+
+@METRICS.register("latency")
+class Latency(_Latency):
+    """Median milliseconds per image at batch 1: the full network, and each exit alone."""
+
+    higher_is_better = False
+    label = "Latency"
+    unit = "ms"
+    decimals = 3
+    description = "measured ms per image at batch 1 (p50; per exit too; p95 and batch timings in params)"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        t = self.timings(ctx)
+        n = t["setup"]["images"]
+        out = [MetricResult(t["full"]["p50_ms"], n, params={**t["full"], **t["setup"]})]
+        exits = sorted(k for k in t if k.startswith("exit"))
+        out += [MetricResult(t[k]["p50_ms"], n, exit=int(k[4:]), params={**t[k], **t["setup"]}) for k in exits]
+        return out
+
+
+@METRICS.register("policy_latency")
+class PolicyLatency(_Latency):
+    """Mean milliseconds per image at batch 1 under the method's real early-exit policy."""
+
+    higher_is_better = False
+    label = "Latency (policy)"
+    unit = "ms"
+    decimals = 3
+    description = "measured mean ms per image at batch 1, stopping at the first confident exit"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        t = self.timings(ctx)
+        return [MetricResult(t["policy"]["mean_ms"], t["setup"]["images"], params={**t["policy"], **t["setup"]})]
+
+
+@METRICS.register("latency_speedup")
+class LatencySpeedup(_Latency):
+    """Measured full-network time / measured time under the exit policy, same images, same process."""
+
+    higher_is_better = True
+    label = "Speedup (latency)"
+    unit = "×"
+    decimals = 2
+    description = "mean full-network ms / mean ms under the exit policy, batch 1, same images"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        t = self.timings(ctx)
+        ratio = t["full"]["mean_ms"] / t["policy"]["mean_ms"]
+        params = {"full_mean_ms": t["full"]["mean_ms"], "policy_mean_ms": t["policy"]["mean_ms"], **t["setup"]}
+        return [MetricResult(float(ratio), t["setup"]["images"], params=params)]
