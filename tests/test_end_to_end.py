@@ -33,8 +33,13 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
 
 def test_smoke_suite_writes_every_output(smoke_run: tuple[Path, Path, str]) -> None:
     out, _, stdout = smoke_run
-    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.tex", "records.jsonl", "config.yaml", "run.json"):
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard_long.csv", "leaderboard.tex", "records.jsonl",
+                 "config.yaml", "run.json", "report.html", "saliency/synthetic_shapes.npz"):  # fmt: skip
         assert (out / name).is_file(), name
+    plots = {p.name for p in (out / "plots").iterdir()}
+    for stem in ("accuracy_vs_macs_synthetic_shapes", "accuracy_per_exit_synthetic_shapes",
+                 "localization_synthetic_shapes", "saliency_synthetic_shapes"):  # fmt: skip
+        assert {f"{stem}.png", f"{stem}.pdf"} <= plots, stem
     assert "[1/8] synthetic_shapes/baseline/seed0" in stdout
     assert "[3/8] synthetic_shapes/egt (λ=0)/seed0" in stdout
     assert "[4/8] synthetic_shapes/coded_resnext/seed0" in stdout
@@ -60,8 +65,8 @@ def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, 
     assert f"{top1.value * 100:.2f}" in md
     assert f"{by_metric['params'].value / 1e6:.3f}" in md
     assert "Top-1 [%] ↑" in md and "MACs [M] ↓" in md
-    model_table = md.split("## synthetic_shapes · explanations")[0]
-    rows = [line for line in model_table.splitlines() if line.startswith("| ")][1:]
+    accuracy_table = md.split("### Accuracy")[1].split("\n### ")[0]
+    rows = [line for line in accuracy_table.splitlines() if line.startswith("| ")][1:]
     assert [r.split("|")[1].strip() for r in rows] == [
         "baseline", "egt", "egt (λ=0)", "coded_resnext", "ecr", "lap", "lap (masks) †", "tame",
     ]  # fmt: skip
@@ -87,7 +92,7 @@ def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, 
     assert csv.loc[0, "method"] == "baseline"
     assert csv.loc[0, "top1_mean"] == pytest.approx(top1.value * 100, abs=1e-6)
     tex = (out / "leaderboard.tex").read_text()
-    assert "\\toprule" in tex and "\\bottomrule" in tex and f"\\textbf{{{top1.value * 100:.2f}}}" in tex
+    assert "\\toprule" in tex and "\\bottomrule" in tex and f"\\textbf{{\\tablenum{{{top1.value * 100:.2f}}}}}" in tex
 
 
 def test_smoke_explanations_beat_the_random_explainer(smoke_run: tuple[Path, Path, str]) -> None:

@@ -1,7 +1,8 @@
-"""The command line: ``python -m xbench {run,list,validate,report}``.
+"""The command line: ``python -m xbench {run,list,validate,report,check,baseline}``.
 
 Input errors print one line, ``xbench: error: <file>: <key>: <problem>``, and exit
-with code 2; a run in which some cell failed exits with code 1.
+with code 2; a run in which some cell failed, or a check that finds a regression or
+a missing row, exits with code 1.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from xbench.errors import XBenchError
+
+if TYPE_CHECKING:
+    from xbench.report.records import Record
 
 EXAMPLES = {
     "run": """examples:
@@ -28,6 +33,24 @@ EXAMPLES = {
     "report": """examples:
   python -m xbench report results/quick
   python -m xbench report results/quick -o /tmp/tables""",
+    "check": """examples:
+  python -m xbench check results/quick --baseline results/baselines/quick.json
+  python -m xbench check results/quick -b results/baselines/quick.json --output summary.md
+  python -m xbench check results/quick -b results/baselines/quick.json --tolerance top1=abs:0.01 --tolerance '*=ci:3'
+
+tolerances are in raw units (0.01 top-1 = 1 percentage point):
+  METRIC=abs:VALUE          allowed deviation VALUE
+  METRIC=rel:FRACTION       FRACTION * |baseline mean|
+  METRIC=ci:FACTOR[:FLOOR]  max(FACTOR * baseline 95% CI half-width, FLOOR)
+  METRIC is a metric name, metric@exitK for one exit, or '*' for the default.
+
+exit codes: 0 no regression, 1 a regression or a missing row, 2 bad input.""",
+    "baseline": """examples:
+  python -m xbench baseline results/quick -o results/baselines/quick.json
+  python -m xbench baseline results/quick -o results/baselines/quick.json --tolerance top1=abs:0.02
+  python -m xbench baseline results/quick -o results/baselines/quick.json --tolerance '*=ci:2:0.005'
+
+Refreshing an existing file keeps its default and per-metric tolerances (--tolerance overrides them).""",
 }
 
 
@@ -115,7 +138,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a results folder")
     rep.add_argument("-o", "--output", type=Path, help="where to write the tables (default: the RUN_DIR)")
+
+    chk = sub.add_parser(
+        "check",
+        parents=[common],
+        help="compare a run with a committed baseline",
+        epilog=EXAMPLES["check"],
+        formatter_class=fmt,
+        description="Compare every (dataset, method, explainer, metric, exit) of a run, aggregated over seeds, "
+        "with a baseline file and print a Markdown summary. Only regressions in a metric's own direction "
+        "and baseline rows missing from the run (or failed) fail the check.",
+    )
+    chk.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a results folder (or its records.jsonl)")
+    chk.add_argument("-b", "--baseline", type=Path, required=True, metavar="FILE", help="baseline JSON file")
+    _add_tolerance_arg(chk, "override a tolerance for this check")
+    chk.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write the Markdown summary to FILE")
+
+    base = sub.add_parser(
+        "baseline",
+        parents=[common],
+        help="write or refresh a baseline file from a run",
+        epilog=EXAMPLES["baseline"],
+        formatter_class=fmt,
+        description="Write the seed-aggregated values of a run, its settings, versions and tolerances "
+        "to a baseline JSON file for 'python -m xbench check'.",
+    )
+    base.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a results folder (or its records.jsonl)")
+    base.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="baseline JSON file to write")
+    _add_tolerance_arg(base, "set a tolerance in the file")
     return parser
+
+
+def _add_tolerance_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "-t",
+        "--tolerance",
+        dest="tolerances",
+        action="append",
+        default=[],
+        metavar="METRIC=KIND:VALUE",
+        help=f"{what}: abs:V, rel:R or ci:FACTOR[:FLOOR]; METRIC '*' is the default; repeatable",
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -140,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(data_dir=args.data_dir, cache_dir=args.cache_dir, progress=progress, fail_fast=args.fail_fast)
     result = run_suite(suite, opts, source=str(args.suite))
     out = result.out_dir
-    print(f"wrote {out}/leaderboard.md, leaderboard.csv, leaderboard.tex, records.jsonl ({result.time_s:.1f}s)")
+    print(f"wrote {out}/: leaderboard.md/.csv/.tex, report.html, plots/, records.jsonl ({result.time_s:.1f}s)")
     if result.failed_cells:
         print(f"{len(result.failed_cells)} cell(s) failed: {', '.join(result.failed_cells)}", file=sys.stderr)
         return 1
@@ -190,8 +253,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from xbench.errors import DataError
+    from xbench.report.outputs import write_report
     from xbench.report.records import read_records
-    from xbench.report.tables import write_leaderboard
 
     records = []
     for run_dir in args.run_dirs:
@@ -199,9 +262,76 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise DataError(f"{path}: no such records file (is {run_dir} an xbench results folder?)")
         records.extend(read_records(path))
-    out = args.output or (args.run_dirs[0] if args.run_dirs[0].is_dir() else args.run_dirs[0].parent)
-    for path in write_leaderboard(records, out):
+    first = args.run_dirs[0] if args.run_dirs[0].is_dir() else args.run_dirs[0].parent
+    out = args.output or first
+    title = "xbench: " + ", ".join(sorted({r.suite for r in records}))
+    for path in write_report(records, out, title, saliency=first / "saliency"):
         print(f"wrote {path}")
+    return 0
+
+
+def _run_records(run_dir: Path) -> tuple[Path, list[Record]]:
+    """``(records file, records)`` of a results folder or a records file."""
+    from xbench.errors import DataError
+    from xbench.report.records import read_records
+
+    if not run_dir.exists():
+        raise DataError(f"{run_dir}: no such results folder")
+    path = run_dir / "records.jsonl" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise DataError(f"{path}: no such records file (is {run_dir} an xbench results folder?)")
+    return path, read_records(path)
+
+
+def _tolerances(flags: list[str]) -> dict[str, dict[str, Any]]:
+    from xbench.report.check import parse_tolerance
+
+    return dict(parse_tolerance(flag) for flag in flags)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from xbench.errors import DataError
+    from xbench.fileio import atomic_write_text
+    from xbench.report.check import compare, load_baseline, to_markdown
+
+    overrides = _tolerances(args.tolerances)
+    path, records = _run_records(args.run_dir)
+    baseline = load_baseline(args.baseline)
+    try:
+        result = compare(records, baseline, overrides)
+    except DataError as err:  # records of one row with different settings
+        raise DataError(f"{path}: {err}") from err
+    summary = to_markdown(result, title=f"xbench check: {args.run_dir} vs {args.baseline}")
+    print(summary, end="")
+    if args.output is not None:
+        atomic_write_text(args.output, summary)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return result.exit_code
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from xbench.errors import DataError
+    from xbench.report.check import load_baseline, make_baseline, write_baseline
+    from xbench.suite import read_yaml
+
+    overrides = _tolerances(args.tolerances)
+    path, records = _run_records(args.run_dir)
+    previous = load_baseline(args.output) if args.output.exists() else None
+    config_file = path.parent / "config.yaml"
+    config = read_yaml(config_file) if config_file.is_file() else None
+    try:
+        baseline = make_baseline(records, config=config, previous=previous, tolerances=overrides)
+    except DataError as err:  # no successful record, or records of one row with different settings
+        raise DataError(f"{path}: {err}") from err
+    write_baseline(args.output, baseline)
+    failed = sorted({f"{r.dataset}/{r.method}" for r in records if r.status == "failed"})
+    if failed:
+        print(
+            f"warning: failed records in {path} ({', '.join(failed)}); rows without a value are left out",
+            file=sys.stderr,
+        )
+    kept = "; kept the tolerances of the previous file" if previous is not None else ""
+    print(f"wrote {args.output} ({len(baseline['entries'])} entries{kept})")
     return 0
 
 
@@ -210,7 +340,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"run": cmd_run, "list": cmd_list, "validate": cmd_validate, "report": cmd_report}
+    commands = {
+        "run": cmd_run,
+        "list": cmd_list,
+        "validate": cmd_validate,
+        "report": cmd_report,
+        "check": cmd_check,
+        "baseline": cmd_baseline,
+    }
     try:
         return commands[args.command](args)
     except XBenchError as err:

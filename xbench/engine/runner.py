@@ -34,8 +34,9 @@ from xbench.explain.base import Explainer
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric, MetricResult
 from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
+from xbench.report.outputs import write_report
+from xbench.report.plots import write_saliency
 from xbench.report.records import Record, write_records
-from xbench.report.tables import write_leaderboard
 from xbench.suite import PluginSpec, Suite, dump_suite, validate_plugins
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ class Runner:
         self.sources: dict[str, str] = {}
         self._identities: dict[str, tuple[dict[str, Any], str]] = {}
         self._mask_cells: set[str] = set()  # cells whose training used ground-truth masks
+        self._saliency: dict[str, dict[str, Any]] = {}  # per dataset: images and maps for the report's grid
+        self.saliency_images = 8
 
     # data ----------------------------------------------------------------------
     def load_data(self, index: int, spec: PluginSpec) -> CellData:
@@ -346,6 +349,7 @@ class Runner:
         records: list[Record] = []
         for spec, metric in self.metrics:
             records.extend(self.measure(cell, key, spec, metric, ectx))
+        self.keep_saliency(cell, ectx)
         return records, train_note
 
     def measure(
@@ -490,7 +494,34 @@ class Runner:
         resolved = self.suite.model_copy(update={"output": self.suite.output_dir})
         atomic_write_text(staging / "config.yaml", dump_suite(resolved))
         write_records(staging / "records.jsonl", records)
-        write_leaderboard(records, staging)
+        for dataset, sample in self._saliency.items():
+            if sample["maps"]:
+                write_saliency(
+                    staging / "saliency" / f"{dataset}.npz",
+                    sample["images"], sample["labels"], sample["masks"], sample["maps"],
+                )  # fmt: skip
+        write_report(records, staging, f"xbench: {self.suite.name}", staging / "saliency")
+
+    def keep_saliency(self, cell: CellSpec, ectx: EvalContext) -> None:
+        """Keep the first explained images' maps of every explainer the cell computed (for the report's grid)."""
+        n = self.saliency_images
+        done = [name for name in self.explainers if ectx.has_explanations(name)]
+        if not done:
+            return
+        data = ectx.explain_data()
+        sample = self._saliency.setdefault(
+            cell.dataset.display,
+            {
+                "images": data.images[:n].numpy(),
+                "labels": data.labels[:n].numpy(),
+                "masks": None if data.masks is None else data.masks[:n].numpy(),
+                "maps": {},
+            },
+        )
+        for name in done:
+            maps = ectx.explanations(name)
+            if maps is not None and cell.seed == self.suite.seeds[0]:
+                sample["maps"][(cell.method.display, name)] = maps[:n].numpy().clip(0, 1)
 
 
 def _summary(records: list[Record]) -> str:

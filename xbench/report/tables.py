@@ -1,43 +1,67 @@
 """Leaderboards: pure functions from records to Markdown, CSV and LaTeX tables.
 
-One table per dataset, and a second one per dataset for explanation metrics whose
-rows are (method, explainer) pairs labelled ``method (explainer)``. Rows are methods
-and columns are metrics, each in order of first appearance in the records (a
-metric's per-exit columns right after it). A column key is ``metric``, or
-``metric@exit{k}`` for a value measured at early exit ``k``. Its header is
-``display.label`` (+ `` @exit k``), the unit in brackets, then ↑ (higher is
-better), ↓ (lower is better) or nothing (no direction).
+Layout. Each dataset has a section of model metrics whose rows are methods and, when
+explanation metrics were measured, a section ``<dataset> · explanations`` whose rows are
+(method, explainer) pairs labelled ``method (explainer)``. Within a section the metrics
+are grouped by ``category``: accuracy, efficiency, localization, faithfulness,
+consistency, sanity, then any other category in order of appearance. Each group is one
+table: in Markdown a ``### Accuracy`` (explanations: ``### Localization (explanations)``)
+table under the section's ``## <section>`` heading and caption, in LaTeX one ``table``
+float per (section, category). Rows keep their order of first appearance. Within a
+group, metrics follow the order of the method that reports the most of them, then
+first appearance; a metric's per-exit columns follow it. A column key is ``metric``,
+or ``metric@exit{k}`` for a value measured at early exit ``k``. Its header is
+``display.label`` (+ `` @exit k``), the unit in brackets, then ↑ (higher is better),
+↓ (lower is better) or nothing (no direction).
 
-Each cell aggregates the seeds of one (method, column): the mean, and from two
-seeds on ± the half-width of the 95% confidence interval of the mean with
-Student's t, ``t.ppf(0.975, n - 1) * std(ddof=1) / sqrt(n)``. The number of seeds
-is stated in each table's caption. Values are shown as ``value * display.scale``
-with ``display.decimals`` decimals; large counts (parameters, FLOPs) get their
-scale and unit from ``display``, never from the table.
+Cells. Each cell aggregates the seeds of one (row, column): the mean and, from two
+seeds on, ± the half-width of the 95% confidence interval of the mean with Student's t,
+``t.ppf(0.975, n - 1) * std(ddof=1) / sqrt(n)``. Values are shown as
+``value * display.scale`` with ``display.decimals`` decimals. A zero-width interval
+(a count no seed changes) is not shown. The number of seeds is stated in the caption.
 
-The best value of each column is bold (``**x**`` in Markdown, ``\\textbf{x}`` in
-LaTeX), judged on the *displayed* (rounded) means, so values that print the same
-tie and are all bold. Columns without a direction have no bold. A row with a
-failed record shows "failed" in every column where it has no successful value,
-and a failure is never best. Duplicate records of the same (suite, dataset,
-method, seed, metric, exit) keep the last one, so a re-run replaces a failure.
+Marks, judged per column on the *displayed* (rounded) means and the column's
+direction: the best value is bold (``**x**``, LaTeX ``\\textbf``), the second-best
+distinct value underlined (``<u>x</u>``, LaTeX ``\\underline``); values that print the
+same tie and share the mark. Columns without a direction have no marks. Significance
+(:mod:`xbench.report.significance`, paired by seed, t-test by default) adds
+superscripts: ``*`` the row is not significantly different from the best row
+(p >= alpha; bold cells are not marked), ``+``/``−`` the row is significantly
+better/worse than the reference row (``baseline``; in explanation sections
+``baseline (gradcam)``). Rows with fewer than two paired seeds are not tested, and the
+caption says so. The best row of a column is the bold row with the best unrounded mean.
 
-``to_csv`` writes one row per (dataset, method) with the columns ``dataset``,
-``method``, then per column key ``<key>_mean``, ``<key>_ci`` and
-``<key>_n_seeds``, then ``failed`` (the row has a failed record). ``_mean`` and
-``_ci`` are in display units (raw value * ``display.scale``, e.g. ``top1_mean``
-in % when the scale is 100) at full precision; ``_ci`` is empty with one seed.
+Failures. A row with a failed record shows "failed" in every column where it has no
+successful value, and a failure is never best. Duplicate records of the same (dataset,
+row, seed, metric, exit) keep the last one, so a re-run (or a later run directory given
+to ``xbench report``) replaces a failure. Rows trained with ground-truth masks get
+`` †`` and a caption note.
 
-``to_latex`` needs only ``\\usepackage{booktabs}`` in the preamble: labels and
-method names are escaped (``_ & % # $ { } ~ ^ \\``), and ±, ↑, ↓, µ and the multiplication sign become
-math-mode symbols, so the output compiles with pdflatex.
+CSV. ``to_csv`` (``leaderboard.csv``) is wide: one row per (section, row) with columns
+``dataset``, ``method``, ``explainer`` (empty for model rows), then per column key
+``<key>_mean``, ``<key>_ci`` and ``<key>_n_seeds``, then ``failed``. ``to_long_csv``
+(``leaderboard_long.csv``) has one row per (dataset, method, explainer, metric, exit)
+cell with ``mean``, ``ci``, ``n_seeds``, ``unit``, ``direction``, the marks and the
+p-values. Means and intervals are in display units (raw value * ``display.scale``) at
+full precision; ``ci`` is empty below two seeds.
+
+LaTeX. ``to_latex`` needs ``\\usepackage{booktabs}`` and ``\\usepackage{siunitx}``
+(v2.2 or later). Metric columns are siunitx ``S`` columns with a ``table-format``
+fitted to their values, cells are written ``89.87 \\pm 0.12`` and printed as
+``89.87 ± 0.12`` (``separate-uncertainty``); bold and underlined values are wrapped in
+``\\tablenum`` so that they stay aligned, with ``detect-weight`` for the bold digits;
+non-numeric cells are braced (``{failed}``, ``{--}``). Labels and method names are
+escaped (``_ & % # $ { } ~ ^ \\``), and ±, ↑, ↓, µ and the multiplication sign become
+math-mode symbols, so the output compiles with pdflatex. Wide groups are split into
+several ``tabular`` blocks of at most ``max_columns`` metric columns in the same float.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,38 +70,87 @@ from scipy import stats as scipy_stats
 
 from xbench.errors import DataError
 from xbench.fileio import atomic_write_text
+from xbench.report import significance as sig
 from xbench.report.records import Record, records_to_frame
 
 STATS = ("mean", "ci", "n_seeds", "n_failed")
 MASK_MARK = " †"  # appended to rows whose training used ground-truth masks
+EXPLANATIONS = " · explanations"  # suffix of the section name of explanation metrics
+#: Order of metric groups; categories not listed follow in order of appearance.
+CATEGORY_ORDER = ("accuracy", "efficiency", "localization", "faithfulness", "consistency", "sanity")
 # Identifies one measurement; later duplicates replace earlier ones.
-_RECORD_KEY = ["dataset", "method", "seed", "key"]
+_RECORD_KEY = ["dataset", "row", "seed", "key"]
+
+
+@dataclass(frozen=True)
+class Significance:
+    """How leaderboard rows are tested against each other (see :mod:`xbench.report.significance`).
+
+    Attributes:
+        reference: row label the model rows are compared with.
+        explanation_reference: row label (``method (explainer)``) the explanation rows are compared with.
+        test: ``"ttest"`` (paired t-test) or ``"wilcoxon"`` (Wilcoxon signed-rank test).
+        alpha: significance level.
+    """
+
+    reference: str = "baseline"
+    explanation_reference: str = "baseline (gradcam)"
+    test: str = "ttest"
+    alpha: float = sig.DEFAULT_ALPHA
+
+    def __post_init__(self) -> None:
+        sig.check_test(self.test)
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+
+
+DEFAULT_SIGNIFICANCE = Significance()
 
 
 @dataclass(frozen=True)
 class _Table:
-    """One dataset's leaderboard before formatting.
+    """One section of a dataset's leaderboard before formatting.
 
-    ``stats`` is indexed by method with columns (key, stat), stat in STATS, raw
-    units. ``columns`` is indexed by key with the display metadata of each column.
+    ``stats`` is indexed by row label with columns (key, stat), stat in STATS, raw units.
+    ``columns`` is indexed by key with the display metadata and category of each column.
+    ``seeds`` maps each key to a (row x seed) frame of successful raw values.
+    ``rows`` is indexed by row label with the row's ``method`` and ``explainer``.
     """
 
     dataset: str
+    explained: bool
     stats: pd.DataFrame
     columns: pd.DataFrame
+    seeds: dict[str, pd.DataFrame]
+    rows: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return self.dataset + EXPLANATIONS if self.explained else self.dataset
 
     @property
     def row_failed(self) -> pd.Series:
         return self.stats.xs("n_failed", axis=1, level="stat").sum(axis=1) > 0
+
+    @property
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """(category, column keys) in category order, keys in column order."""
+        categories = self.columns["category"]
+        return [(c, list(categories.index[categories == c])) for c in _category_order(categories)]
+
+
+def _category_order(categories: Iterable[str]) -> list[str]:
+    seen = list(dict.fromkeys(categories))
+    return [c for c in CATEGORY_ORDER if c in seen] + [c for c in seen if c not in CATEGORY_ORDER]
 
 
 def _column_keys(frame: pd.DataFrame) -> pd.Series:
     return frame["metric"] + ("@exit" + frame["exit"].astype("string")).fillna("")
 
 
-def _stats(frame: pd.DataFrame, methods: list[str], keys: list[str]) -> pd.DataFrame:
+def _stats(frame: pd.DataFrame, rows: list[str], keys: list[str]) -> pd.DataFrame:
     failed = frame["status"].eq("failed")
-    grouped = frame.assign(failed=failed).groupby(["method", "key"], sort=False)
+    grouped = frame.assign(failed=failed).groupby(["row", "key"], sort=False)
     # Failed records have value NaN, so mean/std/count see the successful seeds only.
     agg = grouped.agg(
         mean=("value", "mean"), std=("value", "std"), n_seeds=("value", "count"), n_failed=("failed", "sum")
@@ -87,37 +160,50 @@ def _stats(frame: pd.DataFrame, methods: list[str], keys: list[str]) -> pd.DataF
     agg["ci"] = np.where(n >= 2, t * agg["std"].to_numpy() / np.sqrt(n), np.nan)
     wide = agg[list(STATS)].unstack("key").swaplevel(axis=1)
     full = pd.MultiIndex.from_product([keys, STATS], names=["key", "stat"])
-    wide = wide.reindex(index=pd.Index(methods, name="method"), columns=full)
+    wide = wide.reindex(index=pd.Index(rows, name="method"), columns=full)
     counts = [c for c in full if c[1] in ("n_seeds", "n_failed")]
     wide[counts] = wide[counts].fillna(0).astype("int64")
     return wide
 
 
-def _table(dataset: str, frame: pd.DataFrame) -> _Table:
-    methods = list(frame["method"].unique())
-    # Metrics in the order of the method that reports the most of them (a baseline skips the
+def _table(dataset: str, frame: pd.DataFrame, explained: bool) -> _Table:
+    rows = list(frame["row"].unique())
+    # Metrics in the order of the row that reports the most of them (a baseline skips the
     # early-exit metrics, which would otherwise trail behind everything), then by first
-    # appearance; a metric's per-exit columns follow its overall one.
-    per_method = [list(g["metric"].unique()) for _, g in frame.groupby("method", sort=False)]
-    reference = max(per_method, key=len)
+    # appearance; a metric's per-exit columns follow its overall one; then grouped by category.
+    per_row = [list(g["metric"].unique()) for _, g in frame.groupby("row", sort=False)]
+    reference = max(per_row, key=len)
     rest = [m for m in frame["metric"].unique() if m not in reference]
     metric_order = {m: i for i, m in enumerate([*reference, *rest])}
     firsts = frame.drop_duplicates("key")
-    order = firsts.assign(_metric=firsts["metric"].map(metric_order), _exit=firsts["exit"].fillna(-1))
-    keys = list(order.sort_values(["_metric", "_exit"], kind="stable")["key"])
-    columns = frame.drop_duplicates("key").set_index("key")[
-        [
-            "metric",
-            "exit",
-            "display_label",
-            "display_unit",
-            "display_scale",
-            "display_decimals",
-            "higher_is_better",
-        ]
+    category_rank = {c: i for i, c in enumerate(_category_order(firsts["category"]))}
+    order = firsts.assign(
+        _category=firsts["category"].map(category_rank),
+        _metric=firsts["metric"].map(metric_order),
+        _exit=firsts["exit"].fillna(-1),
+    )
+    keys = list(order.sort_values(["_category", "_metric", "_exit"], kind="stable")["key"])
+    meta = [
+        "metric",
+        "exit",
+        "category",
+        "display_label",
+        "display_unit",
+        "display_scale",
+        "display_decimals",
+        "higher_is_better",
     ]
+    columns = firsts.set_index("key")[meta].reindex(keys)
     latest = frame.drop_duplicates(_RECORD_KEY, keep="last")
-    return _Table(dataset, _stats(latest, methods, keys), columns.reindex(keys))
+    ok = latest[latest["status"].eq("ok")]
+    seeds = {
+        key: group.pivot(index="row", columns="seed", values="value").reindex(rows).astype("float64")
+        for key, group in ok.groupby("key", sort=False)
+    }
+    for key in keys:  # a column with failures only still gets an (empty) frame
+        seeds.setdefault(key, pd.DataFrame(index=pd.Index(rows), dtype="float64"))
+    row_meta = frame.drop_duplicates("row").set_index("row")[["method", "explainer"]].reindex(rows)
+    return _Table(dataset, explained, _stats(latest, rows, keys), columns, seeds, row_meta)
 
 
 def _check_setups(frame: pd.DataFrame) -> None:
@@ -140,29 +226,57 @@ def _tables(records: Iterable[Record]) -> list[_Table]:
     # Rows trained with ground-truth masks (weak supervision) carry a dagger; the caption says so.
     masks = frame["config"].map(lambda c: bool(isinstance(c, dict) and c.get("uses_masks")))
     frame.loc[masks, "method"] = frame.loc[masks, "method"] + MASK_MARK
+    explained = frame["explainer"].notna()
+    # Explanation metrics get their own section: one row per (method, explainer), so a
+    # method's native maps, Grad-CAM and the random chance level read side by side.
+    frame["row"] = frame["method"].where(~explained, frame["method"] + " (" + frame["explainer"] + ")")
     tables = []
     for name, group in frame.groupby("dataset", sort=False):
-        explained = group["explainer"].notna()
-        if (~explained).any():
-            tables.append(_table(str(name), group[~explained]))
-        if explained.any():
-            # Explanation metrics get their own table: one row per (method, explainer), so a
-            # method's native maps, Grad-CAM and the random chance level read side by side.
-            rows = group[explained].copy()
-            rows["method"] = rows["method"] + " (" + rows["explainer"] + ")"
-            tables.append(_table(f"{name} · explanations", rows))
+        is_explained = group["explainer"].notna()
+        if (~is_explained).any():
+            tables.append(_table(str(name), group[~is_explained], explained=False))
+        if is_explained.any():
+            tables.append(_table(str(name), group[is_explained], explained=True))
     return tables
 
 
 def leaderboard_frame(records: Iterable[Record]) -> dict[str, pd.DataFrame]:
-    """Aggregate records over seeds, one frame per dataset in order of appearance.
+    """Aggregate records over seeds, one frame per section in order of appearance.
 
-    Each frame is indexed by method; its columns are a MultiIndex (key, stat)
-    with stat in ``mean``, ``ci`` (95% CI half-width, NaN below two seeds),
-    ``n_seeds`` (successful seeds) and ``n_failed`` (failed records), in raw
-    (unscaled) units.
+    Sections are named by dataset, and ``<dataset> · explanations`` for explanation
+    metrics. Each frame is indexed by row label (method, or ``method (explainer)``);
+    its columns are a MultiIndex (key, stat) with stat in ``mean``, ``ci`` (95% CI
+    half-width, NaN below two seeds), ``n_seeds`` (successful seeds) and ``n_failed``
+    (failed records), in raw (unscaled) units.
     """
-    return {table.dataset: table.stats for table in _tables(records)}
+    return {table.name: table.stats for table in _tables(records)}
+
+
+# --------------------------------------------------------------------------- cell analysis
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One formatted cell: ``state`` is "ok", "failed" or "missing"; ``rank`` 1 (best), 2 (second) or 0."""
+
+    state: str
+    mean: str = ""
+    ci: str = ""
+    rank: int = 0
+    marks: str = ""  # significance marks, a subsequence of "+-*"
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    """Cells of one section with the significance outcome behind them."""
+
+    cells: pd.DataFrame  # rows x keys of _Cell
+    p_reference: pd.DataFrame  # rows x keys, NaN where untested
+    p_best: pd.DataFrame
+    reference: str | None  # the reference row label, None when the section has none
+    tested: bool  # at least one test ran
+    untested: bool  # some comparison was skipped for lack of paired seeds
+    settings: Significance = field(default=DEFAULT_SIGNIFICANCE)
 
 
 def _number(x: float, decimals: int) -> str:
@@ -176,6 +290,130 @@ def _direction(column: pd.Series) -> bool | None:
     return None if pd.isna(value) else bool(value)
 
 
+def _reference_row(table: _Table, settings: Significance) -> str | None:
+    wanted = settings.explanation_reference if table.explained else settings.reference
+    for row in table.stats.index:
+        if row == wanted or str(row).replace(MASK_MARK, "") == wanted:
+            return str(row)
+    return None
+
+
+def _ranks(shown: pd.Series, direction: bool | None) -> pd.Series:
+    """1 for the best displayed value, 2 for the second-best distinct one, else 0."""
+    ranks = pd.Series(0, index=shown.index, dtype="int64")
+    if direction is None or shown.empty:
+        return ranks
+    distinct = sorted(set(shown), reverse=direction)
+    for rank, value in enumerate(distinct[:2], start=1):
+        ranks[shown == value] = rank
+    return ranks
+
+
+def _skipped(compared: pd.DataFrame, ok: pd.Series, against: str) -> bool:
+    """Whether a comparison with ``against`` was due but lacked two paired seeds."""
+    if against not in ok.index or not ok[against]:
+        return False
+    due = ok & (compared.index != against)
+    return bool((due & compared["p"].isna()).any())
+
+
+def _analyse(table: _Table, settings: Significance) -> _Analysis:
+    reference = _reference_row(table, settings)
+    index = table.stats.index
+    cells = pd.DataFrame(_Cell("failed"), index=index, columns=table.columns.index, dtype=object)
+    cells.loc[~table.row_failed] = _Cell("missing")
+    p_reference = pd.DataFrame(np.nan, index=index, columns=table.columns.index)
+    p_best = p_reference.copy()
+    tested = untested = False
+    for key, column in table.columns.iterrows():
+        scale, decimals = float(column["display_scale"]), int(column["display_decimals"])
+        direction = _direction(column)
+        stats = table.stats[key]
+        ok = stats["n_seeds"] > 0
+        means = {row: _number(m * scale, decimals) for row, m in stats.loc[ok, "mean"].items()}
+        shown = pd.Series({row: float(text) for row, text in means.items()}, dtype="float64")
+        ranks = _ranks(shown, direction)
+        values = table.seeds[key]
+        marks = pd.Series("", index=index, dtype=object)
+        if reference is not None:
+            compared = sig.compare_rows(values, reference, settings.test)
+            p_reference[key] = compared["p"]
+            marks += sig.reference_marks(compared, direction, settings.alpha)
+            tested |= bool(compared["p"].notna().any())
+            untested |= _skipped(compared, ok, reference)
+        if direction is not None and (ranks == 1).any():
+            bold = stats.loc[ranks.index[ranks == 1], "mean"]
+            best = str(bold.idxmax() if direction else bold.idxmin())
+            compared = sig.compare_rows(values, best, settings.test)
+            p_best[key] = compared["p"]
+            tied = sig.tied_with_best(compared, settings.alpha) & ~index.isin(ranks.index[ranks == 1])
+            marks[tied] += sig.TIED
+            tested |= bool(compared["p"].notna().any())
+            untested |= _skipped(compared, ok, best)
+        for row, mean in means.items():
+            ci = stats.loc[row, "ci"]
+            # A zero-width interval (a count that no seed changes, e.g. parameters) is noise in a table.
+            ci_text = "" if pd.isna(ci) or ci == 0 else _number(ci * scale, decimals)
+            cells.loc[row, key] = _Cell("ok", mean, ci_text, int(ranks[row]), marks[row])
+    return _Analysis(cells, p_reference, p_best, reference, tested, untested, settings)
+
+
+_Prepared = list[tuple[_Table, _Analysis]]
+
+
+def _prepare(records: Iterable[Record], significance: Significance) -> _Prepared:
+    return [(table, _analyse(table, significance)) for table in _tables(records)]
+
+
+# --------------------------------------------------------------------------- captions
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """A significance mark inside caption text."""
+
+    symbol: str
+
+
+def _caption(table: _Table, analysis: _Analysis) -> list[str | _Mark]:
+    """Caption of a section as text pieces and marks, rendered by each output format."""
+    seeds = table.stats.xs("n_seeds", axis=1, level="stat").to_numpy().ravel()
+    seeds = seeds[seeds > 0]
+    if seeds.size == 0:
+        return ["No successful cells."]
+    low, high = int(seeds.min()), int(seeds.max())
+    if high == 1:
+        parts: list[str | _Mark] = ["Mean over 1 seed (no CI)."]
+    else:
+        count = f"{high}" if low == high else f"{low}\u2013{high}"
+        parts = [f"Mean ± 95% CI (Student's t) over {count} seeds."]
+        if low == 1:
+            parts.append(" Cells with 1 seed have no CI.")
+    parts.append(" Best per column in bold, second best underlined; ↑ higher is better, ↓ lower is better.")
+    settings = analysis.settings
+    if analysis.tested:
+        parts += [f" Significance ({sig.describe(settings.test, settings.alpha)}): ", _Mark(sig.TIED)]
+        parts.append(f" not significantly different from the best row (p ≥ {settings.alpha:g})")
+        if analysis.reference is not None:
+            parts += ["; ", _Mark(sig.BETTER), "/", _Mark(sig.WORSE)]
+            parts.append(f" significantly better/worse than {analysis.reference} (p < {settings.alpha:g})")
+        else:
+            wanted = settings.explanation_reference if table.explained else settings.reference
+            parts.append(f"; no {wanted} row to compare with")
+        parts.append(".")
+        if analysis.untested:
+            parts.append(" Rows with fewer than 2 paired seeds are not tested.")
+    else:
+        parts.append(" No significance tests: they need at least 2 paired seeds.")
+    if table.rows["method"].str.endswith(MASK_MARK).any():
+        parts.append(" † trained with ground-truth masks (weak supervision).")
+    return parts
+
+
+def _title(category: str) -> str:
+    return category[:1].upper() + category[1:]
+
+
 def _header(column: pd.Series) -> str:
     text = str(column["display_label"])
     if pd.notna(column["exit"]):
@@ -185,76 +423,75 @@ def _header(column: pd.Series) -> str:
     return text + {True: " ↑", False: " ↓", None: ""}[_direction(column)]
 
 
-def _best(shown: np.ndarray, direction: bool | None) -> float | None:
-    """The best displayed value of a column, or None for a column without a direction."""
-    if direction is None:
-        return None
-    return float(shown.max(initial=-np.inf) if direction else shown.min(initial=np.inf))
+# --------------------------------------------------------------------------- Markdown
+
+_MD_MARKS = {sig.BETTER: "+", sig.WORSE: "\u2212", sig.TIED: "*"}
 
 
-def _cells(table: _Table, bold: Callable[[str], str], pm: str, missing: str) -> pd.DataFrame:
-    """Format every cell of ``table`` as text, with the best value per column marked by ``bold``."""
-    out = pd.DataFrame("failed", index=table.stats.index, columns=table.columns.index, dtype=object)
-    out.loc[~table.row_failed] = missing
-    for key, column in table.columns.iterrows():
-        scale, decimals = float(column["display_scale"]), int(column["display_decimals"])
-        stats = table.stats[key][table.stats[key]["n_seeds"] > 0]
-        means = [_number(m * scale, decimals) for m in stats["mean"]]
-        shown = np.array([float(m) for m in means])
-        best = _best(shown, _direction(column))
-        for method, mean, value, ci in zip(stats.index, means, shown, stats["ci"], strict=True):
-            text = bold(mean) if best is not None and value == best else mean
-            # A zero-width interval (a count that no seed changes, e.g. parameters) is noise in a table.
-            plain = pd.isna(ci) or ci == 0
-            out.loc[method, key] = text if plain else f"{text}{pm}{_number(ci * scale, decimals)}"
-    return out
+def _md_marks(marks: str) -> str:
+    return f"<sup>{''.join(_MD_MARKS[m] for m in marks)}</sup>" if marks else ""
 
 
-def _caption(table: _Table) -> str:
-    seeds = table.stats.xs("n_seeds", axis=1, level="stat").to_numpy().ravel()
-    seeds = seeds[seeds > 0]
-    if seeds.size == 0:
-        return "No successful cells."
-    low, high = int(seeds.min()), int(seeds.max())
-    if high == 1:
-        text = "Mean over 1 seed (no CI)."
-    else:
-        count = f"{high}" if low == high else f"{low}\u2013{high}"
-        text = f"Mean ± 95% CI (Student's t) over {count} seeds."
-        if low == 1:
-            text += " Cells with 1 seed have no CI."
-    text += " Best per column in bold; ↑ higher is better, ↓ lower is better."
-    if any(str(m).endswith(MASK_MARK) for m in table.stats.index):
-        text += " † trained with ground-truth masks (weak supervision)."
-    return text
+def _md_cell(cell: _Cell) -> str:
+    if cell.state == "failed":
+        return "failed"
+    if cell.state == "missing":
+        return "\u2013"
+    mean = {1: f"**{cell.mean}**", 2: f"<u>{cell.mean}</u>"}.get(cell.rank, cell.mean)
+    return mean + (f" ± {cell.ci}" if cell.ci else "") + _md_marks(cell.marks)
+
+
+def _md_caption(parts: list[str | _Mark]) -> str:
+    return "".join(_md_marks(p.symbol) if isinstance(p, _Mark) else p for p in parts)
 
 
 def _markdown_escape(text: str) -> str:
     return text.replace("|", r"\|")
 
 
-def to_markdown(records: Iterable[Record], title: str | None = None) -> str:
-    """GitHub-flavoured Markdown: one ``## dataset`` section per dataset with a caption line."""
+def to_markdown(
+    records: Iterable[Record], title: str | None = None, significance: Significance = DEFAULT_SIGNIFICANCE
+) -> str:
+    """GitHub-flavoured Markdown: per section a ``## section`` heading, its caption and one table per category."""
+    return _markdown(_prepare(records, significance), title)
+
+
+def _markdown(prepared: _Prepared, title: str | None) -> str:
     parts = [f"# {title}\n"] if title else []
-    for table in _tables(records):
-        cells = _cells(table, bold=lambda x: f"**{x}**", pm=" ± ", missing="\u2013")
-        header = ["Method", *(_header(c) for _, c in table.columns.iterrows())]
-        lines = [
-            "| " + " | ".join(_markdown_escape(h) for h in header) + " |",
-            "|:---|" + "---:|" * len(table.columns),
-            *(
-                "| " + " | ".join([_markdown_escape(str(method)), *row]) + " |"
-                for method, row in zip(cells.index, cells.to_numpy().tolist(), strict=True)
-            ),
-        ]
-        parts.append(f"## {table.dataset}\n\n{_caption(table)}\n\n" + "\n".join(lines) + "\n")
+    for table, analysis in prepared:
+        section = [f"## {table.name}\n\n{_md_caption(_caption(table, analysis))}\n"]
+        first = "Method (explainer)" if table.explained else "Method"
+        for category, keys in table.groups:
+            header = [first, *(_header(table.columns.loc[k]) for k in keys)]
+            lines = [
+                "| " + " | ".join(_markdown_escape(h) for h in header) + " |",
+                "|:---|" + "---:|" * len(keys),
+                *(
+                    "| " + " | ".join([_markdown_escape(str(row)), *(_md_cell(c) for c in cells)]) + " |"
+                    for row, cells in zip(table.stats.index, analysis.cells[keys].to_numpy().tolist(), strict=True)
+                ),
+            ]
+            heading = _title(category) + (" (explanations)" if table.explained else "")
+            section.append(f"### {heading}\n\n" + "\n".join(lines) + "\n")
+        parts.append("\n".join(section))
     return "\n".join(parts) if parts else "No records.\n"
 
 
+# --------------------------------------------------------------------------- CSV
+
+
+def _direction_name(value: bool | None) -> str:
+    return {True: "higher", False: "lower", None: ""}[value]
+
+
 def to_csv(records: Iterable[Record]) -> str:
-    """Wide CSV, one row per (dataset, method); see the module docstring for the columns."""
+    """Wide CSV, one row per (section, row); see the module docstring for the columns."""
+    return _csv(_tables(records))
+
+
+def _csv(tables: list[_Table]) -> str:
     frames = []
-    for table in _tables(records):
+    for table in tables:
         wide = pd.DataFrame(index=table.stats.index)
         for key, column in table.columns.iterrows():
             scale = float(column["display_scale"])
@@ -262,15 +499,102 @@ def to_csv(records: Iterable[Record]) -> str:
             wide[f"{key}_ci"] = table.stats[(key, "ci")] * scale
             wide[f"{key}_n_seeds"] = table.stats[(key, "n_seeds")]
         wide["failed"] = table.row_failed
-        frames.append(wide.reset_index().assign(dataset=table.dataset))
+        wide["method"] = table.rows["method"].to_numpy()
+        wide["explainer"] = table.rows["explainer"].to_numpy()
+        frames.append(wide.reset_index(drop=True).assign(dataset=table.dataset))
     if not frames:
-        return "dataset,method,failed\n"
+        return "dataset,method,explainer,failed\n"
     out = pd.concat(frames, ignore_index=True, sort=False)
     n_seeds = [c for c in out.columns if c.endswith("_n_seeds")]
     out[n_seeds] = out[n_seeds].fillna(0).astype("int64")
-    values = [c for c in out.columns if c not in ("dataset", "method", "failed")]
-    out = out[["dataset", "method", *values, "failed"]]
+    fixed = ("dataset", "method", "explainer", "failed")
+    values = [c for c in out.columns if c not in fixed]
+    out = out[["dataset", "method", "explainer", *values, "failed"]]
     return str(out.to_csv(index=False, lineterminator="\n", float_format="%.12g"))
+
+
+LONG_COLUMNS = [
+    "dataset",
+    "method",
+    "explainer",
+    "category",
+    "metric",
+    "exit",
+    "label",
+    "unit",
+    "direction",
+    "mean",
+    "ci",
+    "n_seeds",
+    "n_failed",
+    "rank",
+    "marks",
+    "p_vs_reference",
+    "p_vs_best",
+    "reference",
+    "test",
+]
+
+
+def to_long_csv(records: Iterable[Record], significance: Significance = DEFAULT_SIGNIFICANCE) -> str:
+    """Long CSV, one row per (dataset, method, explainer, metric, exit) with a value or a failure.
+
+    ``mean`` and ``ci`` are in display units; ``direction`` is ``higher``, ``lower`` or
+    empty; ``rank`` is 1 (bold), 2 (underlined) or empty; ``marks`` holds the
+    significance marks (``+``, ``-``, ``*``); ``p_vs_reference`` and ``p_vs_best`` are the
+    p-values of the paired tests against ``reference`` and the best row (empty when untested).
+    """
+    return _long_csv(_prepare(records, significance))
+
+
+def _long_csv(prepared: _Prepared) -> str:
+    rows = []
+    for table, analysis in prepared:
+        for key, column in table.columns.iterrows():
+            scale = float(column["display_scale"])
+            stats = table.stats[key]
+            for row in table.stats.index:
+                n_seeds, n_failed = int(stats.loc[row, "n_seeds"]), int(stats.loc[row, "n_failed"])
+                if n_seeds == 0 and n_failed == 0:
+                    continue
+                cell: _Cell = analysis.cells.loc[row, key]
+                rows.append(
+                    {
+                        "dataset": table.dataset,
+                        "method": table.rows.loc[row, "method"],
+                        "explainer": table.rows.loc[row, "explainer"],
+                        "category": column["category"],
+                        "metric": column["metric"],
+                        "exit": column["exit"],
+                        "label": column["display_label"],
+                        "unit": column["display_unit"],
+                        "direction": _direction_name(_direction(column)),
+                        "mean": stats.loc[row, "mean"] * scale,
+                        "ci": stats.loc[row, "ci"] * scale,
+                        "n_seeds": n_seeds,
+                        "n_failed": n_failed,
+                        "rank": cell.rank or None,
+                        "marks": cell.marks,
+                        "p_vs_reference": analysis.p_reference.loc[row, key],
+                        "p_vs_best": analysis.p_best.loc[row, key],
+                        "reference": analysis.reference or "",
+                        "test": analysis.settings.test,
+                    }
+                )
+    out = pd.DataFrame(rows, columns=LONG_COLUMNS).astype({"exit": "Int64", "rank": "Int64"})
+    return str(out.to_csv(index=False, lineterminator="\n", float_format="%.12g"))
+
+
+# --------------------------------------------------------------------------- LaTeX
+
+# Greek letters (e.g. "egt (λ=0)") have no text-mode glyph with pdflatex's default fonts: math mode.
+_GREEK = "αβγδεζηθικλνξπρστυφχψωΓΔΘΛΞΠΣΥΦΨΩ"
+
+
+def _greek(letter: str) -> str:
+    *_, case, _, name = unicodedata.name(letter).split()  # "GREEK SMALL LETTER LAMDA"
+    name = name.lower().replace("lamda", "lambda")
+    return "$\\" + (name.capitalize() if case == "CAPITAL" else name) + "$"
 
 
 _LATEX_ESCAPES = str.maketrans(
@@ -296,10 +620,22 @@ _LATEX_ESCAPES = str.maketrans(
         "\u00d7": r"$\times$",
         "\u2013": "--",
         "\u2014": "---",
+        "\u2212": r"$-$",
         "†": r"\textdagger{}",
         "·": r"$\cdot$",
+        "≥": r"$\geq$",
+        **{letter: _greek(letter) for letter in _GREEK},
     }
 )
+
+LATEX_PREAMBLE = (
+    "% xbench leaderboard (generated by xbench.report.tables).\n"
+    "% Requires in the preamble: \\usepackage{booktabs} and \\usepackage{siunitx} (v2.2 or later).\n"
+    "% Metric columns are siunitx S columns; best values are \\textbf, second best \\underline,\n"
+    "% both around \\tablenum so that they stay aligned; superscripts mark significance (see captions).\n"
+)
+_LATEX_MARKS = {sig.BETTER: "+", sig.WORSE: "$-$", sig.TIED: "*"}
+_SISETUP = r"\sisetup{separate-uncertainty = true, detect-weight = true}"
 
 
 def latex_escape(text: str) -> str:
@@ -307,61 +643,142 @@ def latex_escape(text: str) -> str:
     return text.translate(_LATEX_ESCAPES)
 
 
-def _latex_label(base: str | None, dataset: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9.:-]+", "-", dataset).strip("-")
+def _latex_marks(marks: str) -> str:
+    # Zero width, so a mark does not push its number out of alignment.
+    return rf"\rlap{{\textsuperscript{{{''.join(_LATEX_MARKS[m] for m in marks)}}}}}" if marks else ""
+
+
+def _latex_cell(cell: _Cell) -> str:
+    """An S-column cell: a number, or braced text that siunitx leaves alone."""
+    if cell.state == "failed":
+        return "{failed}"
+    if cell.state == "missing":
+        return "{--}"
+    number = cell.mean + (rf" \pm {cell.ci}" if cell.ci else "")
+    if cell.rank:
+        style = r"\textbf" if cell.rank == 1 else r"\underline"
+        return rf"{{{style}{{\tablenum{{{number}}}}}{_latex_marks(cell.marks)}}}"
+    return number + (f"{{{_latex_marks(cell.marks)}}}" if cell.marks else "")
+
+
+def _digits(text: str) -> tuple[int, int]:
+    """(integer digits, decimal digits) of a formatted number, sign excluded."""
+    whole, _, frac = text.lstrip("-").partition(".")
+    return len(whole), len(frac)
+
+
+def _table_format(cells: list[_Cell]) -> str | None:
+    """``table-format`` that fits every value of a column (compact uncertainty digits), or None."""
+    ok = [c for c in cells if c.state == "ok"]
+    if not ok:
+        return None
+    sign = "-" if any(c.mean.startswith("-") for c in ok) else ""
+    integer = max(_digits(c.mean)[0] for c in ok)
+    decimals = max(_digits(c.mean)[1] for c in ok)
+    # siunitx stores "89.87 \pm 0.12" as 89.87(12): the uncertainty's digits without leading zeros.
+    uncertainty = max((len(c.ci.replace(".", "").lstrip("0")) or 1 for c in ok if c.ci), default=0)
+    text = f"{sign}{integer}" + (f".{decimals}" if decimals else "")
+    return text + (f"({uncertainty})" if uncertainty else "")
+
+
+def _latex_label(base: str | None, section: str, category: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9.:-]+", "-", f"{section}:{category}").strip("-")
     return f"{base}:{slug}" if base else f"tab:xbench:{slug}"
 
 
-def to_latex(records: Iterable[Record], caption: str | None = None, label: str | None = None) -> str:
-    """One booktabs ``table`` per dataset; compiles with ``\\usepackage{booktabs}``.
+def _latex_caption(parts: list[str | _Mark]) -> str:
+    return "".join(
+        rf"\textsuperscript{{{_LATEX_MARKS[p.symbol]}}}" if isinstance(p, _Mark) else latex_escape(p) for p in parts
+    )
+
+
+def _tabular(table: _Table, analysis: _Analysis, keys: list[str]) -> list[str]:
+    specs = []
+    for key in keys:
+        fmt = _table_format(list(analysis.cells[key]))
+        specs.append(f"S[table-format={fmt}]" if fmt else "c")
+    header = ["Method (explainer)" if table.explained else "Method"]
+    header += ["{" + latex_escape(_header(table.columns.loc[k])) + "}" for k in keys]
+    rows = [
+        " & ".join([latex_escape(str(row)), *(_latex_cell(c) for c in cells)]) + r" \\"
+        for row, cells in zip(table.stats.index, analysis.cells[keys].to_numpy().tolist(), strict=True)
+    ]
+    return [
+        rf"\begin{{tabular}}{{l{''.join(specs)}}}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+        *rows,
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+
+
+def to_latex(
+    records: Iterable[Record],
+    caption: str | None = None,
+    label: str | None = None,
+    significance: Significance = DEFAULT_SIGNIFICANCE,
+    max_columns: int = 6,
+) -> str:
+    """One booktabs ``table`` per (section, category); needs ``booktabs`` and ``siunitx``.
 
     Args:
         records: the records to tabulate.
-        caption: text put before the dataset name in every ``\\caption``.
-        label: prefix of every ``\\label``; a table's label is ``{label}:{dataset}``
-            (default ``tab:xbench:{dataset}``), the dataset reduced to ``[A-Za-z0-9.:-]``.
+        caption: text put before the section and category in every ``\\caption``.
+        label: prefix of every ``\\label``; a table's label is ``{label}:{section}:{category}``
+            (default prefix ``tab:xbench``), reduced to ``[A-Za-z0-9.:-]``.
+        significance: reference rows, test and level of the significance marks.
+        max_columns: metric columns per ``tabular``; wider groups are split into stacked blocks.
     """
+    return _latex(_prepare(records, significance), caption, label, max_columns)
+
+
+def _latex(prepared: _Prepared, caption: str | None, label: str | None, max_columns: int = 6) -> str:
+    if max_columns < 1:
+        raise ValueError(f"max_columns must be at least 1, got {max_columns}")
     parts = []
-    for table in _tables(records):
-        cells = _cells(table, bold=lambda x: rf"\textbf{{{x}}}", pm=r" $\pm$ ", missing="--")
-        title = f"{caption} ({table.dataset})" if caption else table.dataset
-        header = ["Method", *(_header(c) for _, c in table.columns.iterrows())]
-        rows = [
-            " & ".join([latex_escape(str(method)), *row]) + r" \\"
-            for method, row in zip(cells.index, cells.to_numpy().tolist(), strict=True)
-        ]
-        parts.append(
-            "\n".join(
-                [
-                    r"\begin{table}[htbp]",
-                    r"\centering",
-                    rf"\caption{{{latex_escape(title)}. {latex_escape(_caption(table))}}}",
-                    rf"\label{{{_latex_label(label, table.dataset)}}}",
-                    rf"\begin{{tabular}}{{l{'r' * len(table.columns)}}}",
-                    r"\toprule",
-                    " & ".join(latex_escape(h) for h in header) + r" \\",
-                    r"\midrule",
-                    *rows,
-                    r"\bottomrule",
-                    r"\end{tabular}",
-                    r"\end{table}",
-                ]
+    for table, analysis in prepared:
+        text = _latex_caption(_caption(table, analysis))
+        for category, keys in table.groups:
+            title = f"{table.name}: {_title(category)}"
+            title = f"{caption} ({title})" if caption else title
+            blocks = [keys[i : i + max_columns] for i in range(0, len(keys), max_columns)]
+            body: list[str] = []
+            for i, block in enumerate(blocks):
+                if i:
+                    body.append(r"\par\medskip")
+                body += _tabular(table, analysis, block)
+            parts.append(
+                "\n".join(
+                    [
+                        r"\begin{table}[htbp]",
+                        r"\centering",
+                        _SISETUP,
+                        rf"\caption{{{latex_escape(title)}. {text}}}",
+                        rf"\label{{{_latex_label(label, table.name, category)}}}",
+                        *body,
+                        r"\end{table}",
+                    ]
+                )
+                + "\n"
             )
-            + "\n"
-        )
-    return "\n".join(parts) if parts else "% xbench leaderboard: no records\n"
+    return LATEX_PREAMBLE + "\n" + "\n".join(parts) if parts else "% xbench leaderboard: no records\n"
 
 
-def write_leaderboard(records: Iterable[Record], out_dir: str | Path) -> list[Path]:
-    """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.tex`` to ``out_dir`` atomically.
+def write_leaderboard(
+    records: Iterable[Record], out_dir: str | Path, significance: Significance = DEFAULT_SIGNIFICANCE
+) -> list[Path]:
+    """Write ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard_long.csv`` and ``leaderboard.tex`` atomically.
 
     Returns:
-        The three paths, in that order.
+        The four paths, in that order.
     """
-    records = list(records)
+    prepared = _prepare(records, significance)  # aggregated and tested once for the four files
     out_dir = Path(out_dir)
     return [
-        atomic_write_text(out_dir / "leaderboard.md", to_markdown(records, title="Leaderboard")),
-        atomic_write_text(out_dir / "leaderboard.csv", to_csv(records)),
-        atomic_write_text(out_dir / "leaderboard.tex", to_latex(records)),
+        atomic_write_text(out_dir / "leaderboard.md", _markdown(prepared, "Leaderboard")),
+        atomic_write_text(out_dir / "leaderboard.csv", _csv([table for table, _ in prepared])),
+        atomic_write_text(out_dir / "leaderboard_long.csv", _long_csv(prepared)),
+        atomic_write_text(out_dir / "leaderboard.tex", _latex(prepared, None, None)),
     ]

@@ -1,0 +1,381 @@
+"""Plots: Pareto front, seed aggregation, titles, files, and the saliency file format and grid."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+from scipy import stats
+
+from xbench.errors import DataError
+from xbench.report.plots import (
+    figure_accuracy_per_exit,
+    figure_accuracy_vs_macs,
+    figure_category,
+    figure_saliency_grid,
+    mean_ci,
+    normalize_maps,
+    pareto_front,
+    read_saliency,
+    save_figure,
+    write_plots,
+    write_saliency,
+)
+from xbench.report.records import Record
+
+TOP1 = {"label": "Top-1", "unit": "%", "scale": 100.0, "decimals": 2}
+POLICY = {"label": "Top-1 (policy)", "unit": "%", "scale": 100.0, "decimals": 2}
+EMACS = {"label": "E[MACs]", "unit": "M", "scale": 1e-6, "decimals": 1}
+MACS = {"label": "MACs", "unit": "M", "scale": 1e-6, "decimals": 1}
+POINTING = {"label": "Pointing game", "unit": "%", "scale": 100.0}
+IOU: dict[str, Any] = {"display": {"label": "IoU"}, "higher_is_better": None}
+DPI = 40
+
+
+def rec(method: str, seed: int, metric: str, value: float | None, **overrides: Any) -> Record:
+    fields: dict[str, Any] = {
+        "suite": "quick",
+        "dataset": "fmnist",
+        "method": method,
+        "seed": seed,
+        "metric": metric,
+        "value": value,
+        "n": 100,
+        "higher_is_better": True,
+        "category": "accuracy",
+        "display": TOP1,
+        "params": {},
+        "versions": {"xbench": "0.1.0"},
+        "git": None,
+        "device": "cpu",
+        "time_s": 0.1,
+        "method_name": method,
+        "cell": f"{method}/{seed}",
+    }
+    if value is None:
+        fields.update(status="failed", error="RuntimeError: boom")
+    fields.update(overrides)
+    return Record(**fields)
+
+
+def cost(method: str, seed: int, metric: str, value: float, display: dict[str, Any] = EMACS) -> Record:
+    return rec(method, seed, metric, value, category="efficiency", higher_is_better=False, display=display)
+
+
+def curve(offset: float) -> list[dict[str, float]]:
+    return [
+        {"threshold": 0.5, "top1": 0.70 + offset, "expected_macs": 1e6},
+        {"threshold": 0.9, "top1": 0.80 + offset, "expected_macs": 2e6},
+        {"threshold": 1.0, "top1": 0.85 + offset, "expected_macs": 4e6},
+    ]
+
+
+def tradeoff_records() -> list[Record]:
+    """egt: exits with a curve (2 seeds); base: policy point; plain: no exit metrics at all."""
+    records = []
+    for seed, offset in enumerate([0.0, 0.02]):
+        records += [
+            rec("egt", seed, "policy_top1", 0.80 + offset, display=POLICY, params={"curve": curve(offset)}),
+            cost("egt", seed, "expected_flops", 2e6),
+            rec("base", seed, "policy_top1", 0.75, display=POLICY),
+            cost("base", seed, "expected_flops", 3e6),
+            rec("plain", seed, "top1", 0.90),
+            cost("plain", seed, "flops", 8e6, display=MACS),
+        ]
+    return records
+
+
+def title(fig: Figure) -> str:
+    return fig._suptitle.get_text() if fig._suptitle is not None else ""
+
+
+def labelled(fig: Figure, label: str) -> Any:
+    """The line labelled ``label``: a plain line, or the data line of an error-bar container."""
+    lines = [line for ax in fig.axes for line in ax.get_lines() if line.get_label() == label]
+    lines += [c.lines[0] for ax in fig.axes for c in ax.containers if c.get_label() == label]
+    assert len(lines) == 1, f"expected one line labelled {label!r}"
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def test_pareto_front_keeps_only_non_dominated_points_in_cost_order() -> None:
+    costs = [4.0, 1.0, 2.0, 3.0, 2.5, 1.0, 2.0]
+    accs = [0.9, 0.5, 0.7, 0.6, 0.7, 0.4, 0.7]
+    # (3, .6) loses to (2, .7); (2.5, .7) costs more than (2, .7) for the same accuracy;
+    # (1, .4) loses to (1, .5); the two identical (2, .7) points both stay.
+    assert pareto_front(costs, accs).tolist() == [1, 2, 6, 0]
+
+
+def test_pareto_front_ignores_nan_and_handles_edge_cases() -> None:
+    assert pareto_front([1.0, math.nan, 2.0], [0.5, 0.99, 0.4]).tolist() == [0]
+    assert pareto_front([], []).tolist() == []
+    with pytest.raises(ValueError, match="equal length"):
+        pareto_front([1.0, 2.0], [0.5])
+
+
+def test_mean_ci_is_the_student_t_half_width() -> None:
+    mean, ci = mean_ci([0.80, 0.82, 0.84])
+    assert mean == pytest.approx(0.82)
+    assert ci == pytest.approx(stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3))
+    assert math.isnan(mean_ci([0.5])[1])
+
+
+def test_normalize_maps_scales_each_map_to_unit_range() -> None:
+    maps = np.stack([np.arange(4.0).reshape(2, 2) * 10 - 5, np.full((2, 2), 3.0)])
+    out = normalize_maps(maps)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[0], [[0, 1 / 3], [2 / 3, 1]], rtol=1e-6)
+    np.testing.assert_array_equal(out[1], 0)
+
+
+# ----------------------------------------------------------------------------- accuracy vs MACs
+
+
+def test_accuracy_vs_macs_draws_curves_in_display_units_and_the_pareto_front() -> None:
+    fig = figure_accuracy_vs_macs(tradeoff_records(), "fmnist")
+    assert fig is not None
+    assert "fmnist" in title(fig) and "E[MACs]" in title(fig) and "Top-1 (policy)" in title(fig)
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("E[MACs] [M]")
+    assert ax.get_ylabel() == "Top-1 (policy) [%]"
+    # egt's curve: averaged over the two seeds per threshold, in M and %.
+    curves = [line for line in ax.get_lines() if len(line.get_xdata()) == 3]
+    assert len(curves) == 1
+    np.testing.assert_allclose(curves[0].get_xdata(), [1.0, 2.0, 4.0])
+    np.testing.assert_allclose(curves[0].get_ydata(), [71.0, 81.0, 86.0])
+    # Points: curve (1, 71) (2, 81) (4, 86); egt (2, 81); base (3, 75); plain (8, 90).
+    front = labelled(fig, "Pareto front")
+    np.testing.assert_allclose(front.get_xdata(), [1.0, 2.0, 2.0, 4.0, 8.0])
+    np.testing.assert_allclose(front.get_ydata(), [71.0, 81.0, 81.0, 86.0, 90.0])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"egt", "base", "plain (no exits)", "Pareto front"} <= set(legend)
+
+
+def test_accuracy_vs_macs_without_curves_is_one_point_per_method() -> None:
+    records = [r for r in tradeoff_records() if r.method != "plain"]
+    records = [r.model_copy(update={"params": {}}) for r in records]
+    fig = figure_accuracy_vs_macs(records, "fmnist")
+    assert fig is not None
+    ax = fig.axes[0]
+    assert all(len(line.get_xdata()) == 1 for line in ax.get_lines() if line.get_label() != "Pareto front")
+    np.testing.assert_allclose(labelled(fig, "Pareto front").get_xdata(), [2.0])  # base: more MACs, less accurate
+    assert [t.get_text() for t in ax.get_legend().get_texts()].count("egt") == 1
+
+
+def test_accuracy_vs_macs_needs_policy_records() -> None:
+    records = [r for r in tradeoff_records() if r.method == "plain"]
+    assert figure_accuracy_vs_macs(records, "fmnist") is None
+    assert figure_accuracy_vs_macs(tradeoff_records(), "other-dataset") is None
+
+
+# ----------------------------------------------------------------------------- per exit and categories
+
+
+def test_accuracy_per_exit_has_one_line_per_method_over_exits() -> None:
+    records = [rec("egt", s, "top1", 0.5 + 0.1 * e + 0.01 * s, exit=e) for s in range(2) for e in range(3)]
+    records += [rec("ee", 0, "top1", 0.4 + 0.2 * e, exit=e) for e in range(2)]
+    records.append(rec("egt", 0, "top1", 0.99))  # final output: not an exit
+    fig = figure_accuracy_per_exit(records, "fmnist")
+    assert fig is not None
+    assert title(fig).startswith("fmnist: Top-1 at each exit")
+    egt, ee = labelled(fig, "egt"), labelled(fig, "ee")
+    np.testing.assert_array_equal(egt.get_xdata(), [0, 1, 2])
+    np.testing.assert_allclose(egt.get_ydata(), [50.5, 60.5, 70.5])
+    np.testing.assert_allclose(ee.get_ydata(), [40.0, 60.0])
+    assert figure_accuracy_per_exit([rec("egt", 0, "top1", 0.9)], "fmnist") is None
+
+
+def bar_values(ax: Any) -> dict[str, float]:
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    return dict(zip(names, [patch.get_width() for patch in ax.patches], strict=True))
+
+
+def test_category_bars_facet_per_metric_with_explainer_rows_and_ci() -> None:
+    records = []
+    for seed, value in enumerate([0.4, 0.6]):
+        records += [
+            rec("egt", seed, "pointing", value, explainer="native", category="localization", display=POINTING),
+            rec("egt", seed, "pointing", 0.1, explainer="gradcam", category="localization", display=POINTING),
+            rec("egt", seed, "iou", 0.3, explainer="native", category="localization", **IOU),
+        ]
+    records.append(rec("egt", 0, "top1", 0.9))  # another category
+    fig = figure_category(records, "fmnist", "localization")
+    assert fig is not None
+    assert title(fig) == "fmnist: localization metrics (mean ± 95% CI over seeds)"
+    assert len(fig.axes) == 2
+    pointing, iou = fig.axes
+    assert pointing.get_title() == "Pointing game [%] ↑"
+    assert iou.get_title() == "IoU"
+    values = bar_values(pointing)
+    assert values == pytest.approx({"egt (native)": 50.0, "egt (gradcam)": 10.0})
+    # The error bar of egt (native) spans the 95% CI of 0.4 and 0.6, in %.
+    ci = 100 * stats.t.ppf(0.975, 1) * np.std([0.4, 0.6], ddof=1) / math.sqrt(2)
+    segments = pointing.collections[0].get_segments()
+    widths = sorted(abs(seg[1][0] - seg[0][0]) for seg in segments)
+    assert widths[-1] == pytest.approx(2 * ci)
+    assert figure_category(records, "fmnist", "sanity") is None
+
+
+def test_failed_records_are_skipped_and_the_last_duplicate_wins() -> None:
+    records = [
+        rec("a", 0, "top1", 0.1),
+        rec("a", 0, "top1", 0.7),  # re-run replaces the first
+        rec("b", 0, "top1", 0.5),
+        rec("b", 0, "top1", None),  # a later failure replaces the success: no bar
+        rec("c", 0, "top1", 0.6, config={"uses_masks": True}),
+    ]
+    fig = figure_category(records, "fmnist", "accuracy")
+    assert fig is not None
+    assert bar_values(fig.axes[0]) == pytest.approx({"a": 70.0, "c †": 60.0})
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_save_figure_writes_png_and_pdf_with_the_title(tmp_path: Path) -> None:
+    fig = figure_accuracy_per_exit([rec("egt", 0, "top1", 0.5, exit=0)], "fmnist")
+    assert fig is not None
+    png, pdf = save_figure(fig, tmp_path / "plots", "per exit/fmnist", dpi=DPI)
+    assert png == tmp_path / "plots" / "per-exit-fmnist.png" and pdf.suffix == ".pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    with Image.open(png) as image:
+        assert image.text["Title"] == title(fig)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["per-exit-fmnist.pdf", "per-exit-fmnist.png"]
+
+
+def test_write_plots_writes_what_has_data_and_skips_the_rest(tmp_path: Path) -> None:
+    records = tradeoff_records()
+    sal = tmp_path / "run" / "saliency"
+    rng = np.random.default_rng(0)
+    write_saliency(
+        sal / "fmnist.npz", rng.random((2, 1, 8, 8)), np.array([0, 1]), None, {("egt", "native"): rng.random((2, 8, 8))}
+    )
+    paths = write_plots(records, tmp_path / "report", saliency=sal, dpi=DPI)
+    names = [p.name for p in paths]
+    assert names == [
+        "accuracy_vs_macs_fmnist.png",
+        "accuracy_vs_macs_fmnist.pdf",
+        "accuracy_fmnist.png",
+        "accuracy_fmnist.pdf",
+        "efficiency_fmnist.png",
+        "efficiency_fmnist.pdf",
+        "saliency_fmnist.png",
+        "saliency_fmnist.pdf",
+    ]  # no exit records: no per-exit plot; no localization records: no such chart
+    assert all(p.parent == tmp_path / "report" / "plots" and p.stat().st_size > 0 for p in paths)
+    assert write_plots([], tmp_path / "empty", saliency=None) == []
+    assert not (tmp_path / "empty" / "plots").exists()
+
+
+# ----------------------------------------------------------------------------- saliency
+
+
+def saliency_arrays(n: int = 3, masks: bool = True) -> tuple[Any, ...]:
+    rng = np.random.default_rng(1)
+    images = rng.random((n, 3, 6, 5)).astype(np.float32)
+    labels = np.arange(n, dtype=np.int64)
+    mask = np.zeros((n, 1, 6, 5), dtype=bool)
+    mask[:, :, 1:4, 1:3] = True
+    maps = {
+        ("EGT/ours", "native"): rng.random((n, 6, 5)).astype(np.float32),
+        ("egt", "gradcam"): rng.random((n, 6, 5)).astype(np.float32),
+        ("resnet", "random"): rng.random((n, 6, 5)).astype(np.float32),
+    }
+    return images, labels, (mask if masks else None), maps
+
+
+def test_saliency_file_round_trip(tmp_path: Path) -> None:
+    images, labels, masks, maps = saliency_arrays()
+    path = write_saliency(tmp_path / "saliency" / "fmnist.npz", images, labels, masks, maps)
+    assert path == tmp_path / "saliency" / "fmnist.npz"
+    with np.load(path) as npz:
+        assert set(npz.files) == {
+            "images",
+            "labels",
+            "masks",
+            "maps/EGT/ours/native",
+            "maps/egt/gradcam",
+            "maps/resnet/random",
+        }
+    back = read_saliency(path)
+    np.testing.assert_array_equal(back.images, images)
+    np.testing.assert_array_equal(back.labels, labels)
+    assert back.masks is not None and back.masks.dtype == np.bool_
+    np.testing.assert_array_equal(back.masks, masks)
+    assert list(back.maps) == list(maps)  # order kept; a method label may contain "/"
+    for key, array in maps.items():
+        np.testing.assert_array_equal(back.maps[key], array)
+        assert back.maps[key].dtype == np.float32
+
+
+def test_saliency_without_masks_round_trips_to_none(tmp_path: Path) -> None:
+    images, labels, _, maps = saliency_arrays(masks=False)
+    back = read_saliency(write_saliency(tmp_path / "s.npz", images, labels, None, maps))
+    assert back.masks is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"images": np.zeros((3, 6, 5))}, "images must be"),
+        ({"labels": np.zeros(2, dtype=np.int64)}, "labels must be"),
+        ({"masks": np.zeros((3, 1, 5, 5), dtype=bool)}, "masks must have shape"),
+        ({"maps": {("egt", "native"): np.full((3, 6, 5), 2.0)}}, r"must lie in \[0, 1\]"),
+        ({"maps": {("egt", "native"): np.zeros((3, 6, 6))}}, "must have shape"),
+        ({"maps": {("egt", "grad/cam"): np.zeros((3, 6, 5))}}, "must not contain '/'"),
+    ],
+)
+def test_write_saliency_rejects_malformed_arrays(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    images, labels, masks, maps = saliency_arrays()
+    args = {"images": images, "labels": labels, "masks": masks, "maps": maps, **change}
+    with pytest.raises(ValueError, match=message):
+        write_saliency(tmp_path / "s.npz", **args)
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_read_saliency_reports_bad_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=r"bad\.npz"):
+        read_saliency(bad)
+    np.savez(tmp_path / "partial.npz", images=np.zeros((1, 1, 2, 2), dtype=np.float32))
+    with pytest.raises(DataError, match="lacks"):
+        read_saliency(tmp_path / "partial.npz")
+
+
+def grid_shape(fig: Figure) -> tuple[int, int]:
+    geometry = {ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes}
+    assert len(geometry) == 1
+    return geometry.pop()
+
+
+def test_saliency_grid_has_a_row_per_image_and_a_column_per_map_set_with_masks_outlined(tmp_path: Path) -> None:
+    images, labels, masks, maps = saliency_arrays(n=3)
+    saliency = read_saliency(write_saliency(tmp_path / "s.npz", images, labels, masks, maps))
+    fig = figure_saliency_grid(saliency, "fmnist")
+    assert fig is not None
+    assert grid_shape(fig) == (3, 1 + 3)
+    assert len(fig.axes) == 3 * 4
+    assert title(fig) == "fmnist: saliency maps of 3 test images, ground-truth mask outlined"
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "EGT/ours\nnative", "egt\ngradcam", "resnet\nrandom"]
+    assert all(len(ax.collections) > 0 for ax in fig.axes)  # the mask contour in every cell
+
+
+def test_saliency_grid_without_masks_draws_no_outline_and_caps_the_rows(tmp_path: Path) -> None:
+    images, labels, _, maps = saliency_arrays(n=3, masks=False)
+    saliency = read_saliency(write_saliency(tmp_path / "s.npz", images, labels, None, maps))
+    fig = figure_saliency_grid(saliency, "fmnist", max_images=2)
+    assert fig is not None
+    assert grid_shape(fig) == (2, 4)
+    assert all(len(ax.collections) == 0 for ax in fig.axes)
+    assert "outlined" not in title(fig)
+    no_maps = read_saliency(write_saliency(tmp_path / "n.npz", images, labels, None, {}))
+    assert figure_saliency_grid(no_maps, "fmnist") is None

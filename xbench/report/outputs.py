@@ -1,0 +1,31 @@
+"""Everything a results folder holds besides the records: tables, plots and the HTML report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from xbench.report.html import write_html
+from xbench.report.plots import write_plots
+from xbench.report.records import Record
+from xbench.report.tables import write_leaderboard
+
+
+def write_report(
+    records: Iterable[Record], out_dir: str | Path, title: str, saliency: Path | None = None
+) -> list[Path]:
+    """Write the leaderboards, the plots (``plots/``) and ``report.html`` into ``out_dir``.
+
+    Args:
+        records: the records to report.
+        out_dir: the folder to write into.
+        title: the HTML report's title.
+        saliency: a folder of ``<dataset>.npz`` saliency samples (see
+            :func:`xbench.report.plots.write_saliency`), or None.
+    """
+    records = list(records)
+    out_dir = Path(out_dir)
+    tables = write_leaderboard(records, out_dir)
+    plots = write_plots(records, out_dir, saliency if saliency is not None and saliency.exists() else None)
+    html = write_html(records, out_dir, [p for p in plots if p.suffix == ".png"], title)
+    return [*tables, *plots, html]

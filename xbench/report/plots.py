@@ -1,0 +1,632 @@
+"""Paper-ready plots: pure functions of records (and of the saliency files a run writes).
+
+Every plot is built as a :class:`matplotlib.figure.Figure` by a ``figure_*`` function
+(``None`` when its data are absent, so no empty figure is ever written) and saved as
+PNG and PDF by :func:`save_figure`. The figure's title says what is plotted; it is
+also written into the PNG/PDF metadata (``Title``). Figures are drawn with the
+object-oriented API on the Agg canvas, so importing this module never touches
+pyplot's global state or the interactive backend.
+
+Plots (one per dataset, and per category for the bar charts):
+
+* ``accuracy_vs_macs_<dataset>``: top-1 under the exit policy against expected MACs
+  (``policy_top1`` vs ``expected_flops``, same dataset/method/seed, mean ± 95% CI over
+  seeds). A method whose ``policy_top1`` records carry ``params["curve"]`` (a list of
+  ``{"threshold", "top1", "expected_macs"}``) gets its curve over thresholds, averaged
+  over seeds per threshold; the non-dominated points of the whole plot (fewer MACs and
+  higher accuracy) are ringed and joined by a dashed step line, the Pareto front.
+  Methods without policy records are single points of ``top1`` vs ``flops``.
+* ``accuracy_per_exit_<dataset>``: ``top1`` at each exit (records with ``exit`` set),
+  one line per method.
+* ``<category>_<dataset>``: one bar chart per category (accuracy, efficiency,
+  localization, faithfulness, consistency, sanity, then any other), one facet per
+  metric, one bar per method (``method (explainer)`` for explanation metrics), mean ±
+  95% CI (Student's t) over seeds in display units (``value * display.scale``).
+  Per-exit values are left to the two plots above.
+* ``saliency_<dataset>``: a grid of N test images (rows) × the image and every
+  (method, explainer) map set (columns), with the ground-truth mask outlined when the
+  file has masks.
+
+Saliency file format (``RUN_DIR/saliency/<dataset>.npz``), written by
+:func:`write_saliency` and read by :func:`read_saliency`:
+
+* ``images``: float32 (N, C, H, W) in [0, 1], C = 1 or 3;
+* ``labels``: int64 (N,);
+* ``masks`` (optional): bool (N, 1, H, W);
+* ``maps/<method>/<explainer>``: float32 (N, H, W) in [0, 1], one array per map set,
+  in the order given. The method label may contain ``/``, the explainer label not.
+
+Values shown are means of successful records; duplicates of one (dataset, method,
+explainer, seed, metric, exit) keep the last record, as in the leaderboard. Methods
+trained with ground-truth masks (``config["uses_masks"]``) carry a dagger, as in the tables.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy import stats as scipy_stats
+
+from xbench.errors import DataError
+from xbench.fileio import atomic_write
+from xbench.report.records import Record, records_to_frame
+
+#: Categories with a bar chart, in this order; categories not listed follow in order of appearance.
+CATEGORIES = ("accuracy", "efficiency", "localization", "faithfulness", "consistency", "sanity")
+#: Suffix of rows trained with ground-truth masks (same mark as the leaderboard).
+MASK_MARK = " †"
+DEFAULT_DPI = 150
+MAX_SALIENCY_IMAGES = 8
+_DUPLICATE_KEY = ["dataset", "method", "explainer", "seed", "metric", "exit"]
+_FORMATS = ("png", "pdf")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def _frame(records: Iterable[Record]) -> pd.DataFrame:
+    """Successful records as a frame, masks-trained rows marked, duplicates resolved (last wins)."""
+    frame = records_to_frame(records)
+    masks = frame["config"].map(lambda c: bool(isinstance(c, dict) and c.get("uses_masks")))
+    frame.loc[masks, "method"] = frame.loc[masks, "method"] + MASK_MARK
+    # A re-run replaces the earlier row, failed or not; only then drop failures.
+    frame = frame.drop_duplicates(_DUPLICATE_KEY, keep="last")
+    return frame[frame["status"].eq("ok")].reset_index(drop=True)
+
+
+def mean_ci(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and 95% CI half-width (Student's t) of ``values``; the half-width is NaN below two values."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan
+    if x.size < 2:
+        return float(x.mean()), math.nan
+    t = float(scipy_stats.t.ppf(0.975, x.size - 1))
+    return float(x.mean()), t * float(x.std(ddof=1)) / math.sqrt(x.size)
+
+
+def _display(frame: pd.DataFrame, metric: str) -> tuple[str, str, float]:
+    """``(label, unit, scale)`` of the first record of ``metric`` in ``frame``."""
+    row = frame[frame["metric"] == metric].iloc[0]
+    return str(row["display_label"]), str(row["display_unit"]), float(row["display_scale"])
+
+
+def _axis_label(label: str, unit: str) -> str:
+    return f"{label} [{unit}]" if unit else label
+
+
+def _direction(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return " ↑" if bool(value) else " ↓"
+
+
+def _overall(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the final output (no exit) that are not explanation metrics."""
+    return frame[frame["exit"].isna() & frame["explainer"].isna()]
+
+
+def _datasets(frame: pd.DataFrame) -> list[str]:
+    return [str(d) for d in frame["dataset"].unique()]
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def _title(fig: Figure) -> str:
+    suptitle = getattr(fig, "_suptitle", None)
+    return suptitle.get_text() if suptitle is not None else ""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "plot"
+
+
+def save_figure(fig: Figure, out_dir: str | Path, stem: str, dpi: int = DEFAULT_DPI) -> list[Path]:
+    """Write ``fig`` to ``out_dir/<stem>.png`` and ``.pdf`` atomically, its title in the metadata.
+
+    Returns:
+        The PNG path, then the PDF path.
+    """
+    FigureCanvasAgg(fig)  # an Agg canvas whatever the interactive backend is
+    title = _title(fig)
+    paths = []
+    for fmt in _FORMATS:
+        path = Path(out_dir) / f"{_slug(stem)}.{fmt}"
+        metadata = {"Title": title} if title else None
+
+        def write(handle: Any, fmt: str = fmt, metadata: dict[str, str] | None = metadata) -> None:
+            fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata, bbox_inches="tight")
+
+        paths.append(atomic_write(path, write))
+    return paths
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _colors(names: Sequence[str]) -> dict[str, Any]:
+    palette = sns.color_palette("tab10" if len(names) <= 10 else "husl", n_colors=max(len(names), 1))
+    return dict(zip(names, palette, strict=False))
+
+
+# ----------------------------------------------------------------------------- Pareto front
+
+
+def pareto_front(costs: Sequence[float] | np.ndarray, accuracies: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points (lower cost and higher accuracy are better), by cost.
+
+    A point is dominated when another costs no more, is no less accurate and is strictly
+    better in one of the two. Identical points are all kept; NaN points never belong.
+    The result is sorted by cost (then accuracy), so it traces the front left to right.
+    """
+    cost = np.asarray(costs, dtype=float)
+    acc = np.asarray(accuracies, dtype=float)
+    if cost.shape != acc.shape or cost.ndim != 1:
+        raise ValueError(f"costs and accuracies must be 1-D of equal length, got {cost.shape} and {acc.shape}")
+    valid = np.isfinite(cost) & np.isfinite(acc)
+    no_worse = (cost[None, :] <= cost[:, None]) & (acc[None, :] >= acc[:, None])
+    better = (cost[None, :] < cost[:, None]) | (acc[None, :] > acc[:, None])
+    dominated = (no_worse & better & valid[None, :]).any(axis=1)
+    front = np.flatnonzero(valid & ~dominated)
+    return front[np.lexsort((acc[front], cost[front]))]
+
+
+# ----------------------------------------------------------------------------- accuracy vs MACs
+
+
+@dataclass
+class _Tradeoff:
+    """One method's operating point (mean, CI over seeds; raw units) and its mean curve, if any."""
+
+    method: str
+    cost: float
+    cost_ci: float
+    acc: float
+    acc_ci: float
+    policy: bool
+    curve: pd.DataFrame | None = field(default=None)
+
+
+def _paired(frame: pd.DataFrame, acc_metric: str, cost_metric: str) -> pd.DataFrame:
+    acc = frame[frame["metric"] == acc_metric][["seed", "value", "params"]]
+    cost = frame[frame["metric"] == cost_metric][["seed", "value"]]
+    return acc.merge(cost, on="seed", suffixes=("_acc", "_cost"))
+
+
+def _curve(params: Iterable[Any]) -> pd.DataFrame | None:
+    points = [
+        p
+        for par in params
+        if isinstance(par, dict) and isinstance(par.get("curve"), list)
+        for p in par["curve"]
+        if isinstance(p, dict) and {"threshold", "top1", "expected_macs"} <= set(p)
+    ]
+    if not points:
+        return None
+    curve = pd.DataFrame(points).astype({"threshold": float, "top1": float, "expected_macs": float})
+    return curve.groupby("threshold", sort=True)[["top1", "expected_macs"]].mean().reset_index()
+
+
+def _tradeoffs(frame: pd.DataFrame) -> list[_Tradeoff]:
+    out = []
+    for method, rows in frame.groupby("method", sort=False):
+        pairs, policy = _paired(rows, "policy_top1", "expected_flops"), True
+        if pairs.empty:
+            pairs, policy = _paired(rows, "top1", "flops"), False
+        if pairs.empty:
+            continue
+        acc, acc_ci = mean_ci(pairs["value_acc"])
+        cost, cost_ci = mean_ci(pairs["value_cost"])
+        curve = _curve(pairs["params"]) if policy else None
+        out.append(_Tradeoff(str(method), cost, cost_ci, acc, acc_ci, policy, curve))
+    return out
+
+
+def figure_accuracy_vs_macs(records: Iterable[Record], dataset: str) -> Figure | None:
+    """Top-1 under the exit policy against expected MACs on ``dataset``, with the Pareto front.
+
+    None when no method of ``dataset`` has paired ``policy_top1`` / ``expected_flops`` records.
+    """
+    return _accuracy_vs_macs(_frame(records), dataset)
+
+
+def _accuracy_vs_macs(frame: pd.DataFrame, dataset: str) -> Figure | None:
+    frame = _overall(frame)
+    frame = frame[frame["dataset"] == dataset]
+    points = _tradeoffs(frame)
+    if not any(p.policy for p in points):
+        return None
+    policy_rows = frame[frame["metric"].isin(["policy_top1", "expected_flops"])]
+    x_label, x_unit, x_scale = _display(policy_rows, "expected_flops")
+    y_label, y_unit, y_scale = _display(policy_rows, "policy_top1")
+
+    fig = _new_figure(6.0, 4.2)
+    ax = fig.add_subplot()
+    colors = _colors([p.method for p in points])
+    all_cost, all_acc = [], []
+    for p in points:
+        color = colors[p.method]
+        if p.curve is not None:
+            ax.plot(
+                p.curve["expected_macs"] * x_scale,
+                p.curve["top1"] * y_scale,
+                marker=".",
+                ms=4,
+                lw=1.2,
+                color=color,
+                alpha=0.8,
+            )
+            all_cost += list(p.curve["expected_macs"])
+            all_acc += list(p.curve["top1"])
+        ax.errorbar(
+            p.cost * x_scale,
+            p.acc * y_scale,
+            xerr=None if math.isnan(p.cost_ci) else p.cost_ci * x_scale,
+            yerr=None if math.isnan(p.acc_ci) else p.acc_ci * y_scale,
+            fmt="o" if p.policy else "s",
+            ms=7,
+            color=color,
+            mec="black",
+            mew=0.6,
+            capsize=3,
+            label=p.method if p.policy else f"{p.method} (no exits)",
+            zorder=3,
+        )
+        all_cost.append(p.cost)
+        all_acc.append(p.acc)
+    front = pareto_front(all_cost, all_acc)
+    fx, fy = np.asarray(all_cost)[front] * x_scale, np.asarray(all_acc)[front] * y_scale
+    ax.plot(fx, fy, drawstyle="steps-post", ls="--", lw=1, color="black", label="Pareto front", zorder=2)
+    ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", linewidths=1, zorder=4)
+    costs = np.asarray(all_cost) * x_scale
+    if costs.min() > 0 and costs.max() / costs.min() > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(_axis_label(x_label, x_unit) + " (lower is better)")
+    ax.set_ylabel(_axis_label(y_label, y_unit))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    fig.suptitle(f"{dataset}: {y_label} vs {x_label} (curves over exit thresholds, mean ± 95% CI over seeds)")
+    return fig
+
+
+# ----------------------------------------------------------------------------- accuracy per exit
+
+
+def figure_accuracy_per_exit(records: Iterable[Record], dataset: str, metric: str = "top1") -> Figure | None:
+    """``metric`` at each early exit on ``dataset``, one line per method (mean ± 95% CI over seeds)."""
+    return _accuracy_per_exit(_frame(records), dataset, metric)
+
+
+def _accuracy_per_exit(frame: pd.DataFrame, dataset: str, metric: str = "top1") -> Figure | None:
+    frame = frame[
+        (frame["dataset"] == dataset) & (frame["metric"] == metric) & frame["exit"].notna() & frame["explainer"].isna()
+    ]
+    if frame.empty:
+        return None
+    label, unit, scale = _display(frame, metric)
+    fig = _new_figure(5.5, 3.8)
+    ax = fig.add_subplot()
+    methods = [str(m) for m in frame["method"].unique()]
+    colors = _colors(methods)
+    for method in methods:
+        rows = frame[frame["method"] == method]
+        exits = sorted(int(e) for e in rows["exit"].unique())
+        stats = [mean_ci(rows.loc[rows["exit"] == e, "value"]) for e in exits]
+        means = np.array([s[0] for s in stats]) * scale
+        cis = np.array([s[1] for s in stats]) * scale
+        ax.errorbar(
+            exits,
+            means,
+            yerr=None if np.isnan(cis).all() else np.nan_to_num(cis),
+            marker="o",
+            capsize=3,
+            color=colors[method],
+            label=method,
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("exit")
+    ax.set_ylabel(_axis_label(label, unit))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.suptitle(f"{dataset}: {label} at each exit (mean ± 95% CI over seeds)")
+    return fig
+
+
+# ----------------------------------------------------------------------------- category bars
+
+
+def _categories(frame: pd.DataFrame) -> list[str]:
+    present = [str(c) for c in frame["category"].unique()]
+    return [c for c in CATEGORIES if c in present] + [c for c in present if c not in CATEGORIES]
+
+
+def figure_category(records: Iterable[Record], dataset: str, category: str) -> Figure | None:
+    """Bar chart of the ``category`` metrics on ``dataset``: a facet per metric, a bar per row.
+
+    Rows are methods, or ``method (explainer)`` for explanation metrics; bars are means
+    in display units with 95% CI error bars over seeds. Per-exit values are left out.
+    """
+    return _category(_frame(records), dataset, category)
+
+
+def _category(frame: pd.DataFrame, dataset: str, category: str) -> Figure | None:
+    frame = frame[(frame["dataset"] == dataset) & (frame["category"] == category) & frame["exit"].isna()].copy()
+    if frame.empty:
+        return None
+    frame["row"] = frame["method"].where(
+        frame["explainer"].isna(), frame["method"] + " (" + frame["explainer"].fillna("") + ")"
+    )
+    metrics = [str(m) for m in frame["metric"].unique()]
+    rows_all = [str(r) for r in frame["row"].unique()]
+    colors = _colors(rows_all)
+    ncols = min(len(metrics), 3)
+    nrows = math.ceil(len(metrics) / ncols)
+    longest = max(len(r) for r in rows_all)
+    height = max(0.28 * len(rows_all) + 1.0, 1.8)
+    fig = _new_figure(ncols * 3.2 + 0.07 * longest, nrows * height + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics, strict=False):
+        rows = frame[frame["metric"] == metric]
+        label, unit, scale = _display(rows, metric)
+        names = [str(r) for r in rows["row"].unique()]
+        stats = [mean_ci(rows.loc[rows["row"] == r, "value"]) for r in names]
+        means = np.array([s[0] for s in stats]) * scale
+        cis = np.array([s[1] for s in stats]) * scale
+        _bars(ax, names, means, cis, [colors[n] for n in names])
+        ax.set_title(_axis_label(label, unit) + _direction(rows["higher_is_better"].iloc[0]), fontsize="medium")
+    for ax in axes[len(metrics) :]:
+        ax.remove()
+    fig.suptitle(f"{dataset}: {category} metrics (mean ± 95% CI over seeds)")
+    return fig
+
+
+def _bars(ax: Axes, names: list[str], means: np.ndarray, cis: np.ndarray, colors: list[Any]) -> None:
+    y = np.arange(len(names))
+    xerr = None if np.isnan(cis).all() else np.nan_to_num(cis)
+    ax.barh(y, means, xerr=xerr, color=colors, capsize=3, edgecolor="black", linewidth=0.5)
+    ax.set_yticks(y, names, fontsize="small")
+    ax.invert_yaxis()  # first row on top, as in the tables
+    ax.axvline(0, color="black", lw=0.6)
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+# ----------------------------------------------------------------------------- saliency files
+
+
+@dataclass(frozen=True)
+class Saliency:
+    """The contents of one saliency file; see the module docstring for shapes and dtypes."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray | None
+    maps: dict[tuple[str, str], np.ndarray]
+
+
+_MAP_PREFIX = "maps/"
+
+
+def _in_unit_range(name: str, array: np.ndarray) -> None:
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} has non-finite values")
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise ValueError(f"{name} must lie in [0, 1], got [{array.min():.4g}, {array.max():.4g}] (see normalize_maps)")
+
+
+def _check_saliency(
+    images: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray | None,
+    maps: Mapping[tuple[str, str], np.ndarray],
+) -> Saliency:
+    """Validate and convert to the stored dtypes; raises ValueError naming what is wrong."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (N, C, H, W) with C 1 or 3, got shape {images.shape}")
+    n, _, h, w = images.shape
+    images = images.astype(np.float32)
+    _in_unit_range("images", images)
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers of shape ({n},), got {labels.dtype} {labels.shape}")
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.shape == (n, h, w):
+            masks = masks[:, None]
+        if masks.shape != (n, 1, h, w):
+            raise ValueError(f"masks must have shape ({n}, 1, {h}, {w}), got {masks.shape}")
+        if masks.dtype != np.bool_ and not np.isin(masks, (0, 1)).all():
+            raise ValueError("masks must be boolean (or 0/1)")
+        masks = masks.astype(bool)
+    checked = {}
+    for key, array in maps.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) and k for k in key)):
+            raise ValueError(f"map keys must be (method, explainer) pairs of non-empty strings, got {key!r}")
+        if "/" in key[1]:
+            raise ValueError(f"explainer label {key[1]!r} must not contain '/'")
+        array = np.asarray(array, dtype=np.float32)
+        if array.shape != (n, h, w):
+            raise ValueError(f"map {key} must have shape ({n}, {h}, {w}), got {array.shape}")
+        _in_unit_range(f"map {key}", array)
+        checked[key] = array
+    return Saliency(images, labels.astype(np.int64), masks, checked)
+
+
+def normalize_maps(maps: np.ndarray) -> np.ndarray:
+    """Min-max scale each map of an (N, H, W) batch to [0, 1] (constant maps become 0), as float32."""
+    x = np.asarray(maps, dtype=np.float64)
+    flat = x.reshape(len(x), -1)
+    low = flat.min(axis=1, keepdims=True)
+    span = flat.max(axis=1, keepdims=True) - low
+    out = np.divide(flat - low, span, out=np.zeros_like(flat), where=span > 0)
+    return out.reshape(x.shape).astype(np.float32)
+
+
+def write_saliency(
+    path: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray | None,
+    maps: Mapping[tuple[str, str], np.ndarray],
+) -> Path:
+    """Write a saliency file (``.npz``, compressed) atomically; the format is in the module docstring.
+
+    Args:
+        path: usually ``RUN_DIR/saliency/<dataset>.npz``.
+        images: (N, C, H, W) in [0, 1].
+        labels: (N,) integer class labels.
+        masks: (N, 1, H, W) (or (N, H, W)) ground-truth masks, or None.
+        maps: ``{(method, explainer): (N, H, W) map in [0, 1]}``, in display order.
+
+    Raises:
+        ValueError: a shape, dtype or value range is wrong (the message says which).
+    """
+    data = _check_saliency(images, labels, masks, maps)
+    arrays: dict[str, Any] = {"images": data.images, "labels": data.labels}
+    if data.masks is not None:
+        arrays["masks"] = data.masks
+    for (method, explainer), array in data.maps.items():
+        arrays[f"{_MAP_PREFIX}{method}/{explainer}"] = array
+    return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
+
+
+def read_saliency(path: str | Path) -> Saliency:
+    """Read a file written by :func:`write_saliency`.
+
+    Raises:
+        DataError: the file is missing, not an npz, or its arrays break the format.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable saliency file ({err})") from err
+    missing = {"images", "labels"} - set(arrays)
+    if missing:
+        raise DataError(f"{path}: saliency file lacks {sorted(missing)}")
+    maps = {}
+    for name, array in arrays.items():
+        if name.startswith(_MAP_PREFIX):
+            method, sep, explainer = name[len(_MAP_PREFIX) :].rpartition("/")
+            if not sep or not method or not explainer:
+                raise DataError(f"{path}: map array {name!r} is not named maps/<method>/<explainer>")
+            maps[(method, explainer)] = array
+        elif name not in ("images", "labels", "masks"):
+            raise DataError(f"{path}: unknown array {name!r} in saliency file")
+    try:
+        return _check_saliency(arrays["images"], arrays["labels"], arrays.get("masks"), maps)
+    except ValueError as err:
+        raise DataError(f"{path}: {err}") from err
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, W) for one channel, (H, W, 3) for three."""
+    return image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0))
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image[0] if image.shape[0] == 1 else image.mean(axis=0)
+
+
+def _outline(ax: Axes, mask: np.ndarray) -> None:
+    if mask.any() and not mask.all():  # a constant mask has no boundary to draw
+        # A black halo under a white line stays visible on any image and any colormap.
+        ax.contour(mask.astype(float), levels=[0.5], colors=["black"], linewidths=2.4)
+        ax.contour(mask.astype(float), levels=[0.5], colors=["white"], linewidths=1.0)
+
+
+def figure_saliency_grid(saliency: Saliency, dataset: str, max_images: int = MAX_SALIENCY_IMAGES) -> Figure | None:
+    """N images (rows) × [image, every map set] (columns), masks outlined; None without maps."""
+    if not saliency.maps or len(saliency.images) == 0:
+        return None
+    n = min(len(saliency.images), max_images)
+    keys = list(saliency.maps)
+    ncols = 1 + len(keys)
+    fig = _new_figure(1.5 * ncols, 1.5 * n + 0.8)
+    axes = fig.subplots(n, ncols, squeeze=False)
+    for i in range(n):
+        image = saliency.images[i]
+        mask = saliency.masks[i, 0] if saliency.masks is not None else None
+        ax = axes[i, 0]
+        ax.imshow(_rgb(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_ylabel(f"label {int(saliency.labels[i])}", fontsize="small")
+        for j, key in enumerate(keys, start=1):
+            ax = axes[i, j]
+            ax.imshow(_gray(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(saliency.maps[key][i], cmap="jet", vmin=0, vmax=1, alpha=0.55, interpolation="nearest")
+        for ax in axes[i]:
+            if mask is not None:
+                _outline(ax, mask)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("image", fontsize="small")
+    for j, (method, explainer) in enumerate(keys, start=1):
+        axes[0, j].set_title(f"{method}\n{explainer}", fontsize="small")
+    outlined = ", ground-truth mask outlined" if saliency.masks is not None else ""
+    fig.suptitle(f"{dataset}: saliency maps of {n} test images{outlined}")
+    return fig
+
+
+def _saliency_files(saliency: str | Path | None) -> list[Path]:
+    if saliency is None:
+        return []
+    saliency = Path(saliency)
+    if saliency.is_dir():
+        return sorted(saliency.glob("*.npz"))
+    return [saliency] if saliency.is_file() else []
+
+
+# ----------------------------------------------------------------------------- all plots
+
+
+def write_plots(
+    records: Iterable[Record],
+    out_dir: str | Path,
+    saliency: str | Path | None = None,
+    dpi: int = DEFAULT_DPI,
+) -> list[Path]:
+    """Write every plot that has data into ``out_dir/plots/`` as PNG and PDF.
+
+    Args:
+        records: the run's records (any number of datasets).
+        out_dir: the report folder; plots go to its ``plots`` subfolder.
+        saliency: ``RUN_DIR/saliency`` (every ``<dataset>.npz`` in it) or one ``.npz`` file
+            (dataset = its stem), or None for no saliency grid.
+        dpi: resolution of the PNGs.
+
+    Returns:
+        The written paths, a PNG followed by its PDF, in the order of the module docstring.
+    """
+    plots_dir = Path(out_dir) / "plots"
+    frame = _frame(records)
+    figures: list[tuple[str, Figure | None]] = []
+    for dataset in _datasets(frame):
+        figures.append((f"accuracy_vs_macs_{dataset}", _accuracy_vs_macs(frame, dataset)))
+        figures.append((f"accuracy_per_exit_{dataset}", _accuracy_per_exit(frame, dataset)))
+        overall = frame[(frame["dataset"] == dataset) & frame["exit"].isna()]
+        for category in _categories(overall):
+            figures.append((f"{category}_{dataset}", _category(frame, dataset, category)))
+    for path in _saliency_files(saliency):
+        figures.append((f"saliency_{path.stem}", figure_saliency_grid(read_saliency(path), path.stem)))
+    paths: list[Path] = []
+    for stem, fig in figures:
+        if fig is not None:
+            paths += save_figure(fig, plots_dir, stem, dpi=dpi)
+    return paths
