@@ -84,3 +84,33 @@ def test_maps_are_shared_by_metrics_and_explainers_that_do_not_apply_are_remembe
     run_suite(suite, RunOptions(progress=False, fail_fast=True, echo=lambda _: None))
     stored = list((tmp_path / "cache" / "explanations").rglob("*.pt"))
     assert len(stored) == 3  # native (absent), gradcam and random: once each for both metrics
+
+
+def test_a_failing_metric_fails_its_column_only(tmp_path: Path) -> None:
+    from xbench.engine.runner import CellFailed
+    from xbench.metrics.base import Metric, MetricResult
+    from xbench.registry import METRICS
+
+    class Broken(Metric):
+        category = "accuracy"
+        higher_is_better = True
+
+        def compute(self, ctx: Any) -> list[MetricResult]:
+            raise RuntimeError("broken on purpose")
+
+    METRICS.register("broken_for_test", Broken)
+    try:
+        spec: dict[str, Any] = {"methods": ["baseline"], "metrics": ["top1", "broken_for_test"]}
+        result = run_suite(_suite(tmp_path, **spec), RunOptions(progress=False, echo=lambda _: None))
+        status = {r.metric: r.status for r in result.records}
+        assert status == {"top1": "ok", "broken_for_test": "failed"}
+        (broken,) = [r for r in result.records if r.metric == "broken_for_test"]
+        assert broken.error is not None and "broken on purpose" in broken.error
+        assert result.failed_cells == ["synthetic_shapes/baseline/seed0"]  # so the exit code is 1
+        with pytest.raises(CellFailed, match="broken on purpose"):
+            run_suite(
+                _suite(tmp_path, **spec, output=str(tmp_path / "ff")),
+                RunOptions(progress=False, fail_fast=True, echo=lambda _: None),
+            )
+    finally:
+        METRICS.unregister("broken_for_test")

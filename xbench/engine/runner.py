@@ -348,8 +348,17 @@ class Runner:
         )  # fmt: skip
         records: list[Record] = []
         for spec, metric in self.metrics:
-            records.extend(self.measure(cell, key, spec, metric, ectx))
+            try:
+                records.extend(self.measure(cell, key, spec, metric, ectx))
+            except Exception as err:  # one broken metric fails its own column, not the cell's other numbers
+                if self.opt.fail_fast:
+                    raise
+                log.debug("cell %s: metric %s failed", cell.id, spec.display, exc_info=True)
+                records.append(self.record(cell, spec, metric, None, None, error=_error_text(err)))
         self.keep_saliency(cell, ectx)
+        failed = [r.metric for r in records if r.status == "failed"]
+        if failed:
+            train_note += f"; FAILED metrics: {', '.join(dict.fromkeys(failed))}"
         return records, train_note
 
     def measure(
@@ -434,7 +443,7 @@ class Runner:
         )
 
     def failed_records(self, cell: CellSpec, err: BaseException) -> list[Record]:
-        text = f"{type(err).__name__}: {err}\n{''.join(traceback.format_exception(err))}"
+        text = _error_text(err)
         return [self.record(cell, spec, metric, None, None, error=text) for spec, metric in self.metrics]
 
     # the sweep -----------------------------------------------------------------------
@@ -484,6 +493,8 @@ class Runner:
                 log.debug("cell %s failed", cell.id, exc_info=True)
                 cell_records, note = self.failed_records(cell, err), f"FAILED: {type(err).__name__}: {err}"
                 failed.append(cell.id)
+            if cell.id not in failed and any(r.status == "failed" for r in cell_records):
+                failed.append(cell.id)  # a metric failed: the run's exit code says so
             records.extend(cell_records)
             self.opt.echo(
                 f"[{i}/{len(cells)}] {cell.id}: {_summary(cell_records)} ({note}; {time.perf_counter() - start:.1f}s)"
@@ -522,6 +533,10 @@ class Runner:
             maps = ectx.explanations(name)
             if maps is not None and cell.seed == self.suite.seeds[0]:
                 sample["maps"][(cell.method.display, name)] = maps[:n].numpy().clip(0, 1)
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}\n{''.join(traceback.format_exception(err))}"
 
 
 def _summary(records: list[Record]) -> str:
