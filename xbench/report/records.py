@@ -238,7 +238,8 @@ def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
     rows = [r.model_dump() for r in records]
     frame = pd.DataFrame(rows, columns=RECORD_COLUMNS)
     display = pd.DataFrame(frame.pop("display").tolist(), index=frame.index, columns=list(DISPLAY_DEFAULTS))
-    display = display.fillna({k: v for k, v in DISPLAY_DEFAULTS.items() if v is not None})
+    # object dtype first: a column no record sets is all-NaN float64, which pandas will not fill with a str.
+    display = display.astype(object).fillna({k: v for k, v in DISPLAY_DEFAULTS.items() if v is not None})
     display["label"] = display["label"].fillna(frame["metric"])
     frame = frame.join(display.add_prefix("display_"))
     frame = frame.astype(
