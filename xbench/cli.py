@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         description="List what is registered (built-in and plugins).",
     )
-    lst.add_argument("kind", choices=["methods", "metrics", "datasets", "backbones", "suites"])
+    lst.add_argument("kind", choices=["methods", "metrics", "datasets", "backbones", "explainers", "suites"])
     lst.add_argument("--suites-dir", type=Path, default=Path("suites"), help="where 'list suites' looks")
 
     val = sub.add_parser(
@@ -213,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS
+    from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
 
     if args.kind == "suites":
         from xbench.suite import read_yaml
@@ -228,11 +228,14 @@ def cmd_list(args: argparse.Namespace) -> int:
                 desc = [f"(invalid: {err})"]
             print(f"{f!s:32s} {desc[0] if desc else ''}")
         return 0
-    registry = {"methods": METHODS, "metrics": METRICS, "datasets": DATASETS, "backbones": BACKBONES}[args.kind]
+    registry = {
+        "methods": METHODS, "metrics": METRICS, "datasets": DATASETS, "backbones": BACKBONES, "explainers": EXPLAINERS,
+    }[args.kind]  # fmt: skip
+    width = max([24, *(len(name) + 1 for name, _ in registry.items())])
     for name, obj in registry.items():
-        line = f"{name:24s} {getattr(obj, 'description', '') or (obj.__doc__ or '').strip().splitlines()[0]}"
+        line = f"{name:{width}s} {getattr(obj, 'description', '') or (obj.__doc__ or '').strip().splitlines()[0]}"
         if args.kind == "methods":
-            line += f"\n{'':24s} paper: {getattr(obj, 'paper', '') or '—'}"
+            line += f"\n{'':{width}s} paper: {getattr(obj, 'paper', '') or '—'}"
         if args.kind == "metrics":
             hib = getattr(obj, "higher_is_better", None)
             arrow = "↑" if hib is True else "↓" if hib is False else ""

@@ -34,8 +34,6 @@ from xbench.explain.base import Explainer
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric, MetricResult
 from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
-from xbench.report.outputs import write_report
-from xbench.report.plots import write_saliency
 from xbench.report.records import Record, write_records
 from xbench.suite import PluginSpec, Suite, dump_suite, validate_plugins
 
@@ -502,6 +500,11 @@ class Runner:
         return RunResult(out, records, failed)
 
     def _write(self, staging: Path, records: list[Record]) -> None:
+        # Imported here: matplotlib (plots) writes a font cache under $HOME on import, which a
+        # run rejected for bad input must not do.
+        from xbench.report.outputs import write_report
+        from xbench.report.plots import write_saliency
+
         resolved = self.suite.model_copy(update={"output": self.suite.output_dir})
         atomic_write_text(staging / "config.yaml", dump_suite(resolved))
         write_records(staging / "records.jsonl", records)
