@@ -52,7 +52,12 @@ def test_smoke_leaderboard_content_matches_records(smoke_run: tuple[Path, Path, 
     records = read_records(out / "records.jsonl")
     assert all(r.status == "ok" for r in records)
     by_metric = {r.metric: r for r in records if r.exit is None and r.method == "baseline" and r.explainer is None}
-    assert set(by_metric) == {"top1", "top5", "policy_top1", "expected_flops", "flops_speedup", "params", "flops"}
+    assert set(by_metric) == {
+        "top1", "top5", "policy_top1", "expected_flops", "flops_speedup", "params", "flops",
+        "latency", "policy_latency", "latency_speedup",
+    }  # fmt: skip
+    assert by_metric["latency_speedup"].value == 1.0  # no exits: the policy is the full network
+    assert by_metric["latency"].params["threads"] >= 1 and by_metric["latency"].params["torch"]
     top1 = by_metric["top1"]
     assert top1.status == "ok" and top1.dataset == "synthetic_shapes" and top1.method == "baseline"
     assert top1.n == 300  # the smoke suite's test split

@@ -492,13 +492,14 @@ def to_csv(records: Iterable[Record]) -> str:
 def _csv(tables: list[_Table]) -> str:
     frames = []
     for table in tables:
-        wide = pd.DataFrame(index=table.stats.index)
+        columns: dict[str, object] = {}  # built at once: column-by-column inserts fragment the frame
         for key, column in table.columns.iterrows():
             scale = float(column["display_scale"])
-            wide[f"{key}_mean"] = table.stats[(key, "mean")] * scale
-            wide[f"{key}_ci"] = table.stats[(key, "ci")] * scale
-            wide[f"{key}_n_seeds"] = table.stats[(key, "n_seeds")]
-        wide["failed"] = table.row_failed
+            columns[f"{key}_mean"] = table.stats[(key, "mean")] * scale
+            columns[f"{key}_ci"] = table.stats[(key, "ci")] * scale
+            columns[f"{key}_n_seeds"] = table.stats[(key, "n_seeds")]
+        columns["failed"] = table.row_failed
+        wide = pd.DataFrame(columns, index=table.stats.index)
         wide["method"] = table.rows["method"].to_numpy()
         wide["explainer"] = table.rows["explainer"].to_numpy()
         frames.append(wide.reset_index(drop=True).assign(dataset=table.dataset))
