@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the suite's device)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
     run.add_argument(
+        "--reference", type=Path, metavar="DIR", help="evaluate the reference models in DIR instead of training"
+    )
+    run.add_argument(
+        "--export-reference", type=Path, metavar="DIR", help="also save every cell's trained model to DIR (+ manifest)"
+    )
+    run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -200,7 +206,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"--device {args.device!r}: {err.errors()[0]['msg'].removeprefix('Value error, ')}"
             ) from err
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    opts = RunOptions(data_dir=args.data_dir, cache_dir=args.cache_dir, progress=progress, fail_fast=args.fail_fast)
+    opts = RunOptions(
+        data_dir=args.data_dir, cache_dir=args.cache_dir, progress=progress, fail_fast=args.fail_fast,
+        reference=args.reference, export_reference=args.export_reference,
+    )  # fmt: skip
     result = run_suite(suite, opts, source=str(args.suite))
     out = result.out_dir
     print(f"wrote {out}/: leaderboard.md/.csv/.tex, report.html, plots/, records.jsonl ({result.time_s:.1f}s)")

@@ -28,8 +28,9 @@ from xbench.engine import train as train_module
 from xbench.engine.cache import Cache, atomic_write_text, cache_key, default_cache_dir
 from xbench.engine.evaluate import EvalContext
 from xbench.engine.provenance import code_fingerprint, device_description, git_revision, resolve_device, versions
+from xbench.engine.reference import ReferenceModels, ReferenceWriter
 from xbench.engine.train import train
-from xbench.errors import ConfigError, OutputError, XBenchError
+from xbench.errors import CheckpointError, ConfigError, OutputError, XBenchError
 from xbench.explain.base import Explainer
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric, MetricResult
@@ -51,6 +52,8 @@ class RunOptions:
     progress: bool = True
     fail_fast: bool = False
     echo: Any = print  # where one-line cell summaries go
+    reference: Path | None = None  # load every cell's weights from this reference folder, never train
+    export_reference: Path | None = None  # write the run's trained models as a reference folder
 
 
 @dataclass
@@ -162,6 +165,12 @@ class Runner:
             for spec in suite.explainers
         }
         self.sources: dict[str, str] = {}
+        self.reference = ReferenceModels(options.reference) if options.reference is not None else None
+        self.exporter = (
+            ReferenceWriter(options.export_reference, suite.name, self.git, self.versions)
+            if options.export_reference is not None
+            else None
+        )
         self._identities: dict[str, tuple[dict[str, Any], str]] = {}
         self._mask_cells: set[str] = set()  # cells whose training used ground-truth masks
         self._saliency: dict[str, dict[str, Any]] = {}  # per dataset: images and maps for the report's grid
@@ -317,10 +326,17 @@ class Runner:
         torch.manual_seed(cell.seed)
         model = method.build()
         key = self.model_key(cell)
-        state = self.cache.load_model(key)
+        if self.reference is not None:
+            # Metric values of a reference model are cached under its own weights' hash, never a trained model's.
+            key = cache_key({"kind": "reference", "model": key, "sha256": self.reference.sha256(cell.id)})
+        state = self.reference.load(cell.id) if self.reference is not None else self.cache.load_model(key)
         if state is not None:
-            model.load_state_dict(state)
-            train_note = "cached"
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[0]
+                raise CheckpointError(f"{cell.id}: the reference weights do not fit the model: {first}") from err
+            train_note = "reference" if self.reference is not None else "cached"
         else:
             required = self.required_cell(cell)
             if required is not None:
@@ -334,6 +350,8 @@ class Runner:
             self.cache.save_model(key, model.state_dict(), {"cell": cell.id, "train": stats.__dict__})
             train_note = f"trained {stats.time_s:.1f}s"
         model.to(self.device).eval()
+        if self.exporter is not None:
+            self.exporter.add(cell.id, model.state_dict(), self.identity(cell)[0])
         return method, model, key, train_note
 
     def run_cell(self, cell: CellSpec, data: CellData) -> tuple[list[Record], str]:
@@ -470,6 +488,8 @@ class Runner:
             }
             atomic_write_text(staging / RESULT_MARKER, json.dumps(summary, indent=1))
             _publish(staging, out)
+            if self.exporter is not None:
+                self.exporter.write()
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return result
