@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,19 @@ def test_smoke_explanations_beat_the_random_explainer(smoke_run: tuple[Path, Pat
     assert native == {"egt", "egt (λ=0)", "ecr", "lap", "lap (masks)", "tame"}
     ad = {r.display["label"] for r in records if r.metric.startswith("AD ")}
     assert ad == {"AD 100%", "AD 50%", "AD 15%"}
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (.ci/run installs it)")
+def test_smoke_latex_leaderboard_compiles(smoke_run: tuple[Path, Path, str], tmp_path: Path) -> None:
+    out, _, _ = smoke_run
+    body = (out / "leaderboard.tex").read_text()
+    preamble = [r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{siunitx}"]
+    (tmp_path / "doc.tex").write_text("\n".join([*preamble, r"\begin{document}", body, r"\end{document}"]))
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:]
 
 
 def test_resolved_config_is_written(smoke_run: tuple[Path, Path, str]) -> None:
