@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from xbench.explain.base import normalise
+
 #: ``explain(x, target) -> (B, H, W)`` maps.
 ExplainFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -41,13 +43,6 @@ class AttackParams(BaseModel):
     steps: int = Field(10, ge=0, description="T, PGD steps (0: no attack, E = 1)")
 
 
-def minmax(maps: Tensor, eps: float = 1e-8) -> Tensor:
-    """Min-max normalise each (H, W) map of a (B, H, W) batch."""
-    lo = maps.flatten(1).amin(dim=1)[:, None, None]
-    hi = maps.flatten(1).amax(dim=1)[:, None, None]
-    return (maps - lo) / (hi - lo + eps)
-
-
 def class_activation_map(features: Tensor, weights: Tensor, target: Tensor, size: tuple[int, int]) -> Tensor:
     """CAM (Zhou et al., CVPR 2016) of class ``target``: Σ_c W[k, c]·F_c, upsampled and min-max normalised.
 
@@ -59,7 +54,7 @@ def class_activation_map(features: Tensor, weights: Tensor, target: Tensor, size
     """
     cam = torch.einsum("bchw,bc->bhw", features, weights[target])
     cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return minmax(cam)
+    return normalise(cam)
 
 
 def background_mask(maps: Tensor, threshold: float) -> Tensor:
@@ -110,9 +105,9 @@ def explanation_consistency(
         maps: the clean maps, if already computed.
         explain_perturbed: explains x̂ (default ``explain``), e.g. with another seed for random maps.
     """
-    clean = minmax(maps if maps is not None else explain(x, y))
+    clean = normalise(maps if maps is not None else explain(x, y))
     x_hat = background_pgd(logits_fn, x, y, background_mask(clean, params.threshold), params)
-    perturbed = minmax((explain_perturbed or explain)(x_hat, y))
+    perturbed = normalise((explain_perturbed or explain)(x_hat, y))
     return map_cosine(clean, perturbed), x_hat
 
 

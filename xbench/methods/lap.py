@@ -59,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
+from xbench.explain.base import normalise
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.models.base import Backbone
 from xbench.registry import METHODS
@@ -157,10 +158,8 @@ class LAPNet(nn.Module):
 
 
 def _normalised(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
-    lo = up.flatten(1).amin(dim=1)[:, None, None]
-    hi = up.flatten(1).amax(dim=1)[:, None, None]
-    return (up - lo) / (hi - lo + 1e-8)
+    """(B, 1, h, w) score maps upsampled bilinearly to ``size`` and min-max normalised: (B, H, W)."""
+    return normalise(F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0])
 
 
 def injected(index: Tensor, fraction: float) -> Tensor:

@@ -89,6 +89,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
+from xbench.explain.base import normalise
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.methods.baseline import Classifier
 from xbench.models.base import Backbone
@@ -276,7 +277,4 @@ class TAME(Method):
         with torch.no_grad():
             a = model(x).maps[0]
             m = F.interpolate(label_maps(a, target), size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
-            m = m[:, 0]
-            lo = m.flatten(1).amin(dim=1)[:, None, None]
-            hi = m.flatten(1).amax(dim=1)[:, None, None]
-            return (m - lo) / (hi - lo).clamp_min(1e-12)
+            return normalise(m[:, 0])
