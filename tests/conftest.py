@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,3 +31,39 @@ def _one_thread() -> Iterator[None]:
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+SMOKE_RUN = ["suites/smoke.yaml", "--no-progress", "--set", "resources.cpus=1"]  # one thread: bitwise comparable
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """``(output, cache, stdout)`` of one serial run of suites/smoke.yaml (trains 8 cells: a few minutes).
+
+    Shared by the end-to-end tests and by the tests that compare other executors with it.
+    """
+    tmp = tmp_path_factory.mktemp("smoke")
+    out, cache = tmp / "out", tmp / "cache"
+    proc = subprocess.run(
+        [sys.executable, "-m", "xbench", "run", *SMOKE_RUN, "--output", str(out), "--cache-dir", str(cache)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, cache, proc.stdout
+
+
+def comparable(records: list[Any]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Every record's value, n and status by (cell, metric, exit, explainer), timing metrics left out.
+
+    Timings (``Metric.measures_time``) depend on the machine's load; everything else must be bitwise equal
+    between two runs with the same seed, device and thread count.
+    """
+    from xbench.registry import METRICS
+
+    timing = {name for name in METRICS.names() if METRICS.get(name).measures_time}
+    return {
+        (r.cell, r.metric, r.exit, r.explainer): (r.value, r.n, r.status) for r in records if r.metric not in timing
+    }

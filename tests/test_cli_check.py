@@ -9,12 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import make_record
 
 from xbench.cli import main
 from xbench.report.records import Record, write_records
-
-TOP1 = {"label": "Top-1", "unit": "%", "scale": 100.0, "decimals": 2}
-TIME = {"label": "Time", "unit": "s", "scale": 1.0, "decimals": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -23,30 +21,12 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+#: The run these records come from: a commit and one training setup.
+RUN: dict[str, Any] = {"git": "0123abc", "config": {"training": {"epochs": 2}}, "setup": "abc123"}
+
+
 def rec(method: str, seed: int, metric: str, value: float | None, **overrides: Any) -> Record:
-    fields: dict[str, Any] = {
-        "suite": "quick",
-        "dataset": "fmnist",
-        "method": method,
-        "seed": seed,
-        "metric": metric,
-        "value": value,
-        "n": 100,
-        "higher_is_better": True,
-        "category": "accuracy",
-        "display": TOP1,
-        "params": {},
-        "versions": {"xbench": "0.1.0"},
-        "git": "0123abc",
-        "device": "cpu",
-        "time_s": 0.1,
-        "method_name": method,
-        "cell": f"fmnist/{method}/seed{seed}",
-        "config": {"training": {"epochs": 2}},
-        "setup": "abc123",
-    }
-    fields.update(overrides)
-    return Record(**fields)
+    return make_record(method, seed, metric, value, **(RUN | overrides))
 
 
 def records(top1: tuple[float, ...] = (0.80, 0.82, 0.84), time: float = 1.0) -> list[Record]:
@@ -54,7 +34,7 @@ def records(top1: tuple[float, ...] = (0.80, 0.82, 0.84), time: float = 1.0) -> 
     out = []
     for seed in range(3):
         out.append(rec("egt", seed, "top1", top1[seed]))
-        out.append(rec("egt", seed, "time", time, higher_is_better=None, display=TIME, category="efficiency"))
+        out.append(rec("egt", seed, "time", time))
         out.append(rec("baseline", seed, "top1", 0.70 + 0.01 * seed))
     return out
 

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,22 +13,6 @@ import pytest
 
 from xbench.cli import main
 from xbench.report.records import read_records
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    """Run the smoke suite once for the module (it trains a model: a few seconds)."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    out, cache = tmp / "out", tmp / "cache"
-    proc = subprocess.run(
-        [sys.executable, "-m", "xbench", "run", "suites/smoke.yaml", "--output", str(out), "--cache-dir", str(cache)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out, cache, proc.stdout
 
 
 def test_smoke_suite_writes_every_output(smoke_run: tuple[Path, Path, str]) -> None:

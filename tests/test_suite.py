@@ -430,3 +430,38 @@ def test_garbage_set_keys_raise_only_config_error(key: str, raw: str) -> None:
             load_suite(path, [f"{key}={raw}"])
         except ConfigError as err:
             assert "\n" not in str(err)
+
+
+# -- method rows restricted to datasets ---------------------------------------------------------------
+TWO_DATASETS = {
+    "datasets": ["synthetic_shapes", {"name": "synthetic_shapes", "label": "shapes2", "params": {"seed": 1}}],
+    "methods": ["baseline", {"name": "egt", "datasets": ["shapes2"]}],
+}
+
+
+def test_method_rows_restricted_to_datasets_make_fewer_cells(tmp_path: Path) -> None:
+    from xbench.engine.runner import Runner, RunOptions
+
+    suite = load_suite(write(tmp_path / "s.yaml", {**TWO_DATASETS, "seeds": [0, 1]}))
+    assert suite.methods[1].datasets == ["shapes2"]
+    cells = [c.id for c in Runner(suite, RunOptions(progress=False)).cells()]
+    assert cells == [
+        "synthetic_shapes/baseline/seed0", "synthetic_shapes/baseline/seed1",
+        "shapes2/baseline/seed0", "shapes2/baseline/seed1", "shapes2/egt/seed0", "shapes2/egt/seed1",
+    ]  # fmt: skip
+    dumped = yaml.safe_load(dump_suite(suite))
+    assert dumped["methods"][1]["datasets"] == ["shapes2"] and "datasets" not in dumped["methods"][0]
+    assert load_suite(write(tmp_path / "again.yaml", dumped)) == suite
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"methods": ["baseline", {"name": "egt", "datasets": ["nope"]}]}, "methods[1].datasets[0]: 'nope' is not"),
+        ({"methods": [{"name": "egt", "datasets": []}]}, "methods[0].datasets: empty"),
+        ({"metrics": [{"name": "top1", "datasets": ["shapes2"]}]}, "metrics[0].datasets: only method rows"),
+        ({"backbone": {"name": "resnet_cifar", "datasets": ["shapes2"]}}, "backbone.datasets: only method rows"),
+    ],
+)
+def test_bad_dataset_restrictions(tmp_path: Path, change: dict[str, Any], expected: str) -> None:
+    assert expected in config_error(write(tmp_path / "s.yaml", {**TWO_DATASETS, **change}))

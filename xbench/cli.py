@@ -23,7 +23,9 @@ EXAMPLES = {
     "run": """examples:
   python -m xbench run suites/quick.yaml
   python -m xbench run suites/smoke.yaml --set training.epochs=1 --set seeds=[0,1]
-  python -m xbench run suites/quick.yaml --data-dir ~/data --device cpu""",
+  python -m xbench run suites/quick.yaml --data-dir ~/data --device cpu
+  python -m xbench run suites/quick.yaml --jobs 2                       # two cells at a time, one thread each
+  python -m xbench run suites/cifar100.yaml --executor ray --address auto   # on an existing Ray cluster""",
     "list": """examples:
   python -m xbench list methods
   python -m xbench list suites""",
@@ -103,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--export-reference", type=Path, metavar="DIR", help="also save every cell's trained model to DIR (+ manifest)"
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where cells run: this machine (default) or a Ray cluster, one task per cell",
+    )
+    run.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="local executor: run N cells at a time in worker processes (default 1: in this process)",
+    )
+    run.add_argument(
+        "--address",
+        metavar="auto|HOST:PORT",
+        help="--executor ray: the cluster to join (default: start a Ray instance on this machine)",
     )
     run.add_argument(
         "--progress",
@@ -187,13 +207,29 @@ def _add_tolerance_arg(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from xbench.engine.runner import RunOptions, run_suite
+    from xbench.engine.runner import RunOptions, run_suite, stage_summary
     from xbench.errors import ConfigError
     from xbench.suite import Suite, load_suite
 
+    if args.output is not None and str(args.output).strip() in ("", "."):
+        raise ConfigError(f"--output {str(args.output)!r}: give a results folder, not the current directory")
+    if args.address is not None and args.executor != "ray":
+        raise ConfigError(f"--address {args.address}: only applies to --executor ray")
+    if args.jobs > 1 and args.executor != "local":
+        raise ConfigError(f"--jobs {args.jobs}: only applies to --executor local (Ray schedules cells itself)")
     suite = load_suite(args.suite, args.overrides)
     # --output and --device are taken literally (not parsed as YAML like --set values).
     if args.output is not None:
@@ -209,9 +245,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         data_dir=args.data_dir, cache_dir=args.cache_dir, progress=progress, fail_fast=args.fail_fast,
         reference=args.reference, export_reference=args.export_reference,
+        executor=args.executor, jobs=args.jobs, address=args.address,
     )  # fmt: skip
     result = run_suite(suite, opts, source=str(args.suite))
     out = result.out_dir
+    print(stage_summary(result.timings))
     print(f"wrote {out}/: leaderboard.md/.csv/.tex, report.html, plots/, records.jsonl ({result.time_s:.1f}s)")
     if result.failed_cells:
         print(f"{len(result.failed_cells)} cell(s) failed: {', '.join(result.failed_cells)}", file=sys.stderr)

@@ -7,6 +7,10 @@ names the file and the key at fault, e.g.::
     suites/x.yaml: training.epochs: Input should be a valid integer (got 'ten')
     suites/x.yaml: methods[0].name: unknown method 'baselin'; did you mean 'baseline'?
 
+Stricter than plain YAML + pydantic: a key given twice in one mapping is an error (PyYAML
+would keep the last), a YAML boolean is never read as a number (``epochs: yes`` is not 1),
+and numbers, plugin parameters included, must be finite.
+
 A suite file::
 
     name: quick                    # defaults to the file's stem
@@ -25,9 +29,10 @@ A suite file::
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -36,7 +41,11 @@ from xbench.errors import ConfigError, UnknownNameError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+SEED_LIMIT = 2**32  # seeds are multiplied by ~1e6 to derive per-image seeds; torch takes < 2**64
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 
 
 class PluginSpec(_Strict):
@@ -45,6 +54,9 @@ class PluginSpec(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None
+    datasets: list[str] | None = Field(
+        None, description="method rows only: the dataset rows (labels) this method runs on; null: every dataset"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -68,7 +80,9 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["constant", "cosine", "step", "onecycle"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
-    step_epochs: list[int] = Field(default_factory=list, description="epochs at which 'step' divides lr by 10")
+    step_epochs: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, description="epochs at which 'step' divides lr by 10"
+    )
     limit: int | None = Field(None, ge=1, description="use only this many training images")
     holdout: int = Field(
         0, ge=0, description="training images held out (never trained on) for calibration, e.g. exit thresholds"
@@ -92,6 +106,18 @@ class DataConfig(_Strict):
     download: bool = True
 
 
+class ResourcesConfig(_Strict):
+    """What one cell uses: Ray requests it per task; ``cpus`` is also each cell's torch thread count."""
+
+    cpus: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads per cell; null: all cores in a serial run, cores // jobs with --jobs, 1 on Ray. "
+        "Results are bitwise reproducible for a given device and thread count",
+    )
+    gpus: float = Field(0.0, ge=0, description="GPUs per cell (Ray only; a fraction shares a GPU)")
+
+
 class Suite(_Strict):
     """A resolved suite: datasets × methods × seeds, and how to train and measure them."""
 
@@ -107,19 +133,35 @@ class Suite(_Strict):
         default_factory=lambda: [PluginSpec(name=n) for n in ("native", "gradcam", "random")],
         description="explainers every explanation metric is reported for",
     )
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: str = "auto"
     output: Path | None = None
     cache_dir: Path | None = None
     data: DataConfig = Field(default_factory=DataConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # The name is the default output folder: results/<name>.
+        if not v.strip() or v in (".", "..") or "/" in v or "\\" in v:
+            raise ValueError("must be a plain folder name (no '/'), e.g. quick")
+        return v
 
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+    @field_validator("output", "cache_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("must be a folder path, not empty")  # Path("") would be the working directory
         return v
 
     @model_validator(mode="after")
@@ -135,6 +177,18 @@ class Suite(_Strict):
         for i, name in enumerate(self.evaluation.explain_datasets or []):
             if name not in labels:
                 raise ValueError(f"evaluation.explain_datasets[{i}]: {name!r} is not one of the datasets {labels}")
+        for i, method in enumerate(self.methods):
+            for j, name in enumerate(method.datasets or []):
+                if name not in labels:
+                    raise ValueError(f"methods[{i}].datasets[{j}]: {name!r} is not one of the datasets {labels}")
+            if method.datasets is not None and not method.datasets:
+                raise ValueError(f"methods[{i}].datasets: empty; list dataset rows, or drop the key for every dataset")
+        for kind in ("datasets", "metrics", "explainers"):
+            for i, spec in enumerate(getattr(self, kind)):
+                if spec.datasets is not None:
+                    raise ValueError(f"{kind}[{i}].datasets: only method rows can be restricted to datasets")
+        if self.backbone.datasets is not None:
+            raise ValueError("backbone.datasets: only method rows can be restricted to datasets")
         return self
 
     @property
@@ -143,7 +197,32 @@ class Suite(_Strict):
 
 
 # -- loading -----------------------------------------------------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" may be overridden by later keys
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.setdefault(key, key_node)
+        except TypeError:  # an unhashable key: the standard constructor reports it
+            continue
+        if first is not key_node:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {first.start_mark.line + 1})", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``path``; any problem is a one-line ConfigError naming the file."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such suite file")
     try:
@@ -153,7 +232,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
+    except yaml.reader.ReaderError as err:  # a control character such as NUL: no mark, a position
+        line = text.count("\n", 0, err.position) + 1
+        char = err.character if isinstance(err.character, str) else chr(err.character)
+        problem = f"character #x{ord(char):04x} is not allowed in YAML"
+        raise ConfigError(f"{path}: line {line}: YAML syntax error: {problem}") from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -228,26 +312,34 @@ def apply_override(data: dict[str, Any], assignment: str, source: str = "--set")
     for i, part in enumerate(path[:-1]):
         nxt = path[i + 1]
         if isinstance(node, list):
-            if not isinstance(part, int) or part >= len(node):
-                raise ConfigError(f"{source} {key}: index {part} out of range (list of {len(node)})")
+            part = _index(node, part, key, source)
             if isinstance(node[part], str):  # a shorthand plugin name: expand to a mapping
                 node[part] = {"name": node[part]}
             node = node[part]
-        else:
+        elif isinstance(node, dict):
             if part not in node or node[part] is None:
                 node[part] = [] if isinstance(nxt, int) else {}
             elif isinstance(node[part], str) and not isinstance(nxt, int):
                 node[part] = {"name": node[part]}
             node = node[part]
+        else:  # e.g. training.epochs.x.y: epochs holds a number
+            raise ConfigError(f"{source} {key}: cannot set a key inside {type(node).__name__} value")
     last = path[-1]
     if isinstance(node, list):
-        if not isinstance(last, int) or last >= len(node):
-            raise ConfigError(f"{source} {key}: index {last} out of range (list of {len(node)})")
-        node[last] = value
+        node[_index(node, last, key, source)] = value
     elif isinstance(node, dict):
         node[str(last)] = value
     else:
         raise ConfigError(f"{source} {key}: cannot set a key inside {type(node).__name__} value")
+
+
+def _index(node: list[Any], part: str | int, key: str, source: str) -> int:
+    """``part`` as an index into the list ``node``, or a ConfigError for the ``--set`` path ``key``."""
+    if not isinstance(part, int):
+        raise ConfigError(f"{source} {key}: {part!r} is not an index; that key holds a list (use [0], [1], ...)")
+    if part >= len(node):
+        raise ConfigError(f"{source} {key}: index {part} out of range (list of {len(node)})")
+    return part
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -284,6 +376,11 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     """The first error of ``err`` as ``key.path: message``."""
     e = err.errors()[0]
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    if e["type"] == "invalid_key" or loc[-1:] == ("[key]",):  # a key that is not a string, e.g. 5:
+        key = e.get("input")
+        parent = ".".join(x for x in (prefix, _loc(loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1])) if x)
+        return f"{parent + ': ' if parent else ''}key {key!r}: keys must be strings{more}".replace(".[", "[")
     where = _loc(loc)
     full = ".".join(x for x in (prefix, where) if x).replace(".[", "[")
     if e["type"] == "extra_forbidden":
@@ -293,10 +390,32 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     msg = e["msg"].removeprefix("Value error, ")
     got = e.get("input")
     shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f" (got {got!r})"
-    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
     if not full:  # a whole-suite check; its message names the key itself
         return f"{msg}{more}"
     return f"{full}: {msg}{shown}{more}"
+
+
+def number_problem(raw: Any, validated: Any, where: str = "") -> str | None:
+    """The first number that validation let through but should not have, as ``key.path: problem``.
+
+    pydantic reads ``true`` as 1 for a number field (``epochs: yes`` would mean one epoch) and
+    accepts ``.inf``/``.nan`` unless told not to. ``validated`` is the validated model's
+    ``model_dump()``, which mirrors the layout of ``raw``.
+    """
+    if isinstance(raw, bool):
+        return None if isinstance(validated, bool) else f"{where}: expected a number, not a boolean (got {raw!r})"
+    if isinstance(validated, float) and not math.isfinite(validated):
+        return f"{where}: Input should be a finite number (got {raw!r})"
+    pairs: list[tuple[str, Any, Any]] = []
+    if isinstance(raw, dict) and isinstance(validated, dict):
+        pairs = [(f"{where}.{k}" if where else str(k), v, validated[k]) for k, v in raw.items() if k in validated]
+    elif isinstance(raw, list) and isinstance(validated, list | tuple) and len(raw) == len(validated):
+        pairs = [(f"{where}[{i}]", v, validated[i]) for i, v in enumerate(raw)]
+    for key, value, done in pairs:
+        found = number_problem(value, done, key)
+        if found is not None:
+            return found
+    return None
 
 
 def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel]]:
@@ -325,9 +444,13 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
             except UnknownNameError as err:
                 raise ConfigError(f"{prefix}{where}.name: {err}") from err
             try:
-                validated[key][spec.display] = cls.Params.model_validate(spec.params)
+                params = cls.Params.model_validate(spec.params)
             except ValidationError as err:
                 raise ConfigError(f"{prefix}{format_validation_error(err, cls.Params, f'{where}.params')}") from err
+            problem = number_problem(spec.params, params.model_dump(), f"{where}.params")
+            if problem is not None:
+                raise ConfigError(f"{prefix}{problem}")
+            validated[key][spec.display] = params
     return validated
 
 
@@ -348,7 +471,7 @@ def _blame(message: str, path: Path, chain: list[tuple[Path, Any]], overrides: t
     for assignment in reversed(overrides):
         key = assignment.partition("=")[0].strip()
         norm = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
-        if where == norm or where.startswith((norm + ".", norm + "[")) or norm.startswith(where + "."):
+        if where == norm or where.startswith((norm + ".", norm + "[")) or norm.startswith((where + ".", where + "[")):
             return f"{path}: --set {message}"
     for file, raw in chain[1:]:
         if not _has_path(chain[0][1], where) and _has_path(raw, where):
@@ -368,6 +491,9 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), ch
         suite = Suite.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_blame(format_validation_error(err, Suite), path, chain, overrides)) from err
+    problem = number_problem(data, suite.model_dump())
+    if problem is not None:
+        raise ConfigError(_blame(problem, path, chain, overrides))
     if suite.output is None:
         suite = suite.model_copy(update={"output": suite.output_dir})
     if check_plugins:
@@ -380,4 +506,11 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), ch
 
 def dump_suite(suite: Suite) -> str:
     """The resolved suite as YAML (written next to the results)."""
-    return yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    data = suite.model_dump(mode="json")
+    for kind in ("datasets", "methods", "metrics", "explainers"):  # an unset row filter is noise
+        for row in data[kind]:
+            if row.get("datasets") is None:
+                row.pop("datasets", None)
+    if data["backbone"].get("datasets") is None:
+        data["backbone"].pop("datasets", None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -188,3 +188,49 @@ def test_real_debian_files(tmp_path: Path, no_fetch: list[Path]) -> None:
     assert test.labels.bincount().tolist() == [1000] * 10
     assert abs(float(train.images.mean()) - 0.2860) < 1e-3
     assert abs(float(train.images.std()) - 0.3530) < 1e-3
+
+
+def test_header_whose_size_overflows_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "x-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**31, 2**31, 2**31))  # 2**93 bytes, 0 in int64
+    with pytest.raises(DataError, match=f"IDX file {re.escape(str(path))} has 0 data bytes.*truncated or corrupt"):
+        fm.read_idx(path)
+
+
+def test_truncated_file_through_load_names_it(tmp_path: Path, no_system_dirs: None) -> None:
+    make_split(tmp_path, "test", 6, seed=0, compress=False)
+    images = tmp_path / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-28])  # one row of the last image
+    with pytest.raises(DataError, match=rf"{re.escape(str(images))} has 4676 data bytes .* needs 4704 \(truncated"):
+        load("test", tmp_path)
+
+
+def test_empty_split_is_an_error(tmp_path: Path, no_system_dirs: None) -> None:
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8), compress=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(0, np.uint8), compress=True)
+    with pytest.raises(DataError, match=f"{re.escape(str(tmp_path / 't10k-images-idx3-ubyte.gz'))} holds no images"):
+        load("test", tmp_path)
+
+
+def test_wrong_shapes_and_types_name_the_file(tmp_path: Path, no_system_dirs: None) -> None:
+    make_split(tmp_path, "test", 4, seed=0, compress=False)
+    images, labels = tmp_path / "t10k-images-idx3-ubyte", tmp_path / "t10k-labels-idx1-ubyte"
+    write_idx(images, np.zeros((4, 32, 32), np.uint8), compress=False)
+    with pytest.raises(DataError, match=rf"{re.escape(str(images))} should hold uint8 images .*, not uint8 \(4, 32"):
+        load("test", tmp_path)
+    make_split(tmp_path, "test", 4, seed=0, compress=False)
+    labels.write_bytes(bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 4) + np.arange(4, dtype=">i4").tobytes())
+    with pytest.raises(DataError, match=rf"{re.escape(str(labels))} should hold uint8 labels .* not int32 \(4,\)"):
+        load("test", tmp_path)
+
+
+def test_incomplete_folder_names_the_missing_file(tmp_path: Path, no_system_dirs: None, no_fetch: list[Path]) -> None:
+    make_split(tmp_path / "fm", "test", 4, seed=0, compress=True)
+    (tmp_path / "fm" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataNotFoundError) as info:
+        load("test", tmp_path / "fm")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'fm'} has t10k-images-idx3-ubyte.gz but not t10k-labels-idx1-ubyte[.gz]; ")
+    assert "downloads are disabled" in message and "\n" not in message
+    # The other split's files are not "missing" while the test split is what is loaded.
+    assert "train-images" not in message.split(";")[0]

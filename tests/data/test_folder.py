@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,61 @@ def test_read_mask_rules(tmp_path: Path) -> None:
     assert read_mask(path).tolist() == [[False, False], [True, True]]
     Image.fromarray(np.array([[False, True], [False, False]])).save(path)  # a 1-bit PNG
     assert read_mask(path).tolist() == [[False, True], [False, False]]
+
+
+@pytest.mark.parametrize(
+    ("rel", "damage", "params", "problem"),
+    [
+        ("train/cat/a.png", "truncate", {}, "cannot read image"),  # the first image, which fixes the size
+        ("test/dog/e.jpg", "truncate", {}, "cannot read image"),
+        ("train/dog/c.png", "empty", {"masks": False}, "cannot read image"),
+        ("masks/train/cat/b.png", "junk", {}, "cannot read mask"),
+        ("masks/test/cat/d.png", "truncate", {"image_size": 8}, "cannot read mask"),
+    ],
+)
+def test_corrupt_files_name_the_file(
+    tmp_path: Path, rel: str, damage: str, params: dict[str, Any], problem: str
+) -> None:
+    make_tree(tmp_path)
+    path = tmp_path / rel
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "junk": b"GIF89a not really"}[damage])
+    with pytest.raises(DataError, match=f"{problem} {re.escape(str(path))}") as info:
+        load(rel.removeprefix("masks/").split("/")[0], tmp_path, **params)
+    assert "\n" not in str(info.value)
+
+
+def test_broken_symlink_is_a_missing_image(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    link = tmp_path / "train" / "dog" / "z.png"
+    link.symlink_to(tmp_path / "elsewhere" / "z.png")
+    with pytest.raises(DataError, match=f"image {re.escape(str(link))} is missing.*elsewhere"):
+        load("train", tmp_path)
+    # A link to an existing image is an image like any other.
+    link.unlink()
+    link.symlink_to(tmp_path / "train" / "dog" / "c.png")
+    (tmp_path / "masks" / "train" / "dog" / "z.png").symlink_to(tmp_path / "masks" / "train" / "dog" / "c.png")
+    assert load("train", tmp_path).labels.tolist() == [0, 0, 1, 1]
+
+
+def test_missing_test_split_names_the_folder(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    shutil.rmtree(tmp_path / "test")
+    assert load("train", tmp_path).labels.tolist() == [0, 0, 1]
+    with pytest.raises(DataNotFoundError, match=re.escape(str(tmp_path / "test"))):
+        load("test", tmp_path)
+
+
+def test_unlistable_folder_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tree(tmp_path)
+    locked = tmp_path / "train" / "dog"
+    iterdir = Path.iterdir
+
+    def guarded(self: Path) -> Any:
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", guarded)  # chmod does not stop root, who may run the tests
+    with pytest.raises(DataError, match=f"cannot list {re.escape(str(locked))}: Permission denied"):
+        load("train", tmp_path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xbench.data.base import ImageSplit
+from xbench.engine.cache import Cache
+from xbench.engine.runner import EpochCheckpoints
 from xbench.engine.train import TrainingError, augment, lr_factor, random_crop, train
 from xbench.methods.base import Batch, MethodContext, ModelOutput, NoParams
 from xbench.methods.baseline import Baseline
@@ -262,3 +266,79 @@ def test_augmentation_moves_masks_with_their_images() -> None:
     cfg = CFG.model_copy(update={"epochs": 2, "augment": ["crop", "flip"]})
     train(method, method.build(), data, cfg, CPU, seed=0, progress=False)
     assert method.aligned and all(method.aligned)
+
+
+# -- epoch checkpoints ------------------------------------------------------------------------------
+class Stateful(Baseline):
+    """Keeps state between epochs and draws from torch's global generator in its loss."""
+
+    def __init__(self, params: NoParams, ctx: MethodContext) -> None:
+        super().__init__(params, ctx)
+        self.scale = torch.ones(())
+
+    def on_epoch_start(self, model: torch.nn.Module, epoch: int, data: ImageSplit, device: torch.device) -> None:
+        self.scale = self.scale * 0.8
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"scale": self.scale.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.scale = state["scale"]
+
+    def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
+        w = torch.rand(batch.y.shape[0])
+        return self.scale * (w * F.cross_entropy(output.logits, batch.y, reduction="none")).mean()
+
+
+class Killed(Exception):
+    pass
+
+
+class DiesAfterEpoch:
+    """Saves epoch checkpoints through the real cache (torch.save, weights-only load), then 'dies'."""
+
+    def __init__(self, store: EpochCheckpoints, epoch: int | None) -> None:
+        self.store, self.epoch = store, epoch
+
+    def load(self) -> dict[str, Any] | None:
+        return self.store.load()
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.store.save(state)
+        if state["epoch"] == self.epoch:
+            raise Killed
+
+
+def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    data = halves_dataset(n=64)
+    cfg = TrainingConfig(epochs=4, batch_size=16, lr=0.05, augment=["crop", "flip"])
+    store = EpochCheckpoints(Cache(tmp_path), "k" * 64, "cell")
+
+    def fresh() -> tuple[Baseline, torch.nn.Module]:
+        method = tiny_method(data, Stateful)
+        torch.manual_seed(0)
+        return method, method.build()
+
+    method, model = fresh()
+    whole = train(method, model, data, cfg, CPU, seed=3, progress=False)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+
+    method, model = fresh()
+    with pytest.raises(Killed):
+        train(method, model, data, cfg, CPU, seed=3, progress=False, checkpoint=DiesAfterEpoch(store, 2))
+    saved = store.load()
+    assert saved is not None and saved["epoch"] == 2
+
+    method, model = fresh()
+    torch.manual_seed(12345)  # a new process: the global generator is elsewhere
+    resumed = train(method, model, data, cfg, CPU, seed=3, progress=False, checkpoint=DiesAfterEpoch(store, None))
+    assert resumed.resumed_from == 2 and whole.resumed_from == 0
+    assert resumed.steps == whole.steps and resumed.final_loss == whole.final_loss
+    assert all(torch.equal(expected[k], v) for k, v in model.state_dict().items())
+    assert float(method.scale) == pytest.approx(0.8**4)  # restored, then one decay per remaining epoch
+
+    # Without the method's state, the same resume gives other weights: the state matters.
+    method, model = fresh()
+    method.load_state_dict = lambda state: None  # type: ignore[method-assign]
+    train(method, model, data, cfg, CPU, seed=3, progress=False, checkpoint=store)
+    assert not all(torch.equal(expected[k], v) for k, v in model.state_dict().items())

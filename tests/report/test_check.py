@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pytest
+from helpers import PARAMS, make_record
 from scipy import stats
 
 from xbench.errors import ConfigError, DataError
@@ -31,40 +32,22 @@ from xbench.report.check import (
 )
 from xbench.report.records import Record
 
-TOP1 = {"label": "Top-1", "unit": "%", "scale": 100.0, "decimals": 2}
-TIME = {"label": "Time", "unit": "s", "scale": 1.0, "decimals": 2}
-PARAMS = {"label": "Params", "unit": "M", "scale": 1e-6, "decimals": 3}
 CREATED = "2025-01-01T00:00:00+00:00"
 # 95% Student-t half-width of [0.80, 0.82, 0.84]: t(0.975, 2) * 0.02 / sqrt(3) = 4.302653 * 0.011547 = 0.049683.
 CI3 = 0.049683
 
 
+#: The run these records come from: two library versions, a commit, and settings with a data path.
+RUN: dict[str, Any] = {
+    "versions": {"xbench": "0.1.0", "torch": "2.5.0"},
+    "git": "0123abc",
+    "config": {"training": {"epochs": 2}, "data_source": "/home/someone/data"},
+    "setup": "setup-a",
+}
+
+
 def rec(method: str, seed: int, metric: str, value: float | None, **overrides: Any) -> Record:
-    fields: dict[str, Any] = {
-        "suite": "quick",
-        "dataset": "fmnist",
-        "method": method,
-        "seed": seed,
-        "metric": metric,
-        "value": value,
-        "n": 100,
-        "higher_is_better": True,
-        "category": "accuracy",
-        "display": TOP1,
-        "params": {},
-        "versions": {"xbench": "0.1.0", "torch": "2.5.0"},
-        "git": "0123abc",
-        "device": "cpu",
-        "time_s": 0.1,
-        "method_name": method,
-        "cell": f"{method}/{seed}",
-        "config": {"training": {"epochs": 2}, "data_source": "/home/someone/data"},
-        "setup": "setup-a",
-    }
-    if value is None:
-        fields.update(status="failed", error="RuntimeError: boom")
-    fields.update(overrides)
-    return Record(**fields)
+    return make_record(method, seed, metric, value, **(RUN | overrides))
 
 
 def seeds(method: str, metric: str, values: list[float | None], **overrides: Any) -> list[Record]:
@@ -75,8 +58,8 @@ def run_records(top1: list[float | None] | None = None, time: list[float] | None
     """egt: top1 (higher is better) and time (no direction) over three seeds, params (lower is better)."""
     return [
         *seeds("egt", "top1", top1 or [0.80, 0.82, 0.84]),
-        *seeds("egt", "time", time or [1.0, 1.0, 1.0], higher_is_better=None, display=TIME, category="efficiency"),
-        *seeds("egt", "params", [77754.0] * 3, higher_is_better=False, display=PARAMS, category="efficiency"),
+        *seeds("egt", "time", time or [1.0, 1.0, 1.0]),
+        *seeds("egt", "params", [77754.0] * 3),
     ]
 
 

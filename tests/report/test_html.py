@@ -8,42 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import make_energy_record, make_record
 from matplotlib.figure import Figure
 
 from xbench.errors import DataError
 from xbench.report.html import markdown_to_html, render_html, write_html
+from xbench.report.outputs import write_report
 from xbench.report.plots import save_figure
 from xbench.report.records import Record
 
-TOP1 = {"label": "Top-1", "unit": "%", "scale": 100.0, "decimals": 2}
 EVIL = "<script>alert(1)</script>"
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr", "area", "base", "embed", "track"}
 
 
+RUN: dict[str, Any] = {"versions": {"xbench": "0.1.0", "torch": "2.5.1"}, "git": "abc1234"}
+
+
 def rec(method: str, seed: int, metric: str, value: float | None, **overrides: Any) -> Record:
-    fields: dict[str, Any] = {
-        "suite": "quick",
-        "dataset": "fmnist",
-        "method": method,
-        "seed": seed,
-        "metric": metric,
-        "value": value,
-        "n": 100,
-        "higher_is_better": True,
-        "category": "accuracy",
-        "display": TOP1,
-        "params": {},
-        "versions": {"xbench": "0.1.0", "torch": "2.5.1"},
-        "git": "abc1234",
-        "device": "cpu",
-        "time_s": 0.1,
-        "method_name": method,
-        "cell": f"fmnist/{method}/{seed}",
-    }
-    if value is None:
-        fields.update(status="failed", error="RuntimeError: boom")
-    fields.update(overrides)
-    return Record(**fields)
+    return make_record(method, seed, metric, value, **(RUN | overrides))
 
 
 def records() -> list[Record]:
@@ -52,7 +34,7 @@ def records() -> list[Record]:
         rec("egt", 1, "top1", 0.83),
         rec(EVIL, 0, "top1", 0.70),
         rec("broken", 0, "top1", None),
-        rec("egt", 0, "pointing", 0.5, explainer="native", category="localization"),
+        rec("egt", 0, "pointing_game", 0.5, explainer="native"),
     ]
 
 
@@ -130,6 +112,36 @@ def test_every_plot_is_embedded_once_with_its_title(tmp_path: Path, plots: list[
     text = render_html(records(), plots, "r")
     assert text.index('id="plots"') < text.index("accuracy_fmnist") < text.index('id="saliency"')
     assert text.index('id="saliency"') < text.index('id="saliency_fmnist"')
+
+
+def test_branch_energy_heatmaps_get_their_own_section(tmp_path: Path, plots: list[Path]) -> None:
+    energy = tiny_plot(tmp_path / "plots", "branch_energy_fmnist_coded", "fmnist: coded: branch energy share")
+    text = render_html(records(), [*plots[:2], *energy, *plots[2:]], "r")
+    page = parse(text)
+    assert [img["alt"] for img in page.images] == [
+        "fmnist: accuracy metrics",
+        "fmnist: coded: branch energy share",
+        "fmnist: saliency maps",
+    ]
+    section = text[text.index('id="branch-energy"') : text.index('id="saliency"')]
+    assert "<h2>Branch energy (Coded ResNeXt)</h2>" in section and 'id="branch_energy_fmnist_coded"' in section
+    assert "codeword are outlined" in section
+    assert text.index('id="plots"') < text.index('id="branch-energy"')
+    assert 'id="branch-energy"' not in render_html(records(), plots, "r")  # no heatmaps, no section
+
+
+def test_write_report_draws_and_embeds_the_heatmap_of_each_coded_row(tmp_path: Path) -> None:
+    energy = [[[0.5, 0.5, 0.0, 0.0], [0.5, 0.0, 0.0, 0.5]], [[0.25, 0.25, 0.25, 0.25], [0.0, 0.5, 0.5, 0.0]]]
+    paths = write_report([*records(), make_energy_record("coded_resnext", 0, energy)], tmp_path, "run")
+    heatmap = tmp_path / "plots" / "branch_energy_fmnist_coded_resnext.png"
+    assert heatmap in paths and heatmap.with_suffix(".pdf") in paths and heatmap.stat().st_size > 0
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    page = parse(text)
+    section = text[text.index('id="branch-energy"') :]
+    assert 'id="branch_energy_fmnist_coded_resnext"' in section
+    data = base64.b64encode(heatmap.read_bytes()).decode()
+    assert f"data:image/png;base64,{data}" in [img["src"] for img in page.images]
+    assert "fmnist: coded_resnext: branch energy share per class and coded block" in " ".join(page.text)
 
 
 def test_method_labels_are_escaped(tmp_path: Path) -> None:

@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import ENERGY_CLASSES, ENERGY_CODEWORDS, make_energy_record
+from helpers import make_record as rec
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from PIL import Image
 from scipy import stats
 
@@ -16,6 +19,7 @@ from xbench.errors import DataError
 from xbench.report.plots import (
     figure_accuracy_per_exit,
     figure_accuracy_vs_macs,
+    figure_branch_energy,
     figure_category,
     figure_saliency_grid,
     mean_ci,
@@ -28,43 +32,9 @@ from xbench.report.plots import (
 )
 from xbench.report.records import Record
 
-TOP1 = {"label": "Top-1", "unit": "%", "scale": 100.0, "decimals": 2}
-POLICY = {"label": "Top-1 (policy)", "unit": "%", "scale": 100.0, "decimals": 2}
-EMACS = {"label": "E[MACs]", "unit": "M", "scale": 1e-6, "decimals": 1}
-MACS = {"label": "MACs", "unit": "M", "scale": 1e-6, "decimals": 1}
 POINTING = {"label": "Pointing game", "unit": "%", "scale": 100.0}
 IOU: dict[str, Any] = {"display": {"label": "IoU"}, "higher_is_better": None}
 DPI = 40
-
-
-def rec(method: str, seed: int, metric: str, value: float | None, **overrides: Any) -> Record:
-    fields: dict[str, Any] = {
-        "suite": "quick",
-        "dataset": "fmnist",
-        "method": method,
-        "seed": seed,
-        "metric": metric,
-        "value": value,
-        "n": 100,
-        "higher_is_better": True,
-        "category": "accuracy",
-        "display": TOP1,
-        "params": {},
-        "versions": {"xbench": "0.1.0"},
-        "git": None,
-        "device": "cpu",
-        "time_s": 0.1,
-        "method_name": method,
-        "cell": f"{method}/{seed}",
-    }
-    if value is None:
-        fields.update(status="failed", error="RuntimeError: boom")
-    fields.update(overrides)
-    return Record(**fields)
-
-
-def cost(method: str, seed: int, metric: str, value: float, display: dict[str, Any] = EMACS) -> Record:
-    return rec(method, seed, metric, value, category="efficiency", higher_is_better=False, display=display)
 
 
 def curve(offset: float) -> list[dict[str, float]]:
@@ -80,12 +50,12 @@ def tradeoff_records() -> list[Record]:
     records = []
     for seed, offset in enumerate([0.0, 0.02]):
         records += [
-            rec("egt", seed, "policy_top1", 0.80 + offset, display=POLICY, params={"curve": curve(offset)}),
-            cost("egt", seed, "expected_flops", 2e6),
-            rec("base", seed, "policy_top1", 0.75, display=POLICY),
-            cost("base", seed, "expected_flops", 3e6),
+            rec("egt", seed, "policy_top1", 0.80 + offset, params={"curve": curve(offset)}),
+            rec("egt", seed, "expected_flops", 2e6),
+            rec("base", seed, "policy_top1", 0.75),
+            rec("base", seed, "expected_flops", 3e6),
             rec("plain", seed, "top1", 0.90),
-            cost("plain", seed, "flops", 8e6, display=MACS),
+            rec("plain", seed, "flops", 8e6),
         ]
     return records
 
@@ -273,6 +243,92 @@ def test_write_plots_writes_what_has_data_and_skips_the_rest(tmp_path: Path) -> 
     assert all(p.parent == tmp_path / "report" / "plots" and p.stat().st_size > 0 for p in paths)
     assert write_plots([], tmp_path / "empty", saliency=None) == []
     assert not (tmp_path / "empty" / "plots").exists()
+
+
+# ----------------------------------------------------------------------------- branch energy
+
+# Two seeds of one Coded ResNeXt row: block l's rows are classes 0 and 2, each summing to 1.
+ENERGY_SEED0 = [[[0.5, 0.5, 0.0, 0.0], [0.5, 0.0, 0.0, 0.5]], [[0.25, 0.25, 0.25, 0.25], [0.0, 0.5, 0.5, 0.0]]]
+ENERGY_SEED1 = [[[0.3, 0.3, 0.2, 0.2], [0.5, 0.0, 0.0, 0.5]], [[0.25, 0.25, 0.25, 0.25], [0.0, 0.3, 0.3, 0.4]]]
+
+
+def energy_records() -> list[Record]:
+    return [make_energy_record("coded_resnext", 0, ENERGY_SEED0), make_energy_record("coded_resnext", 1, ENERGY_SEED1)]
+
+
+def heatmap_axes(fig: Figure) -> list[Any]:
+    """The heatmap of each block (the colour bar has an axis of its own)."""
+    return [ax for ax in fig.axes if ax.get_title().startswith("block ")]
+
+
+def outlined_cells(ax: Any) -> set[tuple[int, int]]:
+    """(column, row) of every cell with a white outline."""
+    return {
+        (round(p.get_x()), round(p.get_y()))
+        for p in ax.patches
+        if isinstance(p, Rectangle) and p.get_edgecolor()[:3] == (1.0, 1.0, 1.0)
+    }
+
+
+def test_branch_energy_heatmap_per_block_averages_seeds_and_outlines_the_codewords() -> None:
+    fig = figure_branch_energy([*energy_records(), rec("coded_resnext", 0, "top1", 0.9)], "fmnist", "coded_resnext")
+    assert fig is not None
+    assert title(fig) == (
+        "fmnist: coded_resnext: branch energy share per class and coded block\n"
+        "(rows sum to 1; codeword branches outlined; mean over 2 seeds)"
+    )
+    axes = heatmap_axes(fig)
+    assert len(axes) == 2
+    # Block 0: class 0 (code 1100) [.4 .4 .1 .1] -> 80% on code; class 2 (code 1001) [.5 0 0 .5] -> 100%: 90%.
+    # Block 1: class 0 (code 1010) uniform -> 50%; class 2 (code 0110) [0 .4 .4 .2] -> 80%: 65%.
+    assert [ax.get_title() for ax in axes] == [
+        "block 0: 90% on code\n(2 of 4 branches per class)",
+        "block 1: 65% on code\n(2 of 4 branches per class)",
+    ]
+    for ax, first, second in zip(axes, ENERGY_SEED0, ENERGY_SEED1, strict=True):
+        shown = np.asarray(ax.collections[0].get_array()).reshape(2, 4)
+        np.testing.assert_allclose(shown, (np.asarray(first) + np.asarray(second)) / 2)
+    for ax, codes in zip(axes, ENERGY_CODEWORDS, strict=True):
+        expected = {(n, row) for row, k in enumerate(ENERGY_CLASSES) for n, w in enumerate(codes[k]) if w}
+        assert outlined_cells(ax) == expected  # class 2's codeword on the second row: rows follow "classes"
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == ["shirt", "boot"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["0", "1", "2", "3"]
+    assert axes[0].get_xlabel() == "branch" and axes[0].get_ylabel() == "class"
+    colorbars = [ax for ax in fig.axes if ax not in axes]
+    assert len(colorbars) == 1 and colorbars[0].get_ylabel() == "share of the class's energy"
+
+
+def test_branch_energy_heatmap_needs_matrices() -> None:
+    records = energy_records()
+    assert figure_branch_energy(records, "fmnist", "egt") is None
+    assert figure_branch_energy(records, "cifar10", "coded_resnext") is None
+    bare = [r.model_copy(update={"params": {}}) for r in records]
+    assert figure_branch_energy(bare, "fmnist", "coded_resnext") is None
+    one = figure_branch_energy(records[:1], "fmnist", "coded_resnext")
+    assert one is not None and title(one).endswith("; 1 seed)")
+
+
+def test_write_plots_writes_a_branch_energy_heatmap_per_coded_row(tmp_path: Path) -> None:
+    records = [
+        *energy_records(),
+        make_energy_record("coded μ", 0, ENERGY_SEED0),
+        make_energy_record("coded λ", 0, ENERGY_SEED1),  # slugs like "coded μ": gets a suffix, not overwritten
+    ]
+    paths = write_plots(records, tmp_path, dpi=DPI)
+    names = [p.name for p in paths]
+    assert names == [
+        "consistency_fmnist.png",
+        "consistency_fmnist.pdf",
+        "branch_energy_fmnist_coded_resnext.png",
+        "branch_energy_fmnist_coded_resnext.pdf",
+        "branch_energy_fmnist_coded.png",
+        "branch_energy_fmnist_coded.pdf",
+        "branch_energy_fmnist_coded-2.png",
+        "branch_energy_fmnist_coded-2.pdf",
+    ]
+    assert all(p.stat().st_size > 0 for p in paths)
+    with Image.open(tmp_path / "plots" / "branch_energy_fmnist_coded-2.png") as image:
+        assert image.text["Title"].startswith("fmnist: coded λ: branch energy share per class and coded block")
 
 
 # ----------------------------------------------------------------------------- saliency

@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import METRIC_FIELDS, make_record
 from pydantic import ValidationError
 
 from xbench.errors import DataError, OutputError, XBenchError
+from xbench.registry import METRICS
 from xbench.report.records import (
     Record,
     append_records,
@@ -21,37 +23,33 @@ from xbench.report.records import (
     write_records,
 )
 
+#: A record with every field set: non-ASCII text, an exit, nested params, a git hash.
+EXAMPLE: dict[str, Any] = {
+    "dataset": "fashion_mnist_cluttered",
+    "method": "EGT (λ=0)",
+    "metric": "pointing_game",
+    "value": 0.91,
+    "exit": 2,
+    "n": 1000,
+    "display": {"label": "Pointing game", "unit": "%", "scale": 100.0, "decimals": 1},
+    "params": {"tolerance": 15, "classes": ["a", "b"]},
+    "versions": {"xbench": "0.1.0", "torch": "2.5.0", "python": "3.11.9"},
+    "git": "0123abc",
+    "time_s": 12.3,
+    "method_name": "egt",
+    "cell": "quick/fashion_mnist_cluttered/egt/0",
+}
 
-def make_record(**overrides: Any) -> Record:
-    fields: dict[str, Any] = {
-        "suite": "quick",
-        "dataset": "fashion_mnist_cluttered",
-        "method": "EGT (λ=0)",
-        "seed": 0,
-        "metric": "pointing_game",
-        "value": 0.91,
-        "exit": 2,
-        "n": 1000,
-        "higher_is_better": True,
-        "category": "localization",
-        "display": {"label": "Pointing game", "unit": "%", "scale": 100.0, "decimals": 1},
-        "params": {"tolerance": 15, "classes": ["a", "b"]},
-        "versions": {"xbench": "0.1.0", "torch": "2.5.0", "python": "3.11.9"},
-        "git": "0123abc",
-        "device": "cpu",
-        "time_s": 12.3,
-        "method_name": "egt",
-        "cell": "quick/fashion_mnist_cluttered/egt/0",
-    }
-    fields.update(overrides)
-    return Record(**fields)
+
+def full_record(**overrides: Any) -> Record:
+    return make_record(**(EXAMPLE | overrides))
 
 
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     records = [
-        make_record(),
-        make_record(seed=1, value=0.5, exit=None, git=None, time_s=None),
-        make_record(seed=2, value=None, status="failed", error="RuntimeError: boom\nTraceback ..."),
+        full_record(),
+        full_record(seed=1, value=0.5, exit=None, git=None, time_s=None),
+        full_record(seed=2, value=None, status="failed", error="RuntimeError: boom\nTraceback ..."),
     ]
     path = write_records(tmp_path / "records.jsonl", records)
     assert read_records(path) == records
@@ -59,7 +57,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
 
 
 def test_numbers_are_stored_as_numbers(tmp_path: Path) -> None:
-    path = write_records(tmp_path / "r.jsonl", [make_record()])
+    path = write_records(tmp_path / "r.jsonl", [full_record()])
     lines = path.read_text().splitlines()
     assert len(lines) == 1
     row = json.loads(lines[0])
@@ -70,7 +68,7 @@ def test_numbers_are_stored_as_numbers(tmp_path: Path) -> None:
 
 
 def test_numpy_values_become_plain_json_and_round_trip(tmp_path: Path) -> None:
-    record = make_record(
+    record = full_record(
         seed=np.int64(3),
         value=np.float32(0.25),
         params={"k": np.int64(5), "eps": np.float64(0.1), "shape": (2, 3)},
@@ -84,23 +82,23 @@ def test_numpy_values_become_plain_json_and_round_trip(tmp_path: Path) -> None:
 
 def test_write_replaces_and_append_extends(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "r.jsonl"
-    write_records(path, [make_record(seed=0), make_record(seed=1)])
-    write_records(path, [make_record(seed=5)])
+    write_records(path, [full_record(seed=0), full_record(seed=1)])
+    write_records(path, [full_record(seed=5)])
     assert [r.seed for r in read_records(path)] == [5]
-    append_records(path, [make_record(seed=6), make_record(seed=7)])
-    append_records(tmp_path / "new.jsonl", [make_record(seed=8)])
+    append_records(path, [full_record(seed=6), full_record(seed=7)])
+    append_records(tmp_path / "new.jsonl", [full_record(seed=8)])
     assert [r.seed for r in read_records(path)] == [5, 6, 7]
     assert [r.seed for r in read_records(tmp_path / "new.jsonl")] == [8]
 
 
 def test_blank_lines_are_skipped(tmp_path: Path) -> None:
-    path = write_records(tmp_path / "r.jsonl", [make_record(seed=0), make_record(seed=1)])
+    path = write_records(tmp_path / "r.jsonl", [full_record(seed=0), full_record(seed=1)])
     path.write_text(path.read_text().replace("\n", "\n\n", 1))
     assert [r.seed for r in read_records(path)] == [0, 1]
 
 
 def test_invalid_json_names_file_and_line(tmp_path: Path) -> None:
-    path = write_records(tmp_path / "r.jsonl", [make_record(seed=0), make_record(seed=1)])
+    path = write_records(tmp_path / "r.jsonl", [full_record(seed=0), full_record(seed=1)])
     lines = path.read_text().splitlines()
     path.write_text(lines[0] + "\n" + lines[1][:-10] + "\n")
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: invalid JSON") as info:
@@ -109,9 +107,9 @@ def test_invalid_json_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_truncated_line_then_append_reports_only_the_broken_line(tmp_path: Path) -> None:
-    path = write_records(tmp_path / "r.jsonl", [make_record(seed=0)])
+    path = write_records(tmp_path / "r.jsonl", [full_record(seed=0)])
     path.write_text(path.read_text()[:-20])  # writer killed mid-line: no trailing newline
-    append_records(path, [make_record(seed=1)])
+    append_records(path, [full_record(seed=1)])
     assert len(path.read_text().splitlines()) == 2
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: invalid JSON"):
         read_records(path)
@@ -128,7 +126,7 @@ def test_truncated_line_then_append_reports_only_the_broken_line(tmp_path: Path)
     ],
 )
 def test_bad_record_names_file_line_and_field(tmp_path: Path, change: dict[str, Any], message: str) -> None:
-    path = write_records(tmp_path / "r.jsonl", [make_record(seed=s) for s in range(3)])
+    path = write_records(tmp_path / "r.jsonl", [full_record(seed=s) for s in range(3)])
     lines = path.read_text().splitlines()
     row = json.loads(lines[2])
     row.update(change)
@@ -153,13 +151,13 @@ def test_unwritable_folder_is_an_output_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(OutputError, match="cannot write"):
-        write_records(blocker / "r.jsonl", [make_record()])
+        write_records(blocker / "r.jsonl", [full_record()])
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"value": None}, "finite value"),
+        ({"value": None, "status": "ok"}, "finite value"),
         ({"value": math.nan}, "finite value"),
         ({"value": 0.5, "status": "failed"}, "value None"),
         ({"display": {"label": "x", "color": "red"}}, "unknown display keys"),
@@ -170,20 +168,20 @@ def test_unwritable_folder_is_an_output_error(tmp_path: Path) -> None:
 )
 def test_record_validation(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        make_record(**change)
+        full_record(**change)
 
 
 def test_record_is_frozen() -> None:
-    record = make_record()
+    record = full_record()
     with pytest.raises(ValidationError):
         record.value = 0.1
 
 
 def test_records_to_frame_flattens_display() -> None:
     records = [
-        make_record(),
-        make_record(seed=1, metric="top1", exit=None, display={}, value=0.8),
-        make_record(seed=2, value=None, status="failed", error="boom"),
+        full_record(),
+        full_record(seed=1, metric="top1", exit=None, display={}, value=0.8),
+        full_record(seed=2, value=None, status="failed", error="boom"),
     ]
     frame = records_to_frame(records)
     assert len(frame) == 3
@@ -207,3 +205,16 @@ def test_records_to_frame_of_nothing_has_the_columns() -> None:
     frame = records_to_frame([])
     assert len(frame) == 0
     assert {"suite", "value", "display_label", "display_scale"} <= set(frame.columns)
+
+
+def test_the_shared_helper_gives_each_metric_its_registered_fields() -> None:
+    """``helpers.make_record`` fills category, direction and display as the registered metrics declare them."""
+    registered = [name for name in METRIC_FIELDS if name in METRICS.names()]
+    assert {"top1", "flops", "params", "pointing_game", "branch_energy"} <= set(registered)
+    for name in registered:
+        metric = METRICS.get(name)
+        assert METRIC_FIELDS[name] == (metric.category, metric.higher_is_better, metric.display()), name
+        record = make_record(metric=name)
+        assert (record.category, record.higher_is_better, record.display) == METRIC_FIELDS[name]
+    failed = make_record(metric="time", value=None)
+    assert (failed.status, failed.higher_is_better, failed.cell) == ("failed", None, "fmnist/egt/0")

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from helpers import make_record as rec
+from helpers import make_seeds as seeds
 from scipy import stats
 
 from xbench.report.records import Record
@@ -26,41 +28,11 @@ from xbench.report.tables import (
     write_leaderboard,
 )
 
-TOP1 = {"label": "Top-1", "unit": "%", "scale": 100.0, "decimals": 2}
 TIME = {"label": "Time", "unit": "s", "scale": 1.0, "decimals": 1}
 ERROR = {"label": "Error", "unit": "%", "scale": 100.0, "decimals": 1}
-MACS = {"label": "MACs", "unit": "M", "scale": 1e-6, "decimals": 2}
 PG = {"label": "Pointing game", "unit": "", "decimals": 3}
-
-
-def rec(method: str, seed: int, metric: str, value: float | None, **overrides: Any) -> Record:
-    fields: dict[str, Any] = {
-        "suite": "quick",
-        "dataset": "fmnist",
-        "method": method,
-        "seed": seed,
-        "metric": metric,
-        "value": value,
-        "n": 100,
-        "higher_is_better": True,
-        "category": "accuracy",
-        "display": TOP1,
-        "params": {},
-        "versions": {"xbench": "0.1.0"},
-        "git": None,
-        "device": "cpu",
-        "time_s": 0.1,
-        "method_name": method,
-        "cell": f"{method}/{seed}",
-    }
-    if value is None:
-        fields.update(status="failed", error="RuntimeError: boom")
-    fields.update(overrides)
-    return Record(**fields)
-
-
-def seeds(method: str, metric: str, values: list[float], **overrides: Any) -> list[Record]:
-    return [rec(method, seed, metric, value, **overrides) for seed, value in enumerate(values)]
+#: A per-exit metric shown with the accuracy metrics, so that one table holds every column.
+PG_ACCURACY: dict[str, Any] = {"category": "accuracy", "display": {"label": "PG", "decimals": 3}}
 
 
 def markdown_rows(markdown: str) -> dict[str, list[str]]:
@@ -146,10 +118,10 @@ def test_headers_carry_label_exit_unit_and_arrow_in_first_appearance_order() -> 
     """Metrics in order of first appearance; each metric's exits follow it, overall value first."""
     records = [
         rec("a", 0, "top1", 0.9),
-        rec("a", 0, "pointing_game", 0.6, exit=2, display={"label": "PG", "decimals": 3}),
+        rec("a", 0, "pointing_game", 0.6, exit=2, **PG_ACCURACY),
         rec("a", 0, "error", 0.1, higher_is_better=False, display=ERROR),
-        rec("a", 0, "pointing_game", 0.7, exit=None, display={"label": "PG", "decimals": 3}),
-        rec("a", 0, "pointing_game", 0.5, exit=0, display={"label": "PG", "decimals": 3}),
+        rec("a", 0, "pointing_game", 0.7, exit=None, **PG_ACCURACY),
+        rec("a", 0, "pointing_game", 0.5, exit=0, **PG_ACCURACY),
     ]
     rows = markdown_rows(to_markdown(records))
     assert rows["Method"] == ["Top-1 [%] ↑", "PG ↑", "PG @exit 0 ↑", "PG @exit 2 ↑", "Error [%] ↓"]
@@ -274,7 +246,7 @@ def test_latex_escape_covers_the_special_characters() -> None:
 def test_latex_has_one_table_per_dataset_and_category_with_distinct_labels() -> None:
     records = [
         rec("a", 0, "top1", 0.5),
-        rec("a", 0, "flops", 2e6, category="efficiency", higher_is_better=False),
+        rec("a", 0, "flops", 2e6),
         rec("a", 0, "top1", 0.7, dataset="cifar_10"),
         rec("a", 0, "pointing_game", 0.4, explainer="gradcam", category="localization", display=PG),
     ]
@@ -330,9 +302,9 @@ def rich_records() -> list[Record]:
         *seeds("egt (λ=0)", "top1", [0.79, 0.86, 0.80]),
         *seeds("a&b #1 ~x^", "top1", [0.60, 0.61, 0.65]),
         rec("lap", 0, "top1", None),
-        *seeds("baseline", "flops", [2e6] * 3, category="efficiency", higher_is_better=False, display=MACS),
-        *seeds("egt_lam0", "flops", [1.5e6] * 3, category="efficiency", higher_is_better=False, display=MACS),
-        *seeds("egt_lam0", "pointing_game", [0.6, 0.5, 0.7], exit=2, display=pg),
+        *seeds("baseline", "flops", [2e6] * 3),
+        *seeds("egt_lam0", "flops", [1.5e6] * 3),
+        *seeds("egt_lam0", "pointing_game", [0.6, 0.5, 0.7], exit=2, category="accuracy", display=pg),
         *seeds("baseline", "pointing_game", [0.6, 0.7, 0.65], explainer="gradcam", category="localization", display=PG),
         *seeds("baseline", "pointing_game", [0.2, 0.25, 0.2], explainer="random", category="localization", display=PG),
         *seeds(
@@ -481,11 +453,11 @@ def test_metrics_a_baseline_lacks_keep_their_place_in_the_suite_order() -> None:
     share = {"label": "Share"}
     records = [
         rec("base", 0, "top1", 0.9),
-        rec("base", 0, "flops", 2e6, higher_is_better=False, display={"label": "MACs"}),
+        rec("base", 0, "flops", 2e6, category="accuracy", display={"label": "MACs"}),
         rec("egt", 0, "top1", 0.8),
         rec("egt", 0, "exit_share", 0.7, exit=0, higher_is_better=None, display=share),
         rec("egt", 0, "exit_share", 0.3, exit=1, higher_is_better=None, display=share),
-        rec("egt", 0, "flops", 3e6, higher_is_better=False, display={"label": "MACs"}),
+        rec("egt", 0, "flops", 3e6, category="accuracy", display={"label": "MACs"}),
     ]
     keys = list(leaderboard_frame(records)["fmnist"].columns.get_level_values("key").unique())
     assert keys == ["top1", "exit_share@exit0", "exit_share@exit1", "flops"]
@@ -499,7 +471,7 @@ def test_metrics_are_grouped_by_category_in_a_fixed_order() -> None:
         rec("a", 0, "sanity_m", 0.1, category="sanity"),
         rec("a", 0, "custom_m", 0.2, category="custom"),
         rec("a", 0, "consistency_m", 0.3, category="consistency"),
-        rec("a", 0, "flops", 0.4, category="efficiency", higher_is_better=False),
+        rec("a", 0, "flops", 0.4),
         rec("a", 0, "top1", 0.5),
         rec("a", 0, "top5", 0.6),
         rec("a", 0, "faith", 0.7, category="faithfulness", explainer="gradcam"),
@@ -521,8 +493,8 @@ def test_metrics_are_grouped_by_category_in_a_fixed_order() -> None:
         "### Sanity (explanations)",
     ]
     tables = markdown_tables(markdown)
-    assert tables["fmnist / Accuracy"]["Method"] == ["Top-1 [%] ↑", "Top-1 [%] ↑"]  # top1, top5 (same display)
-    assert tables["fmnist · explanations / Localization (explanations)"]["a (gradcam)"] == ["**80.00**"]
+    assert tables["fmnist / Accuracy"]["Method"] == ["Top-1 [%] ↑", "Top-5 [%] ↑"]
+    assert tables["fmnist · explanations / Localization (explanations)"]["a (gradcam)"] == ["**0.800**"]
     assert "Method (explainer)" in tables["fmnist · explanations / Sanity (explanations)"]
     captions = re.findall(r"\\caption\{fmnist(?: \$\\cdot\$ explanations)?: (\w+)\.", to_latex(records))
     assert captions == [

@@ -11,6 +11,7 @@ see :mod:`xbench.data.locate` for the search order.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 from typing import ClassVar
@@ -19,8 +20,8 @@ import numpy as np
 import torch
 
 from xbench.data.base import Dataset, ImageSplit, Split
-from xbench.data.locate import locate_dataset
-from xbench.errors import DataError
+from xbench.data.locate import candidate_roots, expand, locate_dataset
+from xbench.errors import DataError, DataNotFoundError
 from xbench.registry import DATASETS
 
 CLASSES = [
@@ -75,7 +76,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"IDX file {path} is truncated inside its header")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a corrupt header must not overflow
     if len(raw) - header != expected:
         raise DataError(
             f"IDX file {path} has {len(raw) - header} data bytes but its header {shape} needs {expected}"
@@ -108,24 +109,31 @@ class FashionMNIST(Dataset):
         if split not in FILES:
             raise DataError(f"fashion_mnist has no split {split!r}; use 'train' or 'test'")
         stems = FILES[split]
-        directory = locate_dataset(
-            "fashion_mnist",
-            self.data_dir,
-            layouts=LAYOUTS,
-            predicate=lambda d: all(find_idx(d, s) is not None for s in stems),
-            download=self.download,
-            fetch=_fetch,
-            system=SYSTEM_DIRS,
-            how_to=HOW_TO,
-        )
+        try:
+            directory = locate_dataset(
+                "fashion_mnist",
+                self.data_dir,
+                layouts=LAYOUTS,
+                predicate=lambda d: all(find_idx(d, s) is not None for s in stems),
+                download=self.download,
+                fetch=_fetch,
+                system=SYSTEM_DIRS,
+                how_to=HOW_TO,
+            )
+        except DataNotFoundError as err:
+            raise DataNotFoundError(f"{_incomplete(self.data_dir, stems)}{err}") from err
         image_file, label_file = (find_idx(directory, s) for s in stems)
         assert image_file is not None and label_file is not None  # the predicate checked both
         images = read_idx(image_file)
         labels = read_idx(label_file)
         if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-            raise DataError(f"{image_file} should hold uint8 images of shape (N, 28, 28), not {images.shape}")
+            raise DataError(
+                f"{image_file} should hold uint8 images of shape (N, 28, 28), not {images.dtype} {images.shape}"
+            )
         if labels.ndim != 1 or labels.dtype != np.uint8:
-            raise DataError(f"{label_file} should hold uint8 labels of shape (N,), not {labels.shape}")
+            raise DataError(f"{label_file} should hold uint8 labels of shape (N,), not {labels.dtype} {labels.shape}")
+        if len(images) == 0:
+            raise DataError(f"{image_file} holds no images")
         if len(labels) != len(images):
             raise DataError(f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels")
         if len(labels) and int(labels.max()) >= len(CLASSES):
@@ -139,6 +147,17 @@ class FashionMNIST(Dataset):
             mean=self.mean,
             std=self.std,
         )
+
+
+def _incomplete(data_dir: Path | None, stems: tuple[str, ...]) -> str:
+    """``"DIR has X but not Y; "`` for the first searched folder holding only some of ``stems``, else ``""``."""
+    for directory in expand(candidate_roots(data_dir, SYSTEM_DIRS), LAYOUTS):
+        found = {s: find_idx(directory, s) for s in stems}
+        present = [f.name for f in found.values() if f is not None]
+        missing = [f"{s}[.gz]" for s, f in found.items() if f is None]
+        if present and missing:
+            return f"{directory} has {', '.join(present)} but not {', '.join(missing)}; "
+    return ""
 
 
 def _fetch(root: Path) -> None:

@@ -28,6 +28,7 @@ split's).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -59,18 +60,33 @@ class FolderParams(BaseModel):
     channels: Literal[1, 3] = Field(default=3, description="3 converts images to RGB, 1 to greyscale")
 
 
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except OSError as err:
+        raise DataError(f"cannot list {directory}: {err.strerror or err}") from err
+
+
 def list_classes(directory: Path) -> list[str]:
     """Sorted names of the non-hidden sub-folders of ``directory``."""
-    return sorted(d.name for d in directory.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return sorted(d.name for d in _entries(directory) if d.is_dir() and not d.name.startswith("."))
 
 
 def list_images(directory: Path) -> list[Path]:
-    """Sorted image files (by suffix) directly in ``directory``; hidden files are skipped."""
-    return sorted(
-        f
-        for f in directory.iterdir()
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
-    )
+    """Sorted image files (by suffix) directly in ``directory``; hidden files are skipped.
+
+    Raises:
+        DataError: an image name is a symbolic link to nothing (a missing file).
+    """
+    images = []
+    for f in _entries(directory):
+        if f.suffix.lower() not in IMAGE_SUFFIXES or f.name.startswith("."):
+            continue
+        if f.is_symlink() and not f.exists():
+            raise DataError(f"image {f} is missing: it links to {os.readlink(f)}, which does not exist")
+        if f.is_file():
+            images.append(f)
+    return sorted(images)
 
 
 def read_mask(path: Path) -> np.ndarray:

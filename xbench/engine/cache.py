@@ -106,6 +106,12 @@ class Cache:
         self._commit(path, meta)
         return path
 
+    def discard(self, key: str, kind: str = "models") -> None:
+        """Remove a checkpoint and its sidecar (e.g. an epoch checkpoint once training has finished)."""
+        path = self._path(kind, key, ".pt")
+        path.with_name(path.name + ".json").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
     # -- JSON results -------------------------------------------------------------
     def load_json(self, kind: str, key: str) -> Any | None:
         path = self._path(kind, key, ".json")

@@ -10,13 +10,18 @@ by then, so running the same command again resumes where the run stopped.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
+import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from xbench.engine import exits as exits_module
 from xbench.engine import train as train_module
 from xbench.engine.cache import Cache, atomic_write_text, cache_key, default_cache_dir
 from xbench.engine.evaluate import EvalContext
+from xbench.engine.executors import CellOutcome, Executor, Job, ProcessExecutor, RayExecutor, SerialExecutor, cpu_count
 from xbench.engine.provenance import code_fingerprint, device_description, git_revision, resolve_device, versions
 from xbench.engine.reference import ReferenceModels, ReferenceWriter
 from xbench.engine.train import train
@@ -54,6 +60,9 @@ class RunOptions:
     echo: Any = print  # where one-line cell summaries go
     reference: Path | None = None  # load every cell's weights from this reference folder, never train
     export_reference: Path | None = None  # write the run's trained models as a reference folder
+    executor: str = "local"  # "local" or "ray"
+    jobs: int = 1  # local executor: cells run in this many worker processes
+    address: str | None = None  # Ray cluster address ("auto", "HOST:PORT"); None starts a local Ray
 
 
 @dataclass
@@ -62,6 +71,7 @@ class RunResult:
     records: list[Record]
     failed_cells: list[str] = field(default_factory=list)
     time_s: float = 0.0
+    timings: dict[str, Any] = field(default_factory=dict)
 
 
 # -- output folder ---------------------------------------------------------------
@@ -83,8 +93,8 @@ def _remove_stale_staging(out: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _prepare_output(out: Path) -> Path:
-    """Check that ``out`` can be (re)written and create the hidden staging folder."""
+def _check_output(out: Path) -> None:
+    """Raise OutputError unless ``out`` can be (re)written."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: output exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / RESULT_MARKER).exists():
@@ -92,6 +102,54 @@ def _prepare_output(out: Path) -> Path:
     blocker = next((p for p in (out, *out.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise OutputError(f"{out}: cannot create the output folder: {blocker} is a file")
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` for a whole run; a second run gets a clear OutputError.
+
+    ``flock`` on a hidden file next to the folder: the kernel drops the lock when the
+    process dies, so a killed run never blocks the next one (its lock file stays and is
+    reused). A finished run removes the file; the inode check guards against locking a
+    file that the run holding it has just removed.
+    """
+    lock_path = out.parent / f".{out.name}.lock"
+    while True:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "a+")  # noqa: SIM115 -- held open for the whole run
+        except OSError as err:
+            raise OutputError(f"{out}: output folder is not writable ({err.strerror or err})") from err
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise OutputError(
+                f"{out}: another xbench run ({holder}) is writing to this output folder; "
+                "wait for it to finish or choose another --output"
+            ) from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()  # locked a file that was removed meanwhile: take the new one
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        handle.close()  # releases the lock
+
+
+def _prepare_output(out: Path) -> Path:
+    """Create the hidden staging folder for ``out`` (checked by :func:`_check_output`, locked by the caller)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_staging(out)
@@ -115,6 +173,29 @@ def _publish(staging: Path, out: Path) -> None:
     os.replace(staging, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class EpochCheckpoints:
+    """A cell's training state after its last finished epoch, in the cache next to its model.
+
+    A run killed in the middle of training resumes from the last finished epoch; the
+    state is removed once the model is saved.
+    """
+
+    cache: Cache
+    key: str
+    cell: str
+    kind: str = "train-state"
+
+    def load(self) -> dict[str, Any] | None:
+        return self.cache.load_model(self.key, kind=self.kind)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.cache.save_model(self.key, state, {"cell": self.cell, "epoch": state["epoch"]}, kind=self.kind)
+
+    def discard(self) -> None:
+        self.cache.discard(self.key, kind=self.kind)
 
 
 class CellFailed(XBenchError):
@@ -166,15 +247,13 @@ class Runner:
         }
         self.sources: dict[str, str] = {}
         self.reference = ReferenceModels(options.reference) if options.reference is not None else None
-        self.exporter = (
-            ReferenceWriter(options.export_reference, suite.name, self.git, self.versions)
-            if options.export_reference is not None
-            else None
-        )
         self._identities: dict[str, tuple[dict[str, Any], str]] = {}
         self._mask_cells: set[str] = set()  # cells whose training used ground-truth masks
         self._saliency: dict[str, dict[str, Any]] = {}  # per dataset: images and maps for the report's grid
         self.saliency_images = 8
+        self._data: dict[str, CellData] = {}  # loaded datasets, by row label
+        self._exports: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]] = []  # the current cell's models
+        self._stage = _new_stages()  # where the current cell's time goes (seconds actually spent)
 
     # data ----------------------------------------------------------------------
     def load_data(self, index: int, spec: PluginSpec) -> CellData:
@@ -198,6 +277,13 @@ class Runner:
             train_split, holdout = train_split.split_off(self.suite.training.holdout, seed=0)
         self.sources[spec.display] = train_split.source
         return CellData(train_split.subset(self.suite.training.limit, seed=0), test_split, holdout)
+
+    def data_for(self, spec: PluginSpec) -> CellData:
+        """The dataset row's splits, loaded once per process."""
+        if spec.display not in self._data:
+            index = [d.display for d in self.suite.datasets].index(spec.display)
+            self._data[spec.display] = self.load_data(index, spec)
+        return self._data[spec.display]
 
     # identity of a cell ---------------------------------------------------------------
     def cell_config(self, cell: CellSpec) -> dict[str, Any]:
@@ -294,7 +380,9 @@ class Runner:
                 return cached["maps"]
             if cached is not None and "absent" in cached:
                 return None
+            start = time.perf_counter()
             maps: torch.Tensor | None = compute()
+            self._stage["explain"][name] += time.perf_counter() - start
             payload = {"maps": maps} if maps is not None else {"absent": torch.ones(())}
             self.cache.save_model(key, payload, {"cell": cell.id, "explainer": name}, kind="explanations")
             return maps
@@ -343,18 +431,25 @@ class Runner:
                 _, base, _, base_note = self.trained_model(required, data)
                 method.load_required(model, {k: v.detach().cpu() for k, v in base.state_dict().items()})
                 log.info("%s: builds on %s (%s)", cell.id, required.id, base_note)
+            epochs = EpochCheckpoints(self.cache, key, cell.id)
             stats = train(
                 method, model, train_split, self.suite.training, self.device, cell.seed,
-                desc=cell.id, progress=self.opt.progress,
+                desc=cell.id, progress=self.opt.progress, checkpoint=epochs,
             )  # fmt: skip
             self.cache.save_model(key, model.state_dict(), {"cell": cell.id, "train": stats.__dict__})
+            epochs.discard()
+            self._stage["train"] += stats.time_s
             train_note = f"trained {stats.time_s:.1f}s"
+            if stats.resumed_from:
+                train_note += f", resumed after epoch {stats.resumed_from}"
         model.to(self.device).eval()
-        if self.exporter is not None:
-            self.exporter.add(cell.id, model.state_dict(), self.identity(cell)[0])
+        if self.opt.export_reference is not None:
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            self._exports.append((cell.id, state, self.identity(cell)[0]))
         return method, model, key, train_note
 
-    def run_cell(self, cell: CellSpec, data: CellData) -> tuple[list[Record], str]:
+    def run_cell(self, cell: CellSpec, data: CellData) -> tuple[list[Record], str, dict[str, Any] | None]:
+        """``(records, note, saliency sample)`` of one cell; a failing metric fails its own records only."""
         method, model, key, train_note = self.trained_model(cell, data)
         ectx = EvalContext(
             model, method, data.test, self.device, self.suite.evaluation.batch_size,
@@ -371,11 +466,36 @@ class Runner:
                     raise
                 log.debug("cell %s: metric %s failed", cell.id, spec.display, exc_info=True)
                 records.append(self.record(cell, spec, metric, None, None, error=_error_text(err)))
-        self.keep_saliency(cell, ectx)
+        saliency = self.cell_saliency(cell, ectx)
         failed = [r.metric for r in records if r.status == "failed"]
         if failed:
             train_note += f"; FAILED metrics: {', '.join(dict.fromkeys(failed))}"
-        return records, train_note
+        return records, train_note, saliency
+
+    def cell_outcome(self, index: int) -> CellOutcome:
+        """Run cell ``index`` of :meth:`cells` here; whatever goes wrong ends up in its records."""
+        cell = self.cells()[index]
+        start = time.perf_counter()
+        self._stage, self._exports = _new_stages(), []
+        try:
+            records, note, saliency = self.run_cell(cell, self.data_for(cell.dataset))
+            outcome = CellOutcome(index, records, note, any(r.status == "failed" for r in records), saliency=saliency)
+        except Exception as err:  # each cell fails on its own; a bug in a method must not sink the sweep
+            log.debug("cell %s failed", cell.id, exc_info=True)
+            line = f"{type(err).__name__}: {err}"
+            outcome = CellOutcome(index, self.failed_records(cell, err), f"FAILED: {line}", True, line, exception=err)
+        outcome.wall_s = time.perf_counter() - start
+        stages = self._stage
+        outcome.stages = {**stages, "explain": dict(stages["explain"]), "metrics": dict(stages["metrics"])}
+        outcome.exports = self._exports
+        outcome.worker = f"{socket.gethostname()}:{os.getpid()}"
+        return outcome
+
+    def lost_outcome(self, index: int, err: BaseException) -> CellOutcome:
+        """The outcome of a cell whose worker died (killed, out of memory) before it could report."""
+        cell = self.cells()[index]
+        line = f"worker lost: {type(err).__name__}: {err}"
+        return CellOutcome(index, self.failed_records(cell, RuntimeError(line)), f"FAILED: {line}", True, line)
 
     def measure(
         self, cell: CellSpec, model_key: str, spec: PluginSpec, metric: Metric, ectx: EvalContext
@@ -406,9 +526,12 @@ class Runner:
             results = [MetricResult(**r) for r in cached["results"]]
             elapsed = float(cached["time_s"])
         else:
+            explained = sum(self._stage["explain"].values())
             start = time.perf_counter()
             results = metric.compute(ectx)
-            elapsed = time.perf_counter() - start
+            # The explanation maps a metric is the first to ask for are the explain stage's, not its own.
+            elapsed = time.perf_counter() - start - (sum(self._stage["explain"].values()) - explained)
+            self._stage["metrics"][spec.display] += elapsed
             self.cache.save_json(
                 "metrics",
                 key,
@@ -466,58 +589,126 @@ class Runner:
     def run(self) -> RunResult:
         start = time.perf_counter()
         out = self.suite.output_dir
+        timings: dict[str, Any] = {"data": {}}
         # Load every dataset before creating or training anything: missing data is an
         # input error and must stop the run before it spends time or writes folders.
-        data = {spec.display: self.load_data(i, spec) for i, spec in enumerate(self.suite.datasets)}
-        staging = _prepare_output(out)
-        try:
-            result = self._run_cells(out, data)
-            self._write(staging, result.records)
-            result.time_s = time.perf_counter() - start
-            summary = {
-                "suite": self.suite.name,
-                "source": self.source,
-                "cells": len(self.cells()),
-                "failed_cells": result.failed_cells,
-                "time_s": result.time_s,
-                "device": device_description(self.device),
-                "data_sources": self.sources,
-                "cache_dir": str(self.cache.root),
-                "versions": self.versions,
-                "git": self.git,
-            }
-            atomic_write_text(staging / RESULT_MARKER, json.dumps(summary, indent=1))
-            _publish(staging, out)
-            if self.exporter is not None:
-                self.exporter.write()
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        for spec in self.suite.datasets:
+            t0 = time.perf_counter()
+            self.data_for(spec)
+            timings["data"][spec.display] = time.perf_counter() - t0
+        _check_output(out)
+        threads = torch.get_num_threads()
+        with output_lock(out):
+            executor = self._executor()
+            staging = _prepare_output(out)
+            try:
+                exporter = (
+                    ReferenceWriter(self.opt.export_reference, self.suite.name, self.git, self.versions)
+                    if self.opt.export_reference is not None
+                    else None
+                )
+                result = self._run_cells(out, executor, exporter)
+                t0 = time.perf_counter()
+                self._write(staging, result.records)
+                timings["report"] = time.perf_counter() - t0
+                result.time_s = time.perf_counter() - start
+                result.timings = {**timings, **result.timings, "total": result.time_s}
+                atomic_write_text(staging / "timings.json", json.dumps(result.timings, indent=1))
+                summary = {
+                    "suite": self.suite.name,
+                    "source": self.source,
+                    "cells": len(self.cells()),
+                    "failed_cells": result.failed_cells,
+                    "time_s": result.time_s,
+                    "executor": executor.name,
+                    "jobs": self.opt.jobs if executor.name == "local" else None,
+                    "device": device_description(self.device),
+                    "data_sources": self.sources,
+                    "cache_dir": str(self.cache.root),
+                    "versions": self.versions,
+                    "git": self.git,
+                }
+                atomic_write_text(staging / RESULT_MARKER, json.dumps(summary, indent=1))
+                _publish(staging, out)
+                if exporter is not None:
+                    exporter.write()
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+                torch.set_num_threads(threads)  # resources.cpus applies to this run only
         return result
 
     def cells(self) -> list[CellSpec]:
-        return [CellSpec(d, m, s) for d in self.suite.datasets for m in self.suite.methods for s in self.suite.seeds]
+        """Every (dataset, method, seed), in suite order; a method row with ``datasets`` runs on those only."""
+        return [
+            CellSpec(d, m, s)
+            for d in self.suite.datasets
+            for m in self.suite.methods
+            if m.datasets is None or d.display in m.datasets
+            for s in self.suite.seeds
+        ]
 
-    def _run_cells(self, out: Path, data: dict[str, CellData]) -> RunResult:
+    def _executor(self) -> Executor:
+        """The executor the options ask for; worker threads per cell follow ``resources.cpus``."""
+        cpus = self.suite.resources.cpus
+        if self.opt.executor == "local" and self.opt.jobs <= 1:
+            if cpus is not None:
+                torch.set_num_threads(cpus)
+            return SerialExecutor(self)
+        # Workers print nothing (the driver echoes one line per finished cell) and export through the driver.
+        options = replace(self.opt, progress=False, echo=_silent)
+        if self.opt.executor == "ray":
+            return RayExecutor(Job(self.suite, options, self.source, cpus or 1), self.opt.address)
+        threads = cpus or max(1, cpu_count() // self.opt.jobs)
+        return ProcessExecutor(Job(self.suite, options, self.source, threads), self.opt.jobs)
+
+    def _run_cells(self, out: Path, executor: Executor, exporter: ReferenceWriter | None) -> RunResult:
+        """Run every cell on ``executor``; a cell starts once the cell it builds on has finished."""
+        cells = self.cells()
+        index = {c.id: i for i, c in enumerate(cells)}
+        needs = {i: index.get(r.id) if (r := self.required_cell(c)) is not None else None for i, c in enumerate(cells)}
+        capacity = {"local": max(1, self.opt.jobs)}.get(executor.name, len(cells))
+        outcomes: dict[int, CellOutcome] = {}
+        waiting = list(range(len(cells)))
+        running: list[tuple[Any, int]] = []
+        try:
+            while waiting or running:
+                for i in list(waiting):
+                    if len(running) >= capacity:
+                        break
+                    if needs[i] is None or needs[i] in outcomes:
+                        waiting.remove(i)
+                        running.append((executor.submit(i), i))
+                for handle, result in executor.wait([h for h, _ in running]):
+                    i = next(j for h, j in running if h is handle)
+                    running = [(h, j) for h, j in running if h is not handle]
+                    outcome = result if isinstance(result, CellOutcome) else self.lost_outcome(i, result)
+                    outcomes[i] = outcome
+                    self.opt.echo(
+                        f"[{len(outcomes)}/{len(cells)}] {cells[i].id}: {_summary(outcome.records)} "
+                        f"({outcome.note}; {outcome.wall_s:.1f}s)"
+                    )
+                    if self.opt.fail_fast and outcome.failed:
+                        raise CellFailed(
+                            f"cell {cells[i].id} failed: {outcome.error or outcome.note}"
+                        ) from outcome.exception
+        except BaseException:
+            executor.close(cancel=True)
+            raise
+        executor.close()
         records: list[Record] = []
         failed: list[str] = []
-        cells = self.cells()
-        for i, cell in enumerate(cells, 1):
-            start = time.perf_counter()
-            try:
-                cell_records, note = self.run_cell(cell, data[cell.dataset.display])
-            except Exception as err:  # each cell fails on its own; a bug in a method must not sink the sweep
-                if self.opt.fail_fast:
-                    raise CellFailed(f"cell {cell.id} failed: {type(err).__name__}: {err}") from err
-                log.debug("cell %s failed", cell.id, exc_info=True)
-                cell_records, note = self.failed_records(cell, err), f"FAILED: {type(err).__name__}: {err}"
-                failed.append(cell.id)
-            if cell.id not in failed and any(r.status == "failed" for r in cell_records):
-                failed.append(cell.id)  # a metric failed: the run's exit code says so
-            records.extend(cell_records)
-            self.opt.echo(
-                f"[{i}/{len(cells)}] {cell.id}: {_summary(cell_records)} ({note}; {time.perf_counter() - start:.1f}s)"
-            )
-        return RunResult(out, records, failed)
+        timings: dict[str, Any] = {"cells": {}}
+        for i in range(len(cells)):  # cell order, whatever order they finished in
+            outcome = outcomes[i]
+            records.extend(outcome.records)
+            if outcome.failed:
+                failed.append(cells[i].id)
+            self.merge_saliency(cells[i], outcome.saliency)
+            for cell_id, state, config in outcome.exports:
+                if exporter is not None and cell_id not in exporter.manifest["cells"]:
+                    exporter.add(cell_id, state, config)
+            timings["cells"][cells[i].id] = {"wall": outcome.wall_s, **outcome.stages, "worker": outcome.worker}
+        return RunResult(out, records, failed, timings=timings)
 
     def _write(self, staging: Path, records: list[Record]) -> None:
         # Imported here: matplotlib (plots) writes a font cache under $HOME on import, which a
@@ -536,26 +727,58 @@ class Runner:
                 )  # fmt: skip
         write_report(records, staging, f"xbench: {self.suite.name}", staging / "saliency")
 
-    def keep_saliency(self, cell: CellSpec, ectx: EvalContext) -> None:
-        """Keep the first explained images' maps of every explainer the cell computed (for the report's grid)."""
+    def cell_saliency(self, cell: CellSpec, ectx: EvalContext) -> dict[str, Any] | None:
+        """The first explained images and their maps from every explainer the cell computed (first seed only)."""
         n = self.saliency_images
         done = [name for name in self.explainers if ectx.has_explanations(name)]
-        if not done:
-            return
+        if not done or cell.seed != self.suite.seeds[0]:
+            return None
         data = ectx.explain_data()
-        sample = self._saliency.setdefault(
-            cell.dataset.display,
-            {
-                "images": data.images[:n].numpy(),
-                "labels": data.labels[:n].numpy(),
-                "masks": None if data.masks is None else data.masks[:n].numpy(),
-                "maps": {},
-            },
-        )
+        maps = {}
         for name in done:
-            maps = ectx.explanations(name)
-            if maps is not None and cell.seed == self.suite.seeds[0]:
-                sample["maps"][(cell.method.display, name)] = maps[:n].numpy().clip(0, 1)
+            m = ectx.explanations(name)
+            if m is not None:
+                maps[(cell.method.display, name)] = m[:n].numpy().clip(0, 1)
+        return {
+            "images": data.images[:n].numpy(),
+            "labels": data.labels[:n].numpy(),
+            "masks": None if data.masks is None else data.masks[:n].numpy(),
+            "maps": maps,
+        }
+
+    def merge_saliency(self, cell: CellSpec, sample: dict[str, Any] | None) -> None:
+        """Add a cell's saliency sample to its dataset's grid (every cell of a dataset explains the same images)."""
+        if sample is None:
+            return
+        grid = self._saliency.setdefault(cell.dataset.display, {**sample, "maps": {}})
+        grid["maps"].update(sample["maps"])
+
+
+def _new_stages() -> dict[str, Any]:
+    return {"train": 0.0, "explain": defaultdict(float), "metrics": defaultdict(float)}
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def stage_summary(timings: dict[str, Any], top: int = 4) -> str:
+    """One line saying where a run's time went (stages summed over cells; seconds actually spent)."""
+    cells = timings.get("cells", {}).values()
+    train = sum(c["train"] for c in cells)
+    explain = sum(sum(c["explain"].values()) for c in cells)
+    per_metric: dict[str, float] = defaultdict(float)
+    for c in cells:
+        for name, sec in c["metrics"].items():
+            per_metric[name] += sec
+    biggest = sorted(per_metric.items(), key=lambda kv: -kv[1])[:top]
+    detail = ", ".join(f"{name} {sec:.0f}s" for name, sec in biggest if sec >= 0.5)
+    return (
+        f"time by stage: data {sum(timings.get('data', {}).values()):.1f}s, train {train:.1f}s, "
+        f"explain {explain:.1f}s, metrics {sum(per_metric.values()):.1f}s"
+        + (f" ({detail})" if detail else "")
+        + f", report {timings.get('report', 0.0):.1f}s; wall {timings.get('total', 0.0):.1f}s (timings.json)"
+    )
 
 
 def _error_text(err: BaseException) -> str:

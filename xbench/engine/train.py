@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,15 @@ class TrainStats:
     final_loss: float
     images_per_s: float
     time_s: float
+    resumed_from: int = 0  # epochs restored from an epoch checkpoint
+
+
+class EpochCheckpoint(Protocol):
+    """Where :func:`train` keeps its state after each epoch, so a killed training resumes there."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, state: dict[str, Any]) -> None: ...
 
 
 def random_crop(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
@@ -103,8 +113,14 @@ def train(
     seed: int,
     desc: str = "train",
     progress: bool = True,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> TrainStats:
     """Train ``model`` in place with ``method``'s loss and hooks.
+
+    With ``checkpoint``, the whole training state (model, optimizer, schedule, random
+    generators, the method's own state) is saved after every epoch but the last, and a
+    training that finds a saved state continues from it: the result is bitwise the one
+    an uninterrupted training gives (same device and thread count).
 
     Raises:
         TrainingError: on a non-finite loss, naming the epoch and step.
@@ -124,7 +140,20 @@ def train(
         return TrainStats(0, 0, loss_value, 0.0, 0.0)
     opt = make_optimizer(cfg, params)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps_per_epoch))
-    for epoch in range(cfg.epochs):
+    first = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["schedule"])
+        method.load_state_dict(saved["method"])
+        g.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in saved:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        first, step = int(saved["epoch"]), int(saved["step"])
+        log.info("%s: resuming at epoch %d/%d from its epoch checkpoint", desc, first + 1, cfg.epochs)
+    for epoch in range(first, cfg.epochs):
         model.train()
         method.on_epoch_start(model, epoch, data, device)
         perm = torch.randperm(n, generator=g)
@@ -163,7 +192,22 @@ def train(
             if i % 10 == 0:
                 bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
         bar.close()
+        if checkpoint is not None and epoch + 1 < cfg.epochs:
+            state = {
+                "epoch": epoch + 1,
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "schedule": sched.state_dict(),
+                "method": method.state_dict(),
+                "generator": g.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }
+            if device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(device)
+            checkpoint.save(state)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    return TrainStats(cfg.epochs, step, loss_value, step * bs / max(elapsed, 1e-9), elapsed)
+    done = (cfg.epochs - first) * steps_per_epoch
+    return TrainStats(cfg.epochs, step, loss_value, done * bs / max(elapsed, 1e-9), elapsed, first)

@@ -115,6 +115,13 @@ class Method:
     def on_epoch_start(self, model: nn.Module, epoch: int, data: ImageSplit, device: torch.device) -> None:
         """Hook called by the training loop before each epoch (e.g. to reweight samples)."""
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """Training state the method keeps between epochs (tensors only), saved in epoch checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state_dict` when a killed training resumes from an epoch checkpoint."""
+
     def load_required(self, model: nn.Module, state: dict[str, Any]) -> None:
         """Load the trained weights of the ``requires`` cell (same dataset, backbone, seed) into ``model``."""
         raise NotImplementedError(f"{self.name} declares requires={self.requires!r} but does not load it")

@@ -126,6 +126,12 @@ class ECR(Method):
             stats["max_weight"],
         )
 
+    def state_dict(self) -> dict[str, Tensor]:
+        return {} if self.weights is None else {"weights": self.weights.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.weights = state.get("weights")
+
     def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
         ce = F.cross_entropy(output.logits, batch.y, reduction="none")
         if self.weights is None:

@@ -3,6 +3,7 @@
 from xbench.metrics import (
     accuracy,
     binary,
+    branch_energy,
     consistency,
     efficiency,
     exits,
@@ -19,6 +20,7 @@ __all__ = [
     "MetricResult",
     "accuracy",
     "binary",
+    "branch_energy",
     "consistency",
     "efficiency",
     "exits",

@@ -40,6 +40,7 @@ class Metric:
     requires_exits: ClassVar[bool] = False  # returns no values for models without early exits
     # Computed once per suite explainer on ``ctx.with_explainer(name)``; records carry the explainer.
     uses_explanations: ClassVar[bool] = False
+    measures_time: ClassVar[bool] = False  # wall-clock values: machine- and load-dependent, never bitwise reproducible
     label: ClassVar[str] = ""
     unit: ClassVar[str] = ""
     scale: ClassVar[float] = 1.0

@@ -130,6 +130,7 @@ def measure(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
 
 class _Latency(Metric):
     category = "efficiency"
+    measures_time = True
     Params = LatencyParams
     params: LatencyParams
 

@@ -8,7 +8,8 @@ comes from records (suite, method and metric labels, versions) is HTML-escaped.
 Sections: title, run summary (suites, datasets, methods, cells, seeds, failures,
 devices, git and library versions, all read from the records), the leaderboards (the
 Markdown of :func:`xbench.report.tables.to_markdown` rendered as HTML tables), the
-plots, and the saliency grids (plots whose file name starts with ``saliency_``).
+plots, Coded ResNeXt's branch-energy heatmaps (plots whose file name starts with
+``branch_energy_``) and the saliency grids (``saliency_``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ figcaption { color: #444; font-size: 0.9rem; margin-top: 0.4rem; text-align: cen
 footer { color: #888; font-size: 0.8rem; margin-top: 3rem; }
 """
 
+_ENERGY_CAPTION = (
+    "Each coded block's branch energies on the test split: one row per class, the mean energy per branch "
+    "scaled to sum 1; the branches of the class's codeword are outlined. A perfectly coded network puts all "
+    "of a class's energy inside its outlines (branch_energy = 100%); a class-blind one about N_act/N."
+)
 _SEPARATOR_CELL = re.compile(r"^:?-{3,}:?$")
 _CELL_SPLIT = re.compile(r"(?<!\\)\|")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
@@ -201,7 +207,8 @@ def render_html(records: Iterable[Record], plots: Iterable[str | Path], title: s
     records = list(records)
     pngs = _pngs(plots)
     saliency = [p for p in pngs if p.stem.startswith("saliency_")]
-    others = [p for p in pngs if p not in saliency]
+    energy = [p for p in pngs if p.stem.startswith("branch_energy_")]
+    others = [p for p in pngs if p not in saliency and p not in energy]
     sections = [
         f"<h1>{html.escape(title)}</h1>",
         f'<section id="summary"><h2>Run summary</h2>{_summary_html(records)}</section>',
@@ -209,6 +216,13 @@ def render_html(records: Iterable[Record], plots: Iterable[str | Path], title: s
     ]
     if others:
         sections.append('<section id="plots"><h2>Plots</h2>' + "".join(_figure_html(p) for p in others) + "</section>")
+    if energy:
+        sections.append(
+            '<section id="branch-energy"><h2>Branch energy (Coded ResNeXt)</h2>'
+            f'<p class="caption">{html.escape(_ENERGY_CAPTION)}</p>'
+            + "".join(_figure_html(p) for p in energy)
+            + "</section>"
+        )
     if saliency:
         sections.append(
             '<section id="saliency"><h2>Saliency maps</h2>' + "".join(_figure_html(p) for p in saliency) + "</section>"

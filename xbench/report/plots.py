@@ -23,6 +23,10 @@ Plots (one per dataset, and per category for the bar charts):
   metric, one bar per method (``method (explainer)`` for explanation metrics), mean ±
   95% CI (Student's t) over seeds in display units (``value * display.scale``).
   Per-exit values are left to the two plots above.
+* ``branch_energy_<dataset>_<method>``: for each row with ``branch_energy`` records
+  (Coded ResNeXt), one seaborn heatmap per coded block: classes × branches, colour = the
+  class's share of the block's energy on each branch (rows sum to 1, mean over seeds),
+  the class's codeword branches outlined (see :mod:`xbench.metrics.branch_energy`).
 * ``saliency_<dataset>``: a grid of N test images (rows) × the image and every
   (method, explainer) map set (columns), with the ground-truth mask outlined when the
   file has masks.
@@ -56,6 +60,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from scipy import stats as scipy_stats
 
@@ -406,6 +411,130 @@ def _bars(ax: Axes, names: list[str], means: np.ndarray, cis: np.ndarray, colors
     ax.grid(True, axis="x", alpha=0.3)
 
 
+# ----------------------------------------------------------------------------- branch energy
+
+BRANCH_ENERGY = "branch_energy"
+#: Largest class count whose rows are labelled one by one; beyond it seaborn thins the labels.
+_MAX_CLASS_TICKS = 30
+
+
+@dataclass(frozen=True)
+class _EnergyMaps:
+    """One row's branch-energy matrices (mean over seeds) and codewords, one per coded block."""
+
+    classes: list[int]
+    class_names: list[str]
+    energy: list[np.ndarray]  # (classes, N) per block, rows sum to 1
+    codewords: list[np.ndarray]  # (K, N) 0/1 per block, every class
+    shares: list[float]  # mean energy share on the codeword per block
+    n_seeds: int
+
+
+def _energy_key(params: Any) -> tuple[Any, ...] | None:
+    """What must agree for two seeds' matrices to be averaged: classes, block shapes and codewords."""
+    if not isinstance(params, dict) or not isinstance(params.get("blocks"), list) or not params["blocks"]:
+        return None
+    try:
+        codes = tuple(np.asarray(b["codewords"], dtype=int).tobytes() for b in params["blocks"])
+        shapes = tuple(np.asarray(b["energy"], dtype=float).shape for b in params["blocks"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return tuple(params.get("classes") or []), shapes, codes
+
+
+def _energy_maps(rows: pd.DataFrame) -> _EnergyMaps | None:
+    """Average the matrices of every seed that shares the first usable seed's classes and codewords."""
+    usable = [(p, _energy_key(p)) for p in rows["params"]]
+    usable = [(p, key) for p, key in usable if key is not None]
+    if not usable:
+        return None
+    first, key = usable[0]
+    same = [p for p, k in usable if k == key]
+    blocks = first["blocks"]
+    energy = [
+        np.mean([np.asarray(p["blocks"][i]["energy"], dtype=float) for p in same], axis=0) for i in range(len(blocks))
+    ]
+    codewords = [np.asarray(b["codewords"], dtype=int) for b in blocks]
+    classes = [int(c) for c in first.get("classes") or range(len(energy[0]))]
+    given = first.get("class_names")
+    ok = isinstance(given, list) and len(given) == len(classes)
+    names = [str(n) for n in given] if ok else [str(c) for c in classes]
+    shares = [float((e * w[classes]).sum(axis=1).mean()) for e, w in zip(energy, codewords, strict=True)]
+    return _EnergyMaps(classes, names, energy, codewords, shares, len(same))
+
+
+def _energy_rows(frame: pd.DataFrame, dataset: str) -> list[str]:
+    rows = frame[(frame["dataset"] == dataset) & (frame["metric"] == BRANCH_ENERGY) & frame["exit"].isna()]
+    return [str(m) for m in rows["method"].unique()]
+
+
+def figure_branch_energy(records: Iterable[Record], dataset: str, method: str) -> Figure | None:
+    """Heatmaps of ``method``'s branch-energy shares on ``dataset``, one per coded block.
+
+    Rows are classes, columns branches, colour the share of the class's mean energy on each
+    branch (rows sum to 1; mean over seeds); the branches of the class's codeword are outlined.
+    None without ``branch_energy`` records carrying matrices.
+    """
+    return _branch_energy(_frame(records), dataset, method)
+
+
+def _branch_energy(frame: pd.DataFrame, dataset: str, method: str) -> Figure | None:
+    rows = frame[
+        (frame["dataset"] == dataset)
+        & (frame["method"] == method)
+        & (frame["metric"] == BRANCH_ENERGY)
+        & frame["exit"].isna()
+    ]
+    maps = _energy_maps(rows) if not rows.empty else None
+    if maps is None:
+        return None
+    n_blocks, n_classes = len(maps.energy), len(maps.classes)
+    n_branches = max(e.shape[1] for e in maps.energy)
+    ncols = min(n_blocks, 4)
+    nrows = math.ceil(n_blocks / ncols)
+    cell_w = max(0.32 * n_branches + 1.2, 2.8)
+    cell_h = min(0.28 * n_classes, 12.0) + 1.0
+    fig = _new_figure(ncols * cell_w + 1.0, nrows * cell_h + 0.8)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    vmax = max(float(e.max()) for e in maps.energy) or 1.0
+    ticks: Any = maps.class_names if n_classes <= _MAX_CLASS_TICKS else "auto"
+    for i, (ax, energy, code) in enumerate(zip(axes, maps.energy, maps.codewords, strict=False)):
+        sns.heatmap(
+            energy,
+            ax=ax,
+            vmin=0.0,
+            vmax=vmax,
+            cmap="viridis",
+            cbar=False,
+            square=n_classes <= _MAX_CLASS_TICKS,
+            xticklabels=list(range(energy.shape[1])),
+            yticklabels=ticks if i % ncols == 0 else False,
+        )
+        for r, k in enumerate(maps.classes):
+            for n in np.flatnonzero(code[k]).tolist():
+                # A black halo under a white line stays visible on any colour of the map.
+                ax.add_patch(Rectangle((n, r), 1, 1, fill=False, edgecolor="black", lw=2.2))
+                ax.add_patch(Rectangle((n, r), 1, 1, fill=False, edgecolor="white", lw=1.0))
+        active, total = int(code[0].sum()), code.shape[1]
+        ax.set_title(
+            f"block {i}: {maps.shares[i]:.0%} on code\n({active} of {total} branches per class)", fontsize="medium"
+        )
+        ax.set_xlabel("branch")
+        ax.tick_params(axis="x", labelsize="small", rotation=0)
+        ax.tick_params(axis="y", labelsize="small", rotation=0)
+        if i % ncols == 0:
+            ax.set_ylabel("class")
+    for ax in axes[n_blocks:]:
+        ax.remove()
+    fig.colorbar(axes[0].collections[0], ax=list(axes[:n_blocks]), label="share of the class's energy", shrink=0.8)
+    seeds = f"mean over {maps.n_seeds} seeds" if maps.n_seeds > 1 else "1 seed"
+    fig.suptitle(
+        f"{dataset}: {method}: branch energy share per class and coded block\n"
+        f"(rows sum to 1; codeword branches outlined; {seeds})"
+    )
+    return fig
+
+
 # ----------------------------------------------------------------------------- saliency files
 
 
@@ -623,10 +752,19 @@ def write_plots(
         overall = frame[(frame["dataset"] == dataset) & frame["exit"].isna()]
         for category in _categories(overall):
             figures.append((f"{category}_{dataset}", _category(frame, dataset, category)))
+        for method in _energy_rows(frame, dataset):
+            figures.append((f"{BRANCH_ENERGY}_{dataset}_{method}", _branch_energy(frame, dataset, method)))
     for path in _saliency_files(saliency):
         figures.append((f"saliency_{path.stem}", figure_saliency_grid(read_saliency(path), path.stem)))
     paths: list[Path] = []
+    used: set[str] = set()
     for stem, fig in figures:
-        if fig is not None:
-            paths += save_figure(fig, plots_dir, stem, dpi=dpi)
+        if fig is None:
+            continue
+        unique, i = _slug(stem), 1
+        while unique in used:  # two labels that slug alike (e.g. differing only in non-ASCII) keep both plots
+            i += 1
+            unique = f"{_slug(stem)}-{i}"
+        used.add(unique)
+        paths += save_figure(fig, plots_dir, unique, dpi=dpi)
     return paths

@@ -1,0 +1,217 @@
+"""Executors, the output lock, resuming a killed run, and determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, SMOKE_RUN, comparable
+from xbench.cli import main
+from xbench.engine.runner import output_lock
+from xbench.report.records import read_records
+
+# Synthetic shapes: two cells, each trains for a few seconds.
+TINY = {
+    "name": "tiny",
+    "datasets": [{"name": "synthetic_shapes", "params": {"n_train": 600, "n_test": 100, "image_size": 16}}],
+    "backbone": {"name": "resnet_cifar", "params": {"depth": 8, "width": 8}},
+    "methods": ["baseline", "egt"],
+    "metrics": ["top1", "params", "latency"],
+    "seeds": [0],
+    "training": {"epochs": 8, "batch_size": 32, "lr": 0.05},
+    "evaluation": {"batch_size": 100},
+    "resources": {"cpus": 1},
+}
+
+
+def _suite(tmp_path: Path, **changes: object) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+@pytest.mark.slow
+def test_jobs_reproduce_the_serial_smoke_run(smoke_run: tuple[Path, Path, str], tmp_path: Path) -> None:
+    """Determinism: --jobs 2 from an empty cache gives the serial run's records, timings aside."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    proc = subprocess.run(
+        [sys.executable, "-m", "xbench", "run", *SMOKE_RUN, "--jobs", "2", "--output", str(out),
+         "--cache-dir", str(cache)],
+        capture_output=True, text=True, cwd=ROOT, timeout=1800,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "trained" in proc.stdout and "cached" not in proc.stdout  # really trained again
+    serial = comparable(read_records(smoke_run[0] / "records.jsonl"))
+    parallel = comparable(read_records(out / "records.jsonl"))
+    assert parallel == serial
+    assert len(serial) > 500
+    # Cells finish in any order but the records keep the suite's order.
+    assert [r.cell for r in read_records(out / "records.jsonl")] == [
+        r.cell for r in read_records(smoke_run[0] / "records.jsonl")
+    ]
+    workers = {c["worker"] for c in json.loads((out / "timings.json").read_text())["cells"].values()}
+    assert len(workers) == 2, workers  # two worker processes shared the cells
+
+
+def test_different_seeds_give_different_numbers_and_a_ci(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _suite(tmp_path, methods=["baseline"], seeds=[0, 1], training={**TINY["training"], "epochs": 1})
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--output", str(out), "--no-progress"]) == 0
+    top1 = {r.seed: r.value for r in read_records(out / "records.jsonl") if r.metric == "top1"}
+    assert set(top1) == {0, 1} and top1[0] != top1[1]
+    md = (out / "leaderboard.md").read_text()
+    assert "Mean ± 95% CI over 2 seeds" in md or "over 2 seeds" in md
+    assert "±" in md.split("### Accuracy")[1].split("###")[0]
+
+
+def test_second_run_on_the_same_output_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    with output_lock(out):  # another run holds the folder
+        code = main(["run", str(_suite(tmp_path)), "--output", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "another xbench run" in err and f"pid {os.getpid()}" in err and str(out) in err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.*"))  # no staging folder, and the holder removed its lock file
+
+
+def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from xbench.engine.runner import "
+         "output_lock\nwith output_lock(Path(sys.argv[1])):\n print('locked', flush=True); time.sleep(600)", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with pytest.raises(Exception, match="another xbench run"), output_lock(out):
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with output_lock(out):  # the kernel dropped the dead process's lock
+        assert (tmp_path / ".out.lock").exists()
+    assert not (tmp_path / ".out.lock").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_rerun_resumes(tmp_path: Path) -> None:
+    """Kill -9 while the second cell trains; the same command again finishes from the cache.
+
+    The first cell's model and metric values are reused, the second cell's training resumes
+    from its last epoch checkpoint, and the leaderboard is the one an uninterrupted run writes.
+    """
+    suite = _suite(tmp_path)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "xbench", "run", str(suite), "--output", str(out), "--cache-dir", str(cache),
+           "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("[1/2] synthetic_shapes/baseline/seed0"), first
+    deadline = time.monotonic() + 300
+    while not list((cache / "train-state").rglob("*.pt.json")):  # egt has finished an epoch
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before an epoch checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not out.exists()  # nothing published by the killed run
+    assert len(list((cache / "models").rglob("*.pt"))) == 1  # the first cell's model only
+
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert "(cached;" in lines[0], lines[0]
+    assert "(trained" in lines[1] and "resumed after epoch" in lines[1], lines[1]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # the dead run's staging is gone
+    assert not list((cache / "train-state").rglob("*.pt"))  # epoch checkpoints go once the model is saved
+
+    fresh = tmp_path / "fresh"
+    assert main(["run", str(suite), "--output", str(fresh), "--cache-dir", str(tmp_path / "c2"), "--no-progress"]) == 0
+    assert comparable(read_records(out / "records.jsonl")) == comparable(read_records(fresh / "records.jsonl"))
+    assert _leaderboard_without_timings(out) == _leaderboard_without_timings(fresh)
+
+
+def _leaderboard_without_timings(out: Path) -> list[str]:
+    """The long-format leaderboard's rows, timing metrics left out."""
+    rows = (out / "leaderboard_long.csv").read_text().splitlines()
+    kept = [row for row in rows if "latency" not in row.lower()]
+    assert len(kept) > 3
+    return kept
+
+
+def test_ray_executor_without_ray_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    out = tmp_path / "out"
+    assert main(["run", str(_suite(tmp_path)), "--executor", "ray", "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'xbench[ray]'" in err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--jobs", "0"], "must be at least 1"),
+        (["--address", "auto"], "only applies to --executor ray"),
+        (["--executor", "ray", "--jobs", "2"], "only applies to --executor local"),
+    ],
+)
+def test_executor_flag_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    try:
+        code = main(["run", str(_suite(tmp_path)), "--output", str(out), *argv])
+    except SystemExit as exc:  # argparse rejects --jobs 0 itself
+        code = int(exc.code or 0)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+class LosesCell:
+    """An executor whose worker for cell ``lost`` dies; the others run in process."""
+
+    name = "local"
+
+    def __init__(self, runner: Any, lost: int) -> None:
+        self.runner, self.lost = runner, lost
+
+    def submit(self, index: int) -> Any:
+        return RuntimeError("worker process died") if index == self.lost else self.runner.cell_outcome(index)
+
+    def wait(self, handles: list[Any]) -> list[tuple[Any, Any]]:
+        return [(handles[0], handles[0])]
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+def test_a_lost_worker_fails_its_cell_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xbench.engine.runner import Runner, RunOptions
+    from xbench.suite import load_suite
+
+    suite = load_suite(_suite(tmp_path, training={**TINY["training"], "epochs": 1})).model_copy(
+        update={"output": tmp_path / "out"}
+    )
+    lines: list[str] = []
+    runner = Runner(suite, RunOptions(progress=False, echo=lines.append))
+    monkeypatch.setattr(runner, "_executor", lambda: LosesCell(runner, lost=0))
+    result = runner.run()
+    assert result.failed_cells == ["synthetic_shapes/baseline/seed0"]
+    lost = [r for r in result.records if r.method == "baseline"]
+    assert lost and all(r.status == "failed" and "worker lost" in (r.error or "") for r in lost)
+    assert all(r.status == "ok" for r in result.records if r.method == "egt")
+    assert "FAILED: worker lost" in lines[0] and "[2/2]" in lines[1]
+    assert "failed" in (tmp_path / "out" / "leaderboard.md").read_text()
