@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import ROOT, SMOKE_RUN, comparable
@@ -215,3 +216,26 @@ def test_a_lost_worker_fails_its_cell_only(tmp_path: Path, monkeypatch: pytest.M
     assert all(r.status == "ok" for r in result.records if r.method == "egt")
     assert "FAILED: worker lost" in lines[0] and "[2/2]" in lines[1]
     assert "failed" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def test_out_of_memory_in_one_cell_fails_that_cell_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OOM (torch.OutOfMemoryError, as CUDA raises it) while training egt: recorded, the baseline still runs."""
+    from xbench.engine import runner as runner_module
+
+    real_train = runner_module.train
+
+    def train(method: Any, *args: Any, **kwargs: Any) -> Any:
+        if method.name == "egt":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_train(method, *args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train", train)
+    out = tmp_path / "out"
+    suite = _suite(tmp_path, training={**TINY["training"], "epochs": 1})
+    assert main(["run", str(suite), "--output", str(out), "--no-progress"]) == 1
+    records = read_records(out / "records.jsonl")
+    egt = [r for r in records if r.method == "egt"]
+    assert egt and all(r.status == "failed" and "OutOfMemoryError" in (r.error or "") for r in egt)
+    assert "Traceback" in (egt[0].error or "")  # the traceback travels with the record
+    assert all(r.status == "ok" for r in records if r.method == "baseline")
+    assert json.loads((out / "run.json").read_text())["failed_cells"] == ["synthetic_shapes/egt/seed0"]

@@ -143,3 +143,45 @@ def test_metrics_on_a_coded_resnext_agree_with_its_restricted_forward() -> None:
         expected.append(precision_recall(s_te[c_te == k], pos_te[c_te == k], tau))
     assert p.params["per_class"] == pytest.approx([e[0] for e in expected], abs=1e-6)
     assert r.params["per_class"] == pytest.approx([e[1] for e in expected], abs=1e-6)
+
+
+def test_binary_latency_times_the_full_model_and_every_extracted_subnetwork(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xbench.metrics import binary as binary_module
+    from xbench.metrics.binary import BinaryLatency, BinarySpeedup
+    from xbench.metrics.latency import LatencyParams
+
+    ctx = MethodContext(K, 1, (16, 16), (0.5,), (0.25,), "resnet_cifar", {})
+    method = CodedResNeXtMethod(CodedResNeXtParams(), ctx)
+    model = method.build().eval()
+    ectx = EvalContext(model, method, split(12, 0), torch.device("cpu"), 8, progress=False)
+    timed: list[object] = []
+    fake_ms = iter([4.0, 1.0, 2.0, 3.0, 2.0])  # the full model, then classes 0..3
+
+    def fake_time_calls(fn: object, inputs: list[Tensor], warmup: int, device: torch.device) -> list[float]:
+        timed.append(fn)
+        assert len(inputs) == 6 and all(x.shape == (1, 1, 8, 8) for x in inputs)
+        return [next(fake_ms) / 1e3] * len(inputs)
+
+    monkeypatch.setattr(binary_module, "time_calls", fake_time_calls)
+    params = LatencyParams(repeats=6, warmup=0)
+    (latency,) = BinaryLatency(params).compute(ectx)
+    (speedup,) = BinarySpeedup(params).compute(ectx)
+    assert len(timed) == 1 + K  # measured once, shared by both metrics
+    assert [type(fn).__name__ for fn in timed[1:]] == [type(model.binary_classifier(0)).__name__] * K
+    assert latency.value == pytest.approx(2.0) and latency.params["per_class_p50_ms"] == pytest.approx([1, 2, 3, 2])
+    assert speedup.value == pytest.approx(4.0 / 2.0)
+    assert latency.params["threads"] == torch.get_num_threads() and latency.params["images"] == 6
+    assert BinaryLatency.measures_time and BinarySpeedup.higher_is_better
+
+
+def test_binary_latency_on_a_real_coded_resnext_is_positive() -> None:
+    from xbench.metrics.binary import BinaryLatency, BinarySpeedup
+    from xbench.metrics.latency import LatencyParams
+
+    ctx = MethodContext(K, 1, (16, 16), (0.5,), (0.25,), "resnet_cifar", {})
+    method = CodedResNeXtMethod(CodedResNeXtParams(), ctx)
+    ectx = EvalContext(method.build().eval(), method, split(8, 0), torch.device("cpu"), 8, progress=False)
+    (latency,) = BinaryLatency(LatencyParams(repeats=5, warmup=1)).compute(ectx)
+    assert latency.value > 0 and len(latency.params["per_class_p50_ms"]) == K
+    assert BinaryLatency(LatencyParams()).compute(eval_context(nn.Linear(2, 2))) == []
+    assert BinarySpeedup(LatencyParams()).compute(eval_context(nn.Linear(2, 2))) == []

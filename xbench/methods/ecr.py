@@ -64,7 +64,10 @@ class ECRParams(AttackParams):
 def cam(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     """(B, H, W) CAM of ``target`` for a :class:`Classifier`."""
     out = model(x)
-    return class_activation_map(out.features, model.fc.weight, target, (int(x.shape[-2]), int(x.shape[-1])))
+    fc = model.fc
+    assert isinstance(fc, nn.Linear)
+    weight = fc.weight
+    return class_activation_map(out.features, weight, target, (int(x.shape[-2]), int(x.shape[-1])))
 
 
 @METHODS.register("ecr")

@@ -192,7 +192,7 @@ class LAP(Method):
         mask = batch.mask[chosen].float()
         terms = []
         for s in output.maps:
-            target = F.adaptive_avg_pool2d(mask, s.shape[-2:])
+            target = F.adaptive_avg_pool2d(mask, (int(s.shape[-2]), int(s.shape[-1])))
             terms.append(F.binary_cross_entropy_with_logits(s[chosen], target))
         return ce + self.params.injection * torch.stack(terms).mean()
 

@@ -18,6 +18,7 @@ Values are means over the classes; per-class values and thresholds travel in ``p
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -28,6 +29,7 @@ from xbench.data.base import ImageSplit
 from xbench.engine.evaluate import EvalContext
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.efficiency import count_parameters
+from xbench.metrics.latency import LatencyParams, time_calls
 from xbench.registry import METRICS
 
 
@@ -238,3 +240,80 @@ class BinaryParamFraction(Metric):
             "convention": "all parameters of the extracted sub-network / all parameters of the model",
         }
         return [MetricResult(sum(fractions) / len(fractions), model.num_classes, params=params)]
+
+
+def binary_timings(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
+    """Batch-1 timings of the full model and of every class's extracted binary sub-network.
+
+    Same protocol as :mod:`xbench.metrics.latency`: the same ``repeats`` test images in the
+    same order for every network, ``warmup`` untimed calls first, CUDA synchronised around
+    each call, one process. Memoised: both binary latency metrics share one measurement.
+    """
+    model = ctx.model
+
+    def measure() -> dict[str, Any]:
+        assert isinstance(model, BinarySubnetworks)
+        device = ctx.device
+        n = min(params.repeats, len(ctx.data))
+        singles = [ctx.data.images[i : i + 1].to(device) for i in range(n)]
+        full = time_calls(lambda x: model(x).logits, singles, params.warmup, device)  # type: ignore[operator]
+        per_class = []
+        for k in range(model.num_classes):
+            sub = model.binary_classifier(k).to(device).eval()
+            per_class.append(1e3 * statistics.median(time_calls(sub, singles, params.warmup, device)))
+        return {
+            "full_p50_ms": 1e3 * statistics.median(full),
+            "per_class_p50_ms": per_class,
+            "device": str(device),
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "torch": torch.__version__,
+            "cuda_synchronized": device.type == "cuda",
+            "images": n,
+            "warmup": params.warmup,
+        }
+
+    return ctx.memo("binary_latency:" + params.model_dump_json(), measure)  # type: ignore[no-any-return]
+
+
+class _BinaryLatency(Metric):
+    category = "efficiency"
+    requires_exits = True  # no values for models without binary sub-networks
+    measures_time = True
+    Params = LatencyParams
+    params: LatencyParams
+
+
+@METRICS.register("binary_latency")
+class BinaryLatency(_BinaryLatency):
+    """Median ms per image at batch 1 of a class's extracted binary sub-network (mean over classes)."""
+
+    higher_is_better = False
+    label = "Binary latency"
+    unit = "ms"
+    decimals = 3
+    description = "measured ms per image at batch 1 (p50) of class k's extracted sub-network, mean over k"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        if not isinstance(ctx.model, BinarySubnetworks):
+            return []
+        t = binary_timings(ctx, self.params)
+        per_class = t["per_class_p50_ms"]
+        return [MetricResult(sum(per_class) / len(per_class), t["images"], params=t)]
+
+
+@METRICS.register("binary_speedup")
+class BinarySpeedup(_BinaryLatency):
+    """The full model's batch-1 time / a binary sub-network's (mean over classes), same images, same process."""
+
+    higher_is_better = True
+    label = "Binary speedup"
+    unit = "×"
+    decimals = 2
+    description = "full-model p50 ms / mean over classes of the binary sub-network's p50 ms, batch 1"
+
+    def compute(self, ctx: EvalContext) -> list[MetricResult]:
+        if not isinstance(ctx.model, BinarySubnetworks):
+            return []
+        t = binary_timings(ctx, self.params)
+        per_class = t["per_class_p50_ms"]
+        return [MetricResult(t["full_p50_ms"] / (sum(per_class) / len(per_class)), t["images"], params=t)]

@@ -84,7 +84,7 @@ def measure(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
     paths: dict[str, Callable[[Tensor], Any]] = {"full": full}
     if n_exits > 1:
         for i in range(n_exits):
-            paths[f"exit{i}"] = lambda x, i=i: model.forward_exit(x, i)  # type: ignore[operator]
+            paths[f"exit{i}"] = lambda x, i=i: model.forward_exit(x, i)  # type: ignore[operator,misc]
     timings: dict[str, Any] = {}
     for name, fn in paths.items():
         one = time_calls(fn, singles, params.warmup, device)

@@ -407,17 +407,22 @@ def _category(frame: pd.DataFrame, dataset: str, category: str) -> Figure | None
     )
     metrics = [str(m) for m in frame["metric"].unique()]
     rows_all = [str(r) for r in frame["row"].unique()]
+    names_of = {m: [str(r) for r in frame.loc[frame["metric"] == m, "row"].unique()] for m in metrics}
+    # Facets with the same rows in the same order share the y axis: the row names are written
+    # once per line of facets (matplotlib hides the inner ones), not once per facet.
+    shared = len({tuple(names) for names in names_of.values()}) == 1
     colors = _colors(rows_all)
     ncols = min(len(metrics), 3)
     nrows = math.ceil(len(metrics) / ncols)
-    longest = max(len(r) for r in rows_all)
+    names_width = 0.07 * max(len(r) for r in rows_all)
     height = max(0.28 * len(rows_all) + 1.0, 1.8)
-    fig = _new_figure(ncols * 3.2 + 0.07 * longest, nrows * height + 0.6)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    width = names_width + ncols * 2.6 if shared else ncols * (3.2 + names_width / 3)
+    fig = _new_figure(width, nrows * height + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey="row" if shared else False).ravel()
     for ax, metric in zip(axes, metrics, strict=False):
         rows = frame[frame["metric"] == metric]
         label, unit, scale = _display(rows, metric)
-        names = [str(r) for r in rows["row"].unique()]
+        names = names_of[metric]
         stats = [mean_ci(rows.loc[rows["row"] == r, "value"]) for r in names]
         means = np.array([s[0] for s in stats]) * scale
         cis = np.array([s[1] for s in stats]) * scale
@@ -434,7 +439,7 @@ def _bars(ax: Axes, names: list[str], means: np.ndarray, cis: np.ndarray, colors
     xerr = None if np.isnan(cis).all() else np.nan_to_num(cis)
     ax.barh(y, means, xerr=xerr, color=colors, capsize=3, edgecolor="black", linewidth=0.5)
     ax.set_yticks(y, names, fontsize="small")
-    ax.invert_yaxis()  # first row on top, as in the tables
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first row on top, as in the tables (idempotent on shared axes)
     ax.axvline(0, color="black", lw=0.6)
     ax.grid(True, axis="x", alpha=0.3)
 
@@ -766,8 +771,8 @@ def figure_saliency_grid(saliency: Saliency, dataset: str, max_images: int = MAX
     col_labels = ["image", *(f"{method}\n{explainer}" for method, explainer in keys)]
     row_labels = [f"label {int(label)}" for label in saliency.labels[:n]]
     ph, pw = mosaic.pitch
-    # Wide enough for each column's label, at least an inch per tile.
-    tile_in = min(max(1.0, max(_text_width(label) for label in col_labels) + 0.15), 1.8)
+    # Wide enough for each column's label, at least 1.2 inches per tile.
+    tile_in = min(max(1.2, max(_text_width(label) for label in col_labels) + 0.15), 1.8)
     inch = tile_in / pw
     height_px, width_px = mosaic.rgb.shape[:2]
     left = 0.15 + max(_text_width(label) for label in row_labels)
