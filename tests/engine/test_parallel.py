@@ -51,6 +51,10 @@ def test_jobs_reproduce_the_serial_smoke_run(smoke_run: tuple[Path, Path, str], 
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "trained" in proc.stdout and "cached" not in proc.stdout  # really trained again
+    # Timings are measured by the driver alone, after the workers are done: one line per cell.
+    assert "[timings 8/8] synthetic_shapes/tame/seed0: Latency" in proc.stdout
+    latency = [r for r in read_records(out / "records.jsonl") if r.metric == "latency" and r.exit is None]
+    assert len(latency) == 8 and all(r.status == "ok" and r.value > 0 for r in latency)
     serial = comparable(read_records(smoke_run[0] / "records.jsonl"))
     parallel = comparable(read_records(out / "records.jsonl"))
     assert parallel == serial

@@ -86,6 +86,7 @@ def test_smoke_suite_on_a_ray_cluster_matches_the_local_run(
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "[8/8]" in run.stdout and "cached" not in run.stdout
+    assert "[timings 8/8]" in run.stdout  # latencies measured by the driver once the cluster is done
 
     local = read_records(smoke_run[0] / "records.jsonl")
     remote = read_records(out / "records.jsonl")

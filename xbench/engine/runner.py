@@ -63,6 +63,7 @@ class RunOptions:
     executor: str = "local"  # "local" or "ray"
     jobs: int = 1  # local executor: cells run in this many worker processes
     address: str | None = None  # Ray cluster address ("auto", "HOST:PORT"); None starts a local Ray
+    timings: bool = True  # measure timing metrics (workers of a parallel run leave them to the driver)
 
 
 @dataclass
@@ -448,8 +449,13 @@ class Runner:
             self._exports.append((cell.id, state, self.identity(cell)[0]))
         return method, model, key, train_note
 
-    def run_cell(self, cell: CellSpec, data: CellData) -> tuple[list[Record], str, dict[str, Any] | None]:
-        """``(records, note, saliency sample)`` of one cell; a failing metric fails its own records only."""
+    def run_cell(
+        self, cell: CellSpec, data: CellData, only_timings: bool = False
+    ) -> tuple[list[Record], str, dict[str, Any] | None]:
+        """``(records, note, saliency sample)`` of one cell; a failing metric fails its own records only.
+
+        Timing metrics are left out when ``opt.timings`` is off, and are all there is with ``only_timings``.
+        """
         method, model, key, train_note = self.trained_model(cell, data)
         ectx = EvalContext(
             model, method, data.test, self.device, self.suite.evaluation.batch_size,
@@ -459,6 +465,8 @@ class Runner:
         )  # fmt: skip
         records: list[Record] = []
         for spec, metric in self.metrics:
+            if (only_timings and not metric.measures_time) or (metric.measures_time and not self.opt.timings):
+                continue
             try:
                 records.extend(self.measure(cell, key, spec, metric, ectx))
             except Exception as err:  # one broken metric fails its own column, not the cell's other numbers
@@ -655,7 +663,8 @@ class Runner:
                 torch.set_num_threads(cpus)
             return SerialExecutor(self)
         # Workers print nothing (the driver echoes one line per finished cell) and export through the driver.
-        options = replace(self.opt, progress=False, echo=_silent)
+        # They leave timing metrics to the driver, which measures them alone (see _measure_timings).
+        options = replace(self.opt, progress=False, echo=_silent, timings=False)
         if self.opt.executor == "ray":
             return RayExecutor(Job(self.suite, options, self.source, cpus or 1), self.opt.address)
         threads = cpus or max(1, cpu_count() // self.opt.jobs)
@@ -695,6 +704,8 @@ class Runner:
             executor.close(cancel=True)
             raise
         executor.close()
+        if not isinstance(executor, SerialExecutor):
+            self._measure_timings(cells, outcomes)
         records: list[Record] = []
         failed: list[str] = []
         timings: dict[str, Any] = {"cells": {}}
@@ -709,6 +720,39 @@ class Runner:
                     exporter.add(cell_id, state, config)
             timings["cells"][cells[i].id] = {"wall": outcome.wall_s, **outcome.stages, "worker": outcome.worker}
         return RunResult(out, records, failed, timings=timings)
+
+    def _measure_timings(self, cells: list[CellSpec], outcomes: dict[int, CellOutcome]) -> None:
+        """Timing metrics of a parallel run, measured here one cell at a time once every cell has finished.
+
+        A latency measured while other cells train on the same machine measures the load, not the
+        model; so workers skip timing metrics and the driver measures them on an otherwise idle
+        machine (each model comes from the cache). Records keep the suite's metric order.
+        """
+        if not any(metric.measures_time for _, metric in self.metrics):
+            return
+        order = {spec.display: i for i, (spec, _) in enumerate(self.metrics)}
+        timed = [i for i in sorted(outcomes) if not outcomes[i].error]
+        for n, i in enumerate(timed, 1):
+            cell, outcome = cells[i], outcomes[i]
+            start = time.perf_counter()
+            self._stage, self._exports = _new_stages(), []
+            try:
+                records, _, _ = self.run_cell(cell, self.data_for(cell.dataset), only_timings=True)
+            except Exception as err:  # the model was trained; only its timing failed
+                log.debug("cell %s: timing failed", cell.id, exc_info=True)
+                records = [
+                    self.record(cell, spec, metric, None, None, error=_error_text(err))
+                    for spec, metric in self.metrics
+                    if metric.measures_time
+                ]
+            outcome.records = sorted(outcome.records + records, key=lambda r: order.get(r.metric, len(order)))
+            outcome.failed = outcome.failed or any(r.status == "failed" for r in records)
+            for name, sec in self._stage["metrics"].items():
+                outcome.stages.setdefault("metrics", {})[name] = sec
+            self.opt.echo(
+                f"[timings {n}/{len(timed)}] {cell.id}: {_summary([r for r in records if r.exit is None])} "
+                f"({time.perf_counter() - start:.1f}s)"
+            )
 
     def _write(self, staging: Path, records: list[Record]) -> None:
         # Imported here: matplotlib (plots) writes a font cache under $HOME on import, which a
