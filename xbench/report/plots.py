@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -63,7 +62,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
-from matplotlib.transforms import Bbox
 from scipy import stats as scipy_stats
 
 from xbench.errors import DataError
@@ -141,49 +139,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "plot"
 
 
-def _tight_bbox(fig: Figure) -> Bbox:
-    """Run the figure's layout engine once and return its padded tight bounding box, in inches.
-
-    Saving with this box (instead of ``bbox_inches="tight"``) and without a layout engine
-    spares matplotlib a layout pass and a throw-away draw per format; the box includes
-    anything drawn outside the figure (e.g. a title wider than it), as "tight" does.
-    """
-    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # the Agg canvas
-    engine = fig.get_layout_engine()
-    if engine is not None:
-        engine.execute(fig)
-    bbox = fig.get_tightbbox(renderer)
-    pad = float(mpl.rcParams["savefig.pad_inches"])
-    return bbox.padded(pad, pad)
-
-
 def save_figure(fig: Figure, out_dir: str | Path, stem: str, dpi: int = DEFAULT_DPI) -> list[Path]:
     """Write ``fig`` to ``out_dir/<stem>.png`` and ``.pdf`` atomically, its title in the metadata.
-
-    The layout is computed once and shared by both formats; the saved area is the figure's
-    tight bounding box.
 
     Returns:
         The PNG path, then the PDF path.
     """
     FigureCanvasAgg(fig)  # an Agg canvas whatever the interactive backend is
     title = _title(fig)
-    metadata = {"Title": title} if title else None
-    engine = fig.get_layout_engine()
-    bbox = _tight_bbox(fig)
-    with mpl.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
-        fig.set_layout_engine(None)  # laid out above: keep the positions for both formats
-    try:
-        paths = []
-        for fmt in _FORMATS:
+    paths = []
+    for fmt in _FORMATS:
+        path = Path(out_dir) / f"{_slug(stem)}.{fmt}"
+        metadata = {"Title": title} if title else None
 
-            def write(handle: Any, fmt: str = fmt) -> None:
-                fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata, bbox_inches=bbox)
+        def write(handle: Any, fmt: str = fmt, metadata: dict[str, str] | None = metadata) -> None:
+            fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata, bbox_inches="tight")
 
-            paths.append(atomic_write(Path(out_dir) / f"{_slug(stem)}.{fmt}", write))
-    finally:
-        if engine is not None:
-            fig.set_layout_engine(engine)
+        paths.append(atomic_write(path, write))
     return paths
 
 
@@ -407,22 +379,17 @@ def _category(frame: pd.DataFrame, dataset: str, category: str) -> Figure | None
     )
     metrics = [str(m) for m in frame["metric"].unique()]
     rows_all = [str(r) for r in frame["row"].unique()]
-    names_of = {m: [str(r) for r in frame.loc[frame["metric"] == m, "row"].unique()] for m in metrics}
-    # Facets with the same rows in the same order share the y axis: the row names are written
-    # once per line of facets (matplotlib hides the inner ones), not once per facet.
-    shared = len({tuple(names) for names in names_of.values()}) == 1
     colors = _colors(rows_all)
     ncols = min(len(metrics), 3)
     nrows = math.ceil(len(metrics) / ncols)
-    names_width = 0.07 * max(len(r) for r in rows_all)
+    longest = max(len(r) for r in rows_all)
     height = max(0.28 * len(rows_all) + 1.0, 1.8)
-    width = names_width + ncols * 2.6 if shared else ncols * (3.2 + names_width / 3)
-    fig = _new_figure(width, nrows * height + 0.6)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey="row" if shared else False).ravel()
+    fig = _new_figure(ncols * 3.2 + 0.07 * longest, nrows * height + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, metric in zip(axes, metrics, strict=False):
         rows = frame[frame["metric"] == metric]
         label, unit, scale = _display(rows, metric)
-        names = names_of[metric]
+        names = [str(r) for r in rows["row"].unique()]
         stats = [mean_ci(rows.loc[rows["row"] == r, "value"]) for r in names]
         means = np.array([s[0] for s in stats]) * scale
         cis = np.array([s[1] for s in stats]) * scale
@@ -439,7 +406,7 @@ def _bars(ax: Axes, names: list[str], means: np.ndarray, cis: np.ndarray, colors
     xerr = None if np.isnan(cis).all() else np.nan_to_num(cis)
     ax.barh(y, means, xerr=xerr, color=colors, capsize=3, edgecolor="black", linewidth=0.5)
     ax.set_yticks(y, names, fontsize="small")
-    ax.set_ylim(len(names) - 0.5, -0.5)  # first row on top, as in the tables (idempotent on shared axes)
+    ax.invert_yaxis()  # first row on top, as in the tables
     ax.axvline(0, color="black", lw=0.6)
     ax.grid(True, axis="x", alpha=0.3)
 
@@ -698,104 +665,51 @@ def read_saliency(path: str | Path) -> Saliency:
         raise DataError(f"{path}: {err}") from err
 
 
-#: Opacity of a saliency map over its greyscale image in the grid, and the map's colormap.
-MAP_ALPHA = 0.55
-MAP_CMAP = "jet"
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, W) for one channel, (H, W, 3) for three."""
+    return image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0))
 
 
-@dataclass(frozen=True)
-class SaliencyMosaic:
-    """The saliency grid as one RGB image: tile (row i, column j) starts at ``(i * pitch[0], j * pitch[1])``.
-
-    Column 0 holds the images, column ``j >= 1`` the ``j``-th map set drawn at
-    :data:`MAP_ALPHA` over the greyscale image; tiles are ``gap`` white pixels apart.
-    ``outline`` (same height and width, or None without masks) is 1 inside every tile's
-    ground-truth mask and 0 elsewhere; masks with no boundary (all or nothing) are left out.
-    """
-
-    rgb: np.ndarray  # (rows * pitch[0] - gap, cols * pitch[1] - gap, 3) float32 in [0, 1]
-    outline: np.ndarray | None
-    pitch: tuple[int, int]
-    gap: int
-    rows: int
-    cols: int
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image[0] if image.shape[0] == 1 else image.mean(axis=0)
 
 
-def _tile_gap(h: int, w: int) -> int:
-    return max(2, round(0.08 * max(h, w)))
-
-
-def saliency_mosaic(saliency: Saliency, n: int, keys: Sequence[tuple[str, str]]) -> SaliencyMosaic:
-    """Compose the first ``n`` images and their ``keys`` map sets into one mosaic (see :class:`SaliencyMosaic`)."""
-    images = saliency.images[:n]
-    n, c, h, w = images.shape
-    gap = _tile_gap(h, w)
-    ph, pw = h + gap, w + gap
-    cols = 1 + len(keys)
-    gray = images[:, 0] if c == 1 else images.mean(axis=1)
-    tiles = np.ones((n, cols, ph, pw, 3), dtype=np.float32)  # white gutters
-    tiles[:, 0, :h, :w] = gray[..., None] if c == 1 else np.transpose(images, (0, 2, 3, 1))
-    cmap = mpl.colormaps[MAP_CMAP]
-    under = (1 - MAP_ALPHA) * gray[..., None]
-    for j, key in enumerate(keys, start=1):
-        colored = cmap(saliency.maps[key][:n])[..., :3]  # the 256-colour table imshow uses
-        tiles[:, j, :h, :w] = MAP_ALPHA * colored + under  # alpha compositing, as imshow(alpha=...) does
-    rgb = np.clip(tiles.transpose(0, 2, 1, 3, 4).reshape(n * ph, cols * pw, 3)[:-gap, :-gap], 0.0, 1.0)
-    outline = None
-    if saliency.masks is not None:
-        masks = saliency.masks[:n, 0]
-        drawn = masks.any(axis=(1, 2)) & ~masks.all(axis=(1, 2))  # a constant mask has no boundary
-        inside = np.zeros((n, cols, ph, pw), dtype=np.float32)
-        inside[:, :, :h, :w] = (masks & drawn[:, None, None])[:, None]
-        outline = inside.transpose(0, 2, 1, 3).reshape(n * ph, cols * pw)[:-gap, :-gap]
-    return SaliencyMosaic(rgb, outline, (ph, pw), gap, n, cols)
-
-
-def _text_width(text: str, inch_per_char: float = 0.075) -> float:
-    """Rough width in inches of the longest line of ``text`` in the small font."""
-    return inch_per_char * max((len(line) for line in text.split("\n")), default=0)
+def _outline(ax: Axes, mask: np.ndarray) -> None:
+    if mask.any() and not mask.all():  # a constant mask has no boundary to draw
+        # A black halo under a white line stays visible on any image and any colormap.
+        ax.contour(mask.astype(float), levels=[0.5], colors=["black"], linewidths=2.4)
+        ax.contour(mask.astype(float), levels=[0.5], colors=["white"], linewidths=1.0)
 
 
 def figure_saliency_grid(saliency: Saliency, dataset: str, max_images: int = MAX_SALIENCY_IMAGES) -> Figure | None:
-    """N images (rows) × [image, every map set] (columns), masks outlined; None without maps.
-
-    Drawn as one mosaic image (:func:`saliency_mosaic`) on one axes, the columns and rows
-    named by tick labels and the masks outlined by one contour over the whole mosaic, so
-    the cost does not grow with the number of tiles as one axes per tile would.
-    """
+    """N images (rows) × [image, every map set] (columns), masks outlined; None without maps."""
     if not saliency.maps or len(saliency.images) == 0:
         return None
     n = min(len(saliency.images), max_images)
     keys = list(saliency.maps)
-    mosaic = saliency_mosaic(saliency, n, keys)
-    col_labels = ["image", *(f"{method}\n{explainer}" for method, explainer in keys)]
-    row_labels = [f"label {int(label)}" for label in saliency.labels[:n]]
-    ph, pw = mosaic.pitch
-    # Wide enough for each column's label, at least 1.2 inches per tile.
-    tile_in = min(max(1.2, max(_text_width(label) for label in col_labels) + 0.15), 1.8)
-    inch = tile_in / pw
-    height_px, width_px = mosaic.rgb.shape[:2]
-    left = 0.15 + max(_text_width(label) for label in row_labels)
-    top = 0.45 + 0.17 * max(label.count("\n") + 1 for label in col_labels)
-    right = bottom = 0.1
-    fig_w, fig_h = left + width_px * inch + right, bottom + height_px * inch + top
-    fig = Figure(figsize=(fig_w, fig_h))
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((left / fig_w, bottom / fig_h, width_px * inch / fig_w, height_px * inch / fig_h))
-    ax.imshow(mosaic.rgb, interpolation="none")
-    if mosaic.outline is not None and mosaic.outline.any():
-        # A black halo under a white line stays visible on any image and any colormap.
-        ax.contour(mosaic.outline, levels=[0.5], colors=["black"], linewidths=2.4)
-        ax.contour(mosaic.outline, levels=[0.5], colors=["white"], linewidths=1.0)
-    ax.set_xlim(-0.5, width_px - 0.5)
-    ax.set_ylim(height_px - 0.5, -0.5)
-    h, w = ph - mosaic.gap, pw - mosaic.gap
-    ax.set_xticks([j * pw + (w - 1) / 2 for j in range(mosaic.cols)], col_labels, fontsize="small")
-    ax.set_yticks([i * ph + (h - 1) / 2 for i in range(mosaic.rows)], row_labels, fontsize="small")
-    ax.tick_params(length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
-    ax.set_frame_on(False)
+    ncols = 1 + len(keys)
+    fig = _new_figure(1.5 * ncols, 1.5 * n + 0.8)
+    axes = fig.subplots(n, ncols, squeeze=False)
+    for i in range(n):
+        image = saliency.images[i]
+        mask = saliency.masks[i, 0] if saliency.masks is not None else None
+        ax = axes[i, 0]
+        ax.imshow(_rgb(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_ylabel(f"label {int(saliency.labels[i])}", fontsize="small")
+        for j, key in enumerate(keys, start=1):
+            ax = axes[i, j]
+            ax.imshow(_gray(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(saliency.maps[key][i], cmap="jet", vmin=0, vmax=1, alpha=0.55, interpolation="nearest")
+        for ax in axes[i]:
+            if mask is not None:
+                _outline(ax, mask)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("image", fontsize="small")
+    for j, (method, explainer) in enumerate(keys, start=1):
+        axes[0, j].set_title(f"{method}\n{explainer}", fontsize="small")
     outlined = ", ground-truth mask outlined" if saliency.masks is not None else ""
-    fig.suptitle(f"{dataset}: saliency maps of {n} test images{outlined}", y=1 - 0.1 / fig_h, va="top")
+    fig.suptitle(f"{dataset}: saliency maps of {n} test images{outlined}")
     return fig
 
 
