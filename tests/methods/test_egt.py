@@ -212,3 +212,5 @@ def test_policy_top1_records_the_accuracy_cost_curve_over_shared_thresholds() ->
     # A higher threshold never lets more images leave early, so the expected cost never falls.
     macs = [p["expected_macs"] for p in curve]
     assert macs == sorted(macs)
+    # Threshold 0 sends every image out at the first exit; 1.0 (almost) every image to the last.
+    assert curve[0]["threshold"] == 0.0 and curve[0]["expected_macs"] == pytest.approx(costs[0])
