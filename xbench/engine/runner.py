@@ -687,6 +687,8 @@ class Runner:
                     if needs[i] is None or needs[i] in outcomes:
                         waiting.remove(i)
                         running.append((executor.submit(i), i))
+                if not running:  # nothing can start: a method requires itself, directly or through others
+                    raise ConfigError(f"cells {[cells[i].id for i in waiting]} require each other (Method.requires)")
                 for handle, result in executor.wait([h for h, _ in running]):
                     i = next(j for h, j in running if h is handle)
                     running = [(h, j) for h, j in running if h is not handle]
