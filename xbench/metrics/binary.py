@@ -29,7 +29,7 @@ from xbench.data.base import ImageSplit
 from xbench.engine.evaluate import EvalContext
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.efficiency import count_parameters
-from xbench.metrics.latency import LatencyParams, time_calls
+from xbench.metrics.latency import LatencyParams, time_calls, timing_setup
 from xbench.registry import METRICS
 
 
@@ -264,12 +264,7 @@ def binary_timings(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
         return {
             "full_p50_ms": 1e3 * statistics.median(full),
             "per_class_p50_ms": per_class,
-            "device": str(device),
-            "threads": torch.get_num_threads() if device.type == "cpu" else None,
-            "torch": torch.__version__,
-            "cuda_synchronized": device.type == "cuda",
-            "images": n,
-            "warmup": params.warmup,
+            **timing_setup(device, n, params.warmup),
         }
 
     return ctx.memo("binary_latency:" + params.model_dump_json(), measure)  # type: ignore[no-any-return]

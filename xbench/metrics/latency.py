@@ -117,15 +117,20 @@ def measure(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
             "thresholds": policy.thresholds,
             "exits_taken": taken,
         }
-    timings["setup"] = {
+    timings["setup"] = timing_setup(device, n, params.warmup)
+    return timings
+
+
+def timing_setup(device: torch.device, images: int, warmup: int) -> dict[str, Any]:
+    """What every timing record carries: device, CPU threads, torch version, CUDA sync, images, warm-up."""
+    return {
         "device": str(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__,
         "cuda_synchronized": device.type == "cuda",
-        "images": n,
-        "warmup": params.warmup,
+        "images": images,
+        "warmup": warmup,
     }
-    return timings
 
 
 class _Latency(Metric):
