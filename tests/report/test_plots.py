@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from helpers import ENERGY_CLASSES, ENERGY_CODEWORDS, make_energy_record
 from helpers import make_record as rec
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
@@ -26,6 +29,7 @@ from xbench.report.plots import (
     normalize_maps,
     pareto_front,
     read_saliency,
+    saliency_mosaic,
     save_figure,
     write_plots,
     write_saliency,
@@ -162,9 +166,23 @@ def test_accuracy_per_exit_has_one_line_per_method_over_exits() -> None:
     assert figure_accuracy_per_exit([rec("egt", 0, "top1", 0.9)], "fmnist") is None
 
 
-def bar_values(ax: Any) -> dict[str, float]:
-    names = [t.get_text() for t in ax.get_yticklabels()]
-    return dict(zip(names, [patch.get_width() for patch in ax.patches], strict=True))
+def bar_widths(ax: Any) -> dict[int, float]:
+    """Row (y centre) -> bar width of the one bar collection of a facet."""
+    (bars,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    widths = {}
+    for path in bars.get_paths():
+        x, y = path.vertices[:, 0], path.vertices[:, 1]
+        assert x.min() == 0 or x.max() == 0  # every bar starts at 0
+        widths[round(float(y.mean()))] = float(x.max() + x.min())
+    return widths
+
+
+def bar_values(ax: Any, names: list[str] | None = None) -> dict[str, float]:
+    """Row name -> bar width; the names are the facet's tick labels unless given."""
+    names = names if names is not None else [t.get_text() for t in ax.get_yticklabels()]
+    widths = bar_widths(ax)
+    assert set(widths) <= set(range(len(names)))
+    return {names[row]: width for row, width in widths.items()}
 
 
 def test_category_bars_facet_per_metric_with_explainer_rows_and_ci() -> None:
@@ -187,10 +205,35 @@ def test_category_bars_facet_per_metric_with_explainer_rows_and_ci() -> None:
     assert values == pytest.approx({"egt (native)": 50.0, "egt (gradcam)": 10.0})
     # The error bar of egt (native) spans the 95% CI of 0.4 and 0.6, in %.
     ci = 100 * stats.t.ppf(0.975, 1) * np.std([0.4, 0.6], ddof=1) / math.sqrt(2)
-    segments = pointing.collections[0].get_segments()
+    (errors,) = [c for c in pointing.collections if type(c) is LineCollection]
+    segments = errors.get_segments()
     widths = sorted(abs(seg[1][0] - seg[0][0]) for seg in segments)
     assert widths[-1] == pytest.approx(2 * ci)
     assert figure_category(records, "fmnist", "sanity") is None
+
+
+def test_category_facets_with_the_same_rows_name_them_once_per_line() -> None:
+    metrics = [f"metric{k}" for k in range(7)]
+    methods = ["egt", "tame", "lap"]
+    records = [
+        rec(m, 0, metric, 0.1 * (i + 1) + 0.01 * k, explainer="native", category="faithfulness", display=POINTING)
+        for k, metric in enumerate(metrics)
+        for i, m in enumerate(methods)
+    ]
+    fig = figure_category(records, "fmnist", "faithfulness")
+    assert fig is not None
+    assert len(fig.axes) == 7
+    assert [ax.get_title() for ax in fig.axes] == ["Pointing game [%] ↑"] * 7
+    lines = {ax.get_subplotspec().rowspan.start for ax in fig.axes}
+    assert len(lines) > 1  # several lines of facets
+    names = ["egt (native)", "tame (native)", "lap (native)"]
+    for k, ax in enumerate(fig.axes):
+        first = ax.get_subplotspec().colspan.start == 0
+        # The first facet of each line names the rows; the others line up with it, unnamed.
+        assert [t.get_text() for t in ax.get_yticklabels()] == (names if first else [])
+        assert ax.get_ylim() == fig.axes[0].get_ylim()
+        expected = {name: 100 * (0.1 * (i + 1) + 0.01 * k) for i, name in enumerate(names)}
+        assert bar_values(ax, names) == pytest.approx(expected)
 
 
 def test_failed_records_are_skipped_and_the_last_duplicate_wins() -> None:
@@ -204,6 +247,7 @@ def test_failed_records_are_skipped_and_the_last_duplicate_wins() -> None:
     fig = figure_category(records, "fmnist", "accuracy")
     assert fig is not None
     assert bar_values(fig.axes[0]) == pytest.approx({"a": 70.0, "c †": 60.0})
+    assert not [c for c in fig.axes[0].collections if type(c) is LineCollection]  # one seed: no CI to draw
 
 
 # ----------------------------------------------------------------------------- files
@@ -218,7 +262,22 @@ def test_save_figure_writes_png_and_pdf_with_the_title(tmp_path: Path) -> None:
     assert pdf.read_bytes()[:5] == b"%PDF-"
     with Image.open(png) as image:
         assert image.text["Title"] == title(fig)
+        assert image.mode == "RGB"  # opaque: no alpha channel
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["per-exit-fmnist.pdf", "per-exit-fmnist.png"]
+    assert fig.get_layout_engine() is not None and fig.dpi == 100  # the figure is left as it was
+
+
+def test_save_figure_saves_the_whole_figure_unless_something_is_drawn_outside(tmp_path: Path) -> None:
+    fig = Figure(figsize=(2, 1))
+    fig.text(0.5, 0.5, "inside", ha="center")
+    png, _ = save_figure(fig, tmp_path, "inside", dpi=50)
+    with Image.open(png) as image:
+        assert image.size == (100, 50)
+    fig.text(1.2, 0.5, "outside")  # right of the figure: saved too, as with bbox_inches="tight"
+    png, pdf = save_figure(fig, tmp_path, "outside", dpi=50)
+    with Image.open(png) as image:
+        assert image.size[0] > 100  # wider than the figure
+    assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
 def test_write_plots_writes_what_has_data_and_skips_the_rest(tmp_path: Path) -> None:
@@ -407,10 +466,30 @@ def test_read_saliency_reports_bad_files(tmp_path: Path) -> None:
         read_saliency(tmp_path / "partial.npz")
 
 
-def grid_shape(fig: Figure) -> tuple[int, int]:
-    geometry = {ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes}
-    assert len(geometry) == 1
-    return geometry.pop()
+def grid_of(fig: Figure) -> tuple[Any, np.ndarray]:
+    """The one axes holding the whole grid, and the mosaic image drawn on it."""
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert len(ax.images) == 1
+    return ax, np.asarray(ax.images[0].get_array())
+
+
+def tile(mosaic: np.ndarray, pitch: tuple[int, int], row: int, col: int, h: int = 6, w: int = 5) -> np.ndarray:
+    return mosaic[row * pitch[0] : row * pitch[0] + h, col * pitch[1] : col * pitch[1] + w]
+
+
+def outline_tiles(ax: Any, pitch: tuple[int, int]) -> dict[tuple[int, int], tuple[float, ...]]:
+    """(row, column) of every tile with a white outline -> the outline's extent in tile pixels (x0, x1, y0, y1)."""
+    white = [c for c in ax.collections if np.allclose(c.get_edgecolor()[0][:3], 1.0)]
+    assert len(white) == 1
+    extents = {}
+    for path in white[0].get_paths():
+        for poly in path.to_polygons(closed_only=False):
+            row, col = int(poly[:, 1].min() // pitch[0]), int(poly[:, 0].min() // pitch[1])
+            x, y = poly[:, 0] - col * pitch[1], poly[:, 1] - row * pitch[0]
+            assert (row, col) not in extents, "one outline per tile"
+            extents[(row, col)] = (x.min(), x.max(), y.min(), y.max())
+    return extents
 
 
 def test_saliency_grid_has_a_row_per_image_and_a_column_per_map_set_with_masks_outlined(tmp_path: Path) -> None:
@@ -418,11 +497,49 @@ def test_saliency_grid_has_a_row_per_image_and_a_column_per_map_set_with_masks_o
     saliency = read_saliency(write_saliency(tmp_path / "s.npz", images, labels, masks, maps))
     fig = figure_saliency_grid(saliency, "fmnist")
     assert fig is not None
-    assert grid_shape(fig) == (3, 1 + 3)
-    assert len(fig.axes) == 3 * 4
     assert title(fig) == "fmnist: saliency maps of 3 test images, ground-truth mask outlined"
-    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "EGT/ours\nnative", "egt\ngradcam", "resnet\nrandom"]
-    assert all(len(ax.collections) > 0 for ax in fig.axes)  # the mask contour in every cell
+    ax, shown = grid_of(fig)
+    layout = saliency_mosaic(saliency, 3, list(maps))
+    (ph, pw), gap = layout.pitch, layout.gap
+    assert (ph, pw) == (6 + gap, 5 + gap) and gap >= 1
+    assert layout.rgb.shape == (3 * ph - gap, 4 * pw - gap, 3)  # 3 rows, the image + 3 map sets
+    k = shown.shape[0] // layout.rgb.shape[0]  # each mosaic pixel drawn as k × k pixels
+    assert shown.shape == (k * layout.rgb.shape[0], k * layout.rgb.shape[1], 3)
+    np.testing.assert_array_equal(shown[::k, ::k], layout.rgb)
+    assert ax.images[0].get_extent() == pytest.approx([-0.5, 4 * pw - gap - 0.5, 3 * ph - gap - 0.5, -0.5])
+    shown = layout.rgb
+    # Rows and columns are named at the centre of their tiles.
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "image",
+        "EGT/ours\nnative",
+        "egt\ngradcam",
+        "resnet\nrandom",
+    ]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["label 0", "label 1", "label 2"]
+    np.testing.assert_allclose(ax.get_xticks(), [j * pw + 2 for j in range(4)])
+    np.testing.assert_allclose(ax.get_yticks(), [i * ph + 2.5 for i in range(3)])
+    # Tiles: the image itself, then each map at 55% over the greyscale image; white between tiles.
+    np.testing.assert_allclose(tile(shown, layout.pitch, 1, 0) / 255, images[1].transpose(1, 2, 0), atol=1 / 255)
+    jet = colormaps["jet"](maps[("egt", "gradcam")][2])[..., :3]
+    expected = 0.55 * jet + 0.45 * images[2].mean(axis=0)[..., None]
+    np.testing.assert_allclose(tile(shown, layout.pitch, 2, 2) / 255, expected, atol=1 / 255)
+    assert (shown[6 : 6 + gap] == 255).all() and (shown[:, 5 : 5 + gap] == 255).all()
+    # The mask (rows 1-3, columns 1-2) outlined in every tile, along the pixel edges.
+    extents = outline_tiles(ax, layout.pitch)
+    assert set(extents) == {(i, j) for i in range(3) for j in range(4)}
+    assert all(extent == pytest.approx((0.5, 2.5, 0.5, 3.5)) for extent in extents.values())
+
+
+def test_saliency_grid_leaves_out_outlines_of_constant_masks(tmp_path: Path) -> None:
+    images, labels, masks, maps = saliency_arrays(n=3)
+    masks[0] = True  # no boundary to draw
+    masks[1] = False
+    saliency = read_saliency(write_saliency(tmp_path / "s.npz", images, labels, masks, maps))
+    fig = figure_saliency_grid(saliency, "fmnist")
+    assert fig is not None
+    ax, _ = grid_of(fig)
+    layout = saliency_mosaic(saliency, 3, list(maps))
+    assert set(outline_tiles(ax, layout.pitch)) == {(2, j) for j in range(4)}
 
 
 def test_saliency_grid_without_masks_draws_no_outline_and_caps_the_rows(tmp_path: Path) -> None:
@@ -430,8 +547,52 @@ def test_saliency_grid_without_masks_draws_no_outline_and_caps_the_rows(tmp_path
     saliency = read_saliency(write_saliency(tmp_path / "s.npz", images, labels, None, maps))
     fig = figure_saliency_grid(saliency, "fmnist", max_images=2)
     assert fig is not None
-    assert grid_shape(fig) == (2, 4)
-    assert all(len(ax.collections) == 0 for ax in fig.axes)
+    ax, _ = grid_of(fig)
+    layout = saliency_mosaic(saliency, 2, list(maps))
+    assert layout.rgb.shape == (2 * layout.pitch[0] - layout.gap, 4 * layout.pitch[1] - layout.gap, 3)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["label 0", "label 1"]
+    assert len(ax.get_xticklabels()) == 4
+    assert len(ax.collections) == 0
     assert "outlined" not in title(fig)
     no_maps = read_saliency(write_saliency(tmp_path / "n.npz", images, labels, None, {}))
     assert figure_saliency_grid(no_maps, "fmnist") is None
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def test_every_plot_is_laid_out_inside_its_figure(tmp_path: Path) -> None:
+    """Labels, titles and tick labels fit in the figure, which is saved whole."""
+    images, labels, masks, maps = saliency_arrays(n=3)
+    saliency = read_saliency(write_saliency(tmp_path / "s.npz", images, labels, masks, maps))
+    shared = [
+        rec(m, 0, metric, 0.5, explainer="native", category="faithfulness", display=POINTING)
+        for metric in ("a", "b", "c", "d")
+        for m in ("egt", "a rather long method name")
+    ]
+    localization = [
+        rec("egt", 0, "pointing", 0.4, explainer="native", category="localization", display=POINTING),
+        rec("egt", 0, "iou", 0.3, explainer="gradcam", category="localization", **IOU),
+    ]
+    figures = [
+        figure_accuracy_vs_macs(tradeoff_records(), "fmnist"),  # a title wider than the plot
+        figure_accuracy_per_exit([rec("egt", 0, "top1", 0.5, exit=e) for e in range(3)], "fmnist"),
+        figure_category(shared, "fmnist", "faithfulness"),
+        figure_category(localization, "fmnist", "localization"),
+        figure_branch_energy(energy_records(), "fmnist", "coded_resnext"),
+        figure_saliency_grid(saliency, "fmnist"),
+    ]
+    for i, fig in enumerate(figures):
+        assert fig is not None
+        width, height = fig.get_size_inches()
+        png, _ = save_figure(fig, tmp_path, f"plot{i}", dpi=DPI)
+        with Image.open(png) as image:
+            size = np.array(image.size)
+        assert np.abs(size - [width * DPI, height * DPI]).max() <= 1, title(fig)
+        # What is drawn, measured at the PNG's resolution, lies inside the figure.
+        fig.set_dpi(DPI)
+        fig.set_layout_engine(None)  # as laid out for saving
+        drawn = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer())
+        slack = 1 / DPI
+        assert drawn.x0 >= -slack and drawn.y0 >= -slack, title(fig)
+        assert drawn.x1 <= width + slack and drawn.y1 <= height + slack, title(fig)

@@ -22,14 +22,19 @@ Plots (one per dataset, and per category for the bar charts):
   localization, faithfulness, consistency, sanity, then any other), one facet per
   metric, one bar per method (``method (explainer)`` for explanation metrics), mean ±
   95% CI (Student's t) over seeds in display units (``value * display.scale``).
-  Per-exit values are left to the two plots above.
+  Per-exit values are left to the two plots above. When every facet has the same rows,
+  the rows are named once per line of facets, left of the first.
 * ``branch_energy_<dataset>_<method>``: for each row with ``branch_energy`` records
-  (Coded ResNeXt), one seaborn heatmap per coded block: classes × branches, colour = the
+  (Coded ResNeXt), one heatmap per coded block: classes × branches, colour = the
   class's share of the block's energy on each branch (rows sum to 1, mean over seeds),
   the class's codeword branches outlined (see :mod:`xbench.metrics.branch_energy`).
 * ``saliency_<dataset>``: a grid of N test images (rows) × the image and every
   (method, explainer) map set (columns), with the ground-truth mask outlined when the
-  file has masks.
+  file has masks; drawn as one image (:func:`saliency_mosaic`) on one axes.
+
+Drawing cost grows with the number of axes, tick labels and layout passes, so figures
+are laid out once (by measuring their text, or by constrained layout for the few axes of
+the line plots and heatmaps) and that layout serves both the PNG and the PDF.
 
 Saliency file format (``RUN_DIR/saliency/<dataset>.npz``), written by
 :func:`write_saliency` and read by :func:`read_saliency`:
@@ -47,21 +52,31 @@ trained with ground-truth masks (``config["uses_masks"]``) carry a dagger, as in
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Bbox
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from scipy import stats as scipy_stats
 
 from xbench.errors import DataError
@@ -139,30 +154,113 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "plot"
 
 
+class _Canvas(FigureCanvasAgg):
+    """The Agg canvas, writing a PNG without its alpha channel when the image is opaque.
+
+    The figures here have an opaque background, so the alpha channel is 255 throughout; leaving
+    it out and compressing at level 3 (of 9) makes the PNG about as small, and quicker to write.
+    """
+
+    def print_png(
+        self,
+        filename_or_obj: Any,
+        *,
+        metadata: dict[str, str] | None = None,
+        pil_kwargs: dict[str, Any] | None = None,
+        **_: Any,  # facecolor, orientation, ...: taken care of by savefig, as for the Agg canvas
+    ) -> None:
+        FigureCanvasAgg.draw(self)
+        rgba = np.asarray(self.buffer_rgba())
+        image = Image.frombuffer("RGBA", (rgba.shape[1], rgba.shape[0]), rgba, "raw", "RGBA", 0, 1)
+        if rgba[..., 3].min() == 255:
+            image = image.convert("RGB")
+        info = PngInfo()
+        for key, value in {
+            "Software": f"Matplotlib version{mpl.__version__}, https://matplotlib.org/",
+            **(metadata or {}),
+        }.items():
+            info.add_text(key, value)
+        dpi = round(self.figure.dpi)
+        options = {"pnginfo": info, "dpi": (dpi, dpi), "compress_level": 3, **(pil_kwargs or {})}
+        image.save(filename_or_obj, format="png", **options)
+
+
+class _FittedFigure(Figure):
+    """A figure whose builder sized it, from measured text, to hold all it draws: saved whole, unmeasured."""
+
+
+def _saved_area(fig: Figure, renderer: RendererAgg) -> Bbox | None:
+    """Lay the figure out (once, with its layout engine if any) and return the area to save.
+
+    None (the whole figure) when everything drawn lies inside the figure, as the layouts
+    here see to; else the tight bounding box of what is drawn, padded, in inches, as
+    ``bbox_inches="tight"`` would give, so nothing drawn outside the figure is lost.
+    """
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+    tight = fig.get_tightbbox(renderer)
+    slack = 1 / fig.dpi  # a pixel
+    width, height = fig.get_size_inches()
+    if tight.x0 >= -slack and tight.y0 >= -slack and tight.x1 <= width + slack and tight.y1 <= height + slack:
+        return None
+    pad = float(mpl.rcParams["savefig.pad_inches"])
+    return tight.padded(pad, pad)
+
+
 def save_figure(fig: Figure, out_dir: str | Path, stem: str, dpi: int = DEFAULT_DPI) -> list[Path]:
     """Write ``fig`` to ``out_dir/<stem>.png`` and ``.pdf`` atomically, its title in the metadata.
+
+    The figure is laid out and measured once, at the PNG's resolution, for both formats:
+    the PNG is drawn by the renderer that measured it, so its text is not measured again.
+    The saved area is the whole figure, or the tight bounding box of what is drawn when
+    something lies outside the figure. The figures laid out here from measured text (the
+    bar charts and the saliency grid) are known to fit and are not measured at all.
 
     Returns:
         The PNG path, then the PDF path.
     """
-    FigureCanvasAgg(fig)  # an Agg canvas whatever the interactive backend is
+    canvas = _Canvas(fig)  # an Agg canvas whatever the interactive backend is
     title = _title(fig)
-    paths = []
-    for fmt in _FORMATS:
-        path = Path(out_dir) / f"{_slug(stem)}.{fmt}"
-        metadata = {"Title": title} if title else None
+    metadata = {"Title": title} if title else None
+    engine = fig.get_layout_engine()
+    figure_dpi = fig.dpi
+    fig.set_dpi(dpi)
+    try:
+        area = None if isinstance(fig, _FittedFigure) else _saved_area(fig, canvas.get_renderer())
+        with mpl.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+            fig.set_layout_engine(None)  # laid out above: keep the positions for both formats
+        paths = []
+        for fmt in _FORMATS:
 
-        def write(handle: Any, fmt: str = fmt, metadata: dict[str, str] | None = metadata) -> None:
-            fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata, bbox_inches="tight")
+            def write(handle: Any, fmt: str = fmt) -> None:
+                with mpl.rc_context({"savefig.bbox": "standard"}):  # None means the whole figure, whatever the rc
+                    fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata, bbox_inches=area)
 
-        paths.append(atomic_write(path, write))
+            paths.append(atomic_write(Path(out_dir) / f"{_slug(stem)}.{fmt}", write))
+    finally:
+        fig.set_dpi(figure_dpi)
+        if engine is not None:
+            fig.set_layout_engine(engine)
     return paths
 
 
 def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
+    # Constrained layout with a margin as wide as the padding of bbox_inches="tight" around the
+    # figure: the whole figure is saved, so the margin is the image's.
+    pad = float(mpl.rcParams["savefig.pad_inches"])
+    fig = Figure(figsize=(width, height), layout=ConstrainedLayoutEngine(w_pad=pad, h_pad=pad))
     FigureCanvasAgg(fig)
     return fig
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    """Title ``fig``, widening it when the title is wider, so that the whole figure can be saved as is."""
+    fig.suptitle(text)
+    width, height = fig.get_size_inches()
+    needed = _text_inches(text, mpl.rcParams["figure.titlesize"])[0] + 0.3
+    if needed > width:
+        fig.set_size_inches(needed, height)
 
 
 def _colors(names: Sequence[str]) -> dict[str, Any]:
@@ -306,7 +404,7 @@ def _accuracy_vs_macs(frame: pd.DataFrame, dataset: str) -> Figure | None:
     ax.set_ylabel(_axis_label(y_label, y_unit))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
-    fig.suptitle(f"{dataset}: {y_label} vs {x_label} (curves over exit thresholds, mean ± 95% CI over seeds)")
+    _suptitle(fig, f"{dataset}: {y_label} vs {x_label} (curves over exit thresholds, mean ± 95% CI over seeds)")
     return fig
 
 
@@ -349,7 +447,7 @@ def _accuracy_per_exit(frame: pd.DataFrame, dataset: str, metric: str = "top1") 
     ax.set_ylabel(_axis_label(label, unit))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    fig.suptitle(f"{dataset}: {label} at each exit (mean ± 95% CI over seeds)")
+    _suptitle(fig, f"{dataset}: {label} at each exit (mean ± 95% CI over seeds)")
     return fig
 
 
@@ -377,44 +475,166 @@ def _category(frame: pd.DataFrame, dataset: str, category: str) -> Figure | None
     frame["row"] = frame["method"].where(
         frame["explainer"].isna(), frame["method"] + " (" + frame["explainer"].fillna("") + ")"
     )
-    metrics = [str(m) for m in frame["metric"].unique()]
+    by_metric = {str(m): rows for m, rows in frame.groupby("metric", sort=False)}
+    metrics = list(by_metric)
     rows_all = [str(r) for r in frame["row"].unique()]
+    names_of = {m: [str(r) for r in rows["row"].unique()] for m, rows in by_metric.items()}
+    # When every facet has the same rows in the same order, the bars of a line of facets line
+    # up, so the row names are written once, left of each line, and the facets can be narrower.
+    shared = len({tuple(names) for names in names_of.values()}) == 1
     colors = _colors(rows_all)
-    ncols = min(len(metrics), 3)
-    nrows = math.ceil(len(metrics) / ncols)
-    longest = max(len(r) for r in rows_all)
-    height = max(0.28 * len(rows_all) + 1.0, 1.8)
-    fig = _new_figure(ncols * 3.2 + 0.07 * longest, nrows * height + 0.6)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, metric in zip(axes, metrics, strict=False):
-        rows = frame[frame["metric"] == metric]
-        label, unit, scale = _display(rows, metric)
-        names = [str(r) for r in rows["row"].unique()]
-        stats = [mean_ci(rows.loc[rows["row"] == r, "value"]) for r in names]
+    most = 5 if shared else 3  # facets per line
+    ncols = math.ceil(len(metrics) / math.ceil(len(metrics) / most))  # lines as full as can be
+    named = [not shared or i % ncols == 0 for i in range(len(metrics))]
+    titles = {m: _facet_title(rows, m) for m, rows in by_metric.items()}
+    fig, axes = _facet_grid(
+        ncols,
+        len(rows_all),
+        [names_of[m] if show else [] for m, show in zip(metrics, named, strict=True)],
+        list(titles.values()),
+        f"{dataset}: {category} metrics (mean ± 95% CI over seeds)",
+    )
+    for i, (ax, metric) in enumerate(zip(axes, metrics, strict=True)):
+        rows = by_metric[metric]
+        scale = _display(rows, metric)[2]
+        names = names_of[metric]
+        values = dict(iter(rows.groupby("row", sort=False)["value"]))
+        stats = [mean_ci(values[r]) for r in names]
         means = np.array([s[0] for s in stats]) * scale
         cis = np.array([s[1] for s in stats]) * scale
-        _bars(ax, names, means, cis, [colors[n] for n in names])
-        ax.set_title(_axis_label(label, unit) + _direction(rows["higher_is_better"].iloc[0]), fontsize="medium")
-    for ax in axes[len(metrics) :]:
-        ax.remove()
-    fig.suptitle(f"{dataset}: {category} metrics (mean ± 95% CI over seeds)")
+        _bars(ax, names, means, cis, [colors[n] for n in names], named=named[i])
+        ax.set_title(titles[metric], fontsize="medium", y=1.0)
     return fig
 
 
-def _bars(ax: Axes, names: list[str], means: np.ndarray, cis: np.ndarray, colors: list[Any]) -> None:
-    y = np.arange(len(names))
-    xerr = None if np.isnan(cis).all() else np.nan_to_num(cis)
-    ax.barh(y, means, xerr=xerr, color=colors, capsize=3, edgecolor="black", linewidth=0.5)
-    ax.set_yticks(y, names, fontsize="small")
-    ax.invert_yaxis()  # first row on top, as in the tables
+def _facet_title(rows: pd.DataFrame, metric: str) -> str:
+    label, unit, _ = _display(rows, metric)
+    return _axis_label(label, unit) + _direction(rows["higher_is_better"].iloc[0])
+
+
+@functools.cache
+def _measuring_renderer() -> RendererAgg:
+    return RendererAgg(8, 8, 100)
+
+
+def _text_inches(text: str, size: str | float) -> tuple[float, float]:
+    """Width and height in inches of ``text`` (one line per ``\\n``) in the default font at ``size``."""
+    renderer = _measuring_renderer()
+    prop = FontProperties(size=size)
+    lines = text.split("\n")
+    widths = [renderer.get_text_width_height_descent(line or " ", prop, ismath=False)[0] for line in lines]
+    line_h = renderer.get_text_width_height_descent("lp", prop, ismath=False)[1]
+    return max(widths) / renderer.dpi, line_h * (1 + 1.2 * (len(lines) - 1)) / renderer.dpi
+
+
+def _facet_grid(
+    ncols: int, n_rows: int, names: list[list[str]], titles: list[str], suptitle: str
+) -> tuple[Figure, list[Axes]]:
+    """A figure of bar-chart facets, ``ncols`` a line, its margins measured from its text.
+
+    Facet ``i`` has the one-line title ``titles[i]`` above, x tick labels below and the row
+    names ``names[i]`` (none: ``[]``) as tick labels on its left; ``n_rows`` sets the height.
+    Laying the grid out from measured text, rather than by a layout engine, spares the
+    passes over every tick label that the engine makes to measure them.
+    """
+    rc = mpl.rcParams
+    pad = 0.1
+    tick = (rc["ytick.major.size"] + rc["ytick.major.pad"]) / 72 + 0.05
+
+    def names_width(facets: list[list[str]]) -> float:
+        shown = [name for facet in facets for name in facet]
+        return max(_text_inches(name, "small")[0] for name in shown) + tick if shown else 0.0
+
+    n = len(titles)
+    nrows = math.ceil(n / ncols)
+    left_names = names_width(names[::ncols])  # of the first facet of each line
+    inner_names = names_width([facet for i, facet in enumerate(names) if i % ncols])
+    ticks_h = _text_inches("0", rc["xtick.labelsize"])[1] + (rc["xtick.major.size"] + rc["xtick.major.pad"]) / 72
+    offset_h = _text_inches("0", rc["xtick.labelsize"])[1]  # a "1e6" multiplier under the axis, if any
+    title_w = max(_text_inches(title, "medium")[0] for title in titles)
+    title_h = _text_inches("Ag", "medium")[1] + rc["axes.titlepad"] / 72
+    sup_w, sup_h = _text_inches(suptitle, rc["figure.titlesize"])
+    overhang = 0.25  # of the outermost x tick labels past the sides of a facet
+    gap = 2 * overhang + inner_names
+    facet_w = max(2.5, title_w + 0.15 - gap)
+    facet_h = max(0.24 * n_rows + 0.3, 0.8)
+    vgap = ticks_h + title_h + 0.2
+    grid_w = ncols * facet_w + (ncols - 1) * gap
+    width = pad + left_names + grid_w + overhang + pad
+    extra = max(0.0, sup_w + 2 * pad - width)  # room for a title wider than the grid, split both sides
+    width += extra
+    top = pad + sup_h + 0.15 + title_h
+    bottom = ticks_h + offset_h + pad
+    height = top + nrows * facet_h + (nrows - 1) * vgap + bottom
+    fig = _FittedFigure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    left = pad + left_names + extra / 2
+    grid = fig.add_gridspec(
+        nrows,
+        ncols,
+        left=left / width,
+        right=(left + grid_w) / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=gap / facet_w,
+        hspace=vgap / facet_h,
+    )
+    axes = [fig.add_subplot(grid[i // ncols, i % ncols]) for i in range(n)]
+    fig.suptitle(suptitle, y=1 - pad / height, va="top")
+    return fig, axes
+
+
+def _bars(
+    ax: Axes, names: list[str], means: np.ndarray, cis: np.ndarray, colors: list[Any], named: bool = True
+) -> None:
+    """Horizontal bars (row ``i`` centred on ``y = i``, first row on top) with their CI as error bars.
+
+    The rows are named by tick labels when ``named``. Bars without a finite mean are left
+    out, error bars without a finite CI too. The bars are one collection (one artist to
+    build and draw, where ``barh`` makes one patch per bar).
+    """
+    y = np.arange(len(names), dtype=float)
+    shown = np.isfinite(means)
+    verts = [
+        [(0.0, i - 0.4), (0.0, i + 0.4), (m, i + 0.4), (m, i - 0.4)]
+        for i, m in zip(y[shown], means[shown], strict=True)
+    ]
+    bars = PolyCollection(
+        verts, facecolors=[c for c, ok in zip(colors, shown, strict=True) if ok], edgecolors="black", linewidths=0.5
+    )
+    bars.sticky_edges.x.append(0.0)  # the value axis starts at 0 when every bar is on one side, as with barh
+    ax.add_collection(bars)
+    with_ci = shown & np.isfinite(cis)
+    if with_ci.any():
+        ax.errorbar(means[with_ci], y[with_ci], xerr=cis[with_ci], fmt="none", ecolor="black", capsize=3)
+    ax.autoscale_view()
+    # A few round values on the axis of a narrow facet; fixed, so no tick is made outside the view.
+    low, high = ax.get_xlim()
+    values = np.asarray(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high))
+    slack = 1e-9 * (high - low)
+    ax.set_xticks(values[(values >= low - slack) & (values <= high + slack)])
+    if named:
+        ax.set_yticks(y, names, fontsize="small")
+    else:
+        ax.set_yticks([])  # named by the facet on the left of the line, whose rows are the same
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first row on top, as in the tables
     ax.axvline(0, color="black", lw=0.6)
     ax.grid(True, axis="x", alpha=0.3)
+    _fixed_empty_labels(ax)
+
+
+def _fixed_empty_labels(ax: Axes) -> None:
+    """Pin the axis labels that are empty, sparing matplotlib a search for their place on every draw."""
+    if not ax.get_xlabel():
+        ax.xaxis.set_label_coords(0.5, 0.0)
+    if not ax.get_ylabel():
+        ax.yaxis.set_label_coords(0.0, 0.5)
 
 
 # ----------------------------------------------------------------------------- branch energy
 
 BRANCH_ENERGY = "branch_energy"
-#: Largest class count whose rows are labelled one by one; beyond it seaborn thins the labels.
+#: Largest class count whose rows are labelled one by one; beyond it every k-th class is named.
 _MAX_CLASS_TICKS = 30
 
 
@@ -478,6 +698,17 @@ def figure_branch_energy(records: Iterable[Record], dataset: str, method: str) -
     return _branch_energy(_frame(records), dataset, method)
 
 
+def _heatmap(ax: Axes, matrix: np.ndarray, vmax: float, square: bool) -> None:
+    """``matrix`` as coloured cells, row 0 on top, cell (row r, column c) spanning [c, c+1] × [r, r+1]."""
+    ax.pcolormesh(matrix, cmap="viridis", vmin=0.0, vmax=vmax)
+    ax.set_xlim(0, matrix.shape[1])
+    ax.set_ylim(matrix.shape[0], 0)
+    if square:
+        ax.set_aspect("equal")
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
+
+
 def _branch_energy(frame: pd.DataFrame, dataset: str, method: str) -> Figure | None:
     rows = frame[
         (frame["dataset"] == dataset)
@@ -493,23 +724,19 @@ def _branch_energy(frame: pd.DataFrame, dataset: str, method: str) -> Figure | N
     ncols = min(n_blocks, 4)
     nrows = math.ceil(n_blocks / ncols)
     cell_w = max(0.32 * n_branches + 1.2, 2.8)
-    cell_h = min(0.28 * n_classes, 12.0) + 1.0
-    fig = _new_figure(ncols * cell_w + 1.0, nrows * cell_h + 0.8)
+    cell_h = min(0.28 * n_classes, 12.0) + 1.3  # + two-line title, tick labels and axis label
+    fig = _new_figure(ncols * cell_w + 1.0, nrows * cell_h + 0.9)  # + two-line figure title
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     vmax = max(float(e.max()) for e in maps.energy) or 1.0
-    ticks: Any = maps.class_names if n_classes <= _MAX_CLASS_TICKS else "auto"
+    step = math.ceil(n_classes / _MAX_CLASS_TICKS)  # beyond the limit, every step-th class is named
     for i, (ax, energy, code) in enumerate(zip(axes, maps.energy, maps.codewords, strict=False)):
-        sns.heatmap(
-            energy,
-            ax=ax,
-            vmin=0.0,
-            vmax=vmax,
-            cmap="viridis",
-            cbar=False,
-            square=n_classes <= _MAX_CLASS_TICKS,
-            xticklabels=list(range(energy.shape[1])),
-            yticklabels=ticks if i % ncols == 0 else False,
-        )
+        _heatmap(ax, energy, vmax, square=n_classes <= _MAX_CLASS_TICKS)
+        ax.set_xticks(np.arange(energy.shape[1]) + 0.5, [str(n) for n in range(energy.shape[1])])
+        if i % ncols == 0:
+            named = np.arange(0, n_classes, step)
+            ax.set_yticks(named + 0.5, [maps.class_names[r] for r in named])
+        else:
+            ax.set_yticks([])
         for r, k in enumerate(maps.classes):
             for n in np.flatnonzero(code[k]).tolist():
                 # A black halo under a white line stays visible on any colour of the map.
@@ -517,20 +744,24 @@ def _branch_energy(frame: pd.DataFrame, dataset: str, method: str) -> Figure | N
                 ax.add_patch(Rectangle((n, r), 1, 1, fill=False, edgecolor="white", lw=1.0))
         active, total = int(code[0].sum()), code.shape[1]
         ax.set_title(
-            f"block {i}: {maps.shares[i]:.0%} on code\n({active} of {total} branches per class)", fontsize="medium"
+            f"block {i}: {maps.shares[i]:.0%} on code\n({active} of {total} branches per class)",
+            fontsize="medium",
+            y=1.0,
         )
         ax.set_xlabel("branch")
         ax.tick_params(axis="x", labelsize="small", rotation=0)
         ax.tick_params(axis="y", labelsize="small", rotation=0)
         if i % ncols == 0:
             ax.set_ylabel("class")
+        _fixed_empty_labels(ax)
     for ax in axes[n_blocks:]:
         ax.remove()
     fig.colorbar(axes[0].collections[0], ax=list(axes[:n_blocks]), label="share of the class's energy", shrink=0.8)
     seeds = f"mean over {maps.n_seeds} seeds" if maps.n_seeds > 1 else "1 seed"
-    fig.suptitle(
+    _suptitle(
+        fig,
         f"{dataset}: {method}: branch energy share per class and coded block\n"
-        f"(rows sum to 1; codeword branches outlined; {seeds})"
+        f"(rows sum to 1; codeword branches outlined; {seeds})",
     )
     return fig
 
@@ -665,51 +896,111 @@ def read_saliency(path: str | Path) -> Saliency:
         raise DataError(f"{path}: {err}") from err
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) -> (H, W) for one channel, (H, W, 3) for three."""
-    return image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0))
+#: Opacity of a saliency map over its greyscale image in the grid, and the map's colormap.
+MAP_ALPHA = 0.55
+MAP_CMAP = "jet"
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    return image[0] if image.shape[0] == 1 else image.mean(axis=0)
+@dataclass(frozen=True)
+class SaliencyMosaic:
+    """The saliency grid as one RGB image: tile (row i, column j) starts at ``(i * pitch[0], j * pitch[1])``.
+
+    Column 0 holds the images, column ``j >= 1`` the ``j``-th map set drawn at
+    :data:`MAP_ALPHA` over the greyscale image; tiles are ``gap`` white pixels apart.
+    ``outline`` (same height and width, or None without masks) is 1 inside every tile's
+    ground-truth mask and 0 elsewhere; masks with no boundary (all or nothing) are left out.
+    """
+
+    rgb: np.ndarray  # (rows * pitch[0] - gap, cols * pitch[1] - gap, 3) uint8
+    outline: np.ndarray | None
+    pitch: tuple[int, int]
+    gap: int
+    rows: int
+    cols: int
 
 
-def _outline(ax: Axes, mask: np.ndarray) -> None:
-    if mask.any() and not mask.all():  # a constant mask has no boundary to draw
-        # A black halo under a white line stays visible on any image and any colormap.
-        ax.contour(mask.astype(float), levels=[0.5], colors=["black"], linewidths=2.4)
-        ax.contour(mask.astype(float), levels=[0.5], colors=["white"], linewidths=1.0)
+def _tile_gap(h: int, w: int) -> int:
+    return max(2, round(0.08 * max(h, w)))
+
+
+def saliency_mosaic(saliency: Saliency, n: int, keys: Sequence[tuple[str, str]]) -> SaliencyMosaic:
+    """Compose the first ``n`` images and their ``keys`` map sets into one mosaic (see :class:`SaliencyMosaic`)."""
+    images = saliency.images[:n]
+    n, c, h, w = images.shape
+    gap = _tile_gap(h, w)
+    ph, pw = h + gap, w + gap
+    cols = 1 + len(keys)
+    gray = images[:, 0] if c == 1 else images.mean(axis=1)
+    tiles = np.ones((n, cols, ph, pw, 3), dtype=np.float32)  # white gutters
+    tiles[:, 0, :h, :w] = gray[..., None] if c == 1 else np.transpose(images, (0, 2, 3, 1))
+    cmap = mpl.colormaps[MAP_CMAP]
+    under = (1 - MAP_ALPHA) * gray[..., None]
+    for j, key in enumerate(keys, start=1):
+        colored = cmap(saliency.maps[key][:n])[..., :3]  # the 256-colour table imshow uses
+        tiles[:, j, :h, :w] = MAP_ALPHA * colored + under  # alpha compositing, as imshow(alpha=...) does
+    rgb = tiles.transpose(0, 2, 1, 3, 4).reshape(n * ph, cols * pw, 3)[:-gap, :-gap]
+    rgb = (np.clip(rgb, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)  # 8-bit: what the PNG holds, and cheaper to draw
+    outline = None
+    if saliency.masks is not None:
+        masks = saliency.masks[:n, 0]
+        drawn = np.asarray(masks.any(axis=(1, 2)) & ~masks.all(axis=(1, 2)))  # a constant mask has no boundary
+        inside = np.zeros((n, cols, ph, pw), dtype=np.float32)
+        inside[:, :, :h, :w] = (masks & drawn[:, None, None])[:, None]
+        outline = inside.transpose(0, 2, 1, 3).reshape(n * ph, cols * pw)[:-gap, :-gap]
+    return SaliencyMosaic(rgb, outline, (ph, pw), gap, n, cols)
 
 
 def figure_saliency_grid(saliency: Saliency, dataset: str, max_images: int = MAX_SALIENCY_IMAGES) -> Figure | None:
-    """N images (rows) × [image, every map set] (columns), masks outlined; None without maps."""
+    """N images (rows) × [image, every map set] (columns), masks outlined; None without maps.
+
+    Drawn as one mosaic image (:func:`saliency_mosaic`) on one axes, the columns and rows
+    named by tick labels and the masks outlined by one contour over the whole mosaic, so
+    the cost does not grow with the number of tiles as one axes per tile would.
+    """
     if not saliency.maps or len(saliency.images) == 0:
         return None
     n = min(len(saliency.images), max_images)
     keys = list(saliency.maps)
-    ncols = 1 + len(keys)
-    fig = _new_figure(1.5 * ncols, 1.5 * n + 0.8)
-    axes = fig.subplots(n, ncols, squeeze=False)
-    for i in range(n):
-        image = saliency.images[i]
-        mask = saliency.masks[i, 0] if saliency.masks is not None else None
-        ax = axes[i, 0]
-        ax.imshow(_rgb(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_ylabel(f"label {int(saliency.labels[i])}", fontsize="small")
-        for j, key in enumerate(keys, start=1):
-            ax = axes[i, j]
-            ax.imshow(_gray(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.imshow(saliency.maps[key][i], cmap="jet", vmin=0, vmax=1, alpha=0.55, interpolation="nearest")
-        for ax in axes[i]:
-            if mask is not None:
-                _outline(ax, mask)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_title("image", fontsize="small")
-    for j, (method, explainer) in enumerate(keys, start=1):
-        axes[0, j].set_title(f"{method}\n{explainer}", fontsize="small")
-    outlined = ", ground-truth mask outlined" if saliency.masks is not None else ""
-    fig.suptitle(f"{dataset}: saliency maps of {n} test images{outlined}")
+    mosaic = saliency_mosaic(saliency, n, keys)
+    col_labels = ["image", *(f"{method}\n{explainer}" for method, explainer in keys)]
+    row_labels = [f"label {int(label)}" for label in saliency.labels[:n]]
+    ph, pw = mosaic.pitch
+    pad = 0.1
+    col_w, col_h = map(max, zip(*(_text_inches(label, "small") for label in col_labels), strict=True))
+    row_w = max(_text_inches(label, "small")[0] for label in row_labels)
+    title = f"{dataset}: saliency maps of {n} test images"
+    title += ", ground-truth mask outlined" if saliency.masks is not None else ""
+    title_w, title_h = _text_inches(title, mpl.rcParams["figure.titlesize"])
+    # An inch per tile, more if a column's label needs it (at most 2).
+    tile_in = min(max(1.0, col_w + 0.12), 2.0)
+    inch = tile_in / pw  # per pixel of the mosaic
+    height_px, width_px = mosaic.rgb.shape[:2]
+    tick_pad = mpl.rcParams["xtick.major.pad"] / 72
+    left = pad + row_w + tick_pad + 0.05
+    top = pad + title_h + 0.15 + col_h + tick_pad + 0.05
+    bottom = pad
+    fig_w = max(left + width_px * inch + pad, title_w + 2 * pad)
+    fig_h = top + height_px * inch + bottom
+    fig = _FittedFigure(figsize=(fig_w, fig_h))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((left / fig_w, bottom / fig_h, width_px * inch / fig_w, height_px * inch / fig_h))
+    # Each mosaic pixel repeated so that a tile is about 100 pixels wide in the PDF too, where
+    # viewers may smooth a small image they enlarge; the axes stay in mosaic pixels.
+    k = math.ceil(100 / max(ph, pw))
+    pixels = np.repeat(np.repeat(mosaic.rgb, k, axis=0), k, axis=1) if k > 1 else mosaic.rgb
+    ax.imshow(pixels, interpolation="none", extent=(-0.5, width_px - 0.5, height_px - 0.5, -0.5))
+    if mosaic.outline is not None and mosaic.outline.any():
+        # A black halo under a white line stays visible on any image and any colormap.
+        ax.contour(mosaic.outline, levels=[0.5], colors=["black"], linewidths=2.0)
+        ax.contour(mosaic.outline, levels=[0.5], colors=["white"], linewidths=0.9)
+    ax.set_xlim(-0.5, width_px - 0.5)
+    ax.set_ylim(height_px - 0.5, -0.5)
+    h, w = ph - mosaic.gap, pw - mosaic.gap
+    ax.set_xticks([j * pw + (w - 1) / 2 for j in range(mosaic.cols)], col_labels, fontsize="small")
+    ax.set_yticks([i * ph + (h - 1) / 2 for i in range(mosaic.rows)], row_labels, fontsize="small")
+    ax.tick_params(length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
+    ax.set_frame_on(False)
+    fig.suptitle(title, y=1 - pad / fig_h, va="top")
     return fig
 
 
@@ -745,26 +1036,48 @@ def write_plots(
     """
     plots_dir = Path(out_dir) / "plots"
     frame = _frame(records)
-    figures: list[tuple[str, Figure | None]] = []
+    # Each figure is built just before it is saved and dropped after, so only one is alive at a time.
+    figures: list[tuple[str, Callable[[], Figure | None]]] = []
     for dataset in _datasets(frame):
-        figures.append((f"accuracy_vs_macs_{dataset}", _accuracy_vs_macs(frame, dataset)))
-        figures.append((f"accuracy_per_exit_{dataset}", _accuracy_per_exit(frame, dataset)))
+        figures.append((f"accuracy_vs_macs_{dataset}", functools.partial(_accuracy_vs_macs, frame, dataset)))
+        figures.append((f"accuracy_per_exit_{dataset}", functools.partial(_accuracy_per_exit, frame, dataset)))
         overall = frame[(frame["dataset"] == dataset) & frame["exit"].isna()]
         for category in _categories(overall):
-            figures.append((f"{category}_{dataset}", _category(frame, dataset, category)))
+            figures.append((f"{category}_{dataset}", functools.partial(_category, frame, dataset, category)))
         for method in _energy_rows(frame, dataset):
-            figures.append((f"{BRANCH_ENERGY}_{dataset}_{method}", _branch_energy(frame, dataset, method)))
-    for path in _saliency_files(saliency):
-        figures.append((f"saliency_{path.stem}", figure_saliency_grid(read_saliency(path), path.stem)))
+            stem = f"{BRANCH_ENERGY}_{dataset}_{method}"
+            figures.append((stem, functools.partial(_branch_energy, frame, dataset, method)))
+    for path in _saliency_files(saliency):  # read up front: a bad file fails before any plot is written
+        grid = functools.partial(figure_saliency_grid, read_saliency(path), path.stem)
+        figures.append((f"saliency_{path.stem}", grid))
     paths: list[Path] = []
     used: set[str] = set()
-    for stem, fig in figures:
-        if fig is None:
-            continue
-        unique, i = _slug(stem), 1
-        while unique in used:  # two labels that slug alike (e.g. differing only in non-ASCII) keep both plots
-            i += 1
-            unique = f"{_slug(stem)}-{i}"
-        used.add(unique)
-        paths += save_figure(fig, plots_dir, unique, dpi=dpi)
+    with _long_lived_objects_frozen():
+        for stem, build in figures:
+            fig = build()
+            if fig is None:
+                continue
+            unique, i = _slug(stem), 1
+            while unique in used:  # two labels that slug alike (e.g. differing only in non-ASCII) keep both plots
+                i += 1
+                unique = f"{_slug(stem)}-{i}"
+            used.add(unique)
+            paths += save_figure(fig, plots_dir, unique, dpi=dpi)
     return paths
+
+
+@contextlib.contextmanager
+def _long_lived_objects_frozen() -> Iterator[None]:
+    """Keep the garbage collector's full passes off the objects that exist already (records, frames).
+
+    Drawing makes many short-lived objects, so full collections come often; without the
+    freeze each would walk every record again. Left alone if the caller froze objects itself.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
