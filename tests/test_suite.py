@@ -292,7 +292,7 @@ BAD_SUITES: list[tuple[str, Any, list[str]]] = [
     (
         "unknown_plugin_key",
         {**MINIMAL, "methods": [{"name": "baseline", "lable": "x"}]},
-        ["methods[0].lable: unknown key", "valid keys: datasets, label, name, params"],
+        ["methods[0].lable: unknown key", "valid keys: datasets, label, methods, name, params"],
     ),
     (
         "unknown_method",
@@ -338,6 +338,21 @@ BAD_SUITES: list[tuple[str, Any, list[str]]] = [
     ),
     ("bad_device", {**MINIMAL, "device": "gpu"}, ["device:", "auto, cpu, cuda", "'gpu'"]),
     ("bad_device_index", {**MINIMAL, "device": "cuda:x"}, ["device:", "'cuda:x'"]),
+    (
+        "negative_threshold",
+        {**MINIMAL, "methods": [{"name": "egt", "params": {"thresholds": [0.9, -1]}}]},
+        ["methods[0].params.thresholds[1]:", "greater than or equal to 0", "-1"],
+    ),
+    (
+        "negative_coded_threshold",
+        {**MINIMAL, "methods": [{"name": "coded_resnext", "params": {"thresholds": [-0.1, 0.5, 0.5, 0.5]}}]},
+        ["methods[0].params.thresholds[0]:", "greater than or equal to 0"],
+    ),
+    (
+        "no_explainers_for_explanation_metrics",
+        {**MINIMAL, "metrics": ["top1", "pointing_game"], "explainers": []},
+        ["explainers: empty", "metrics[1] (pointing_game)"],
+    ),
     ("top_level_list", "- baseline\n- top1\n", ["a suite must be a mapping", "list"]),
     ("top_level_scalar", "just text\n", ["a suite must be a mapping", "str"]),
     ("yaml_syntax", "datasets: [synthetic_shapes\nmethods: [baseline]\n", ["line ", "YAML syntax error"]),
@@ -451,6 +466,7 @@ def test_method_rows_restricted_to_datasets_make_fewer_cells(tmp_path: Path) -> 
     ]  # fmt: skip
     dumped = yaml.safe_load(dump_suite(suite))
     assert dumped["methods"][1]["datasets"] == ["shapes2"] and "datasets" not in dumped["methods"][0]
+    assert all("methods" not in row for row in dumped["explainers"])
     assert load_suite(write(tmp_path / "again.yaml", dumped)) == suite
 
 
@@ -461,7 +477,40 @@ def test_method_rows_restricted_to_datasets_make_fewer_cells(tmp_path: Path) -> 
         ({"methods": [{"name": "egt", "datasets": []}]}, "methods[0].datasets: empty"),
         ({"metrics": [{"name": "top1", "datasets": ["shapes2"]}]}, "metrics[0].datasets: only method rows"),
         ({"backbone": {"name": "resnet_cifar", "datasets": ["shapes2"]}}, "backbone.datasets: only method rows"),
+        ({"explainers": [{"name": "random", "methods": ["baselin"]}]}, "explainers[0].methods[0]: 'baselin' is not"),
+        ({"explainers": ["gradcam", {"name": "random", "methods": []}]}, "explainers[1].methods: empty"),
+        ({"methods": [{"name": "egt", "methods": ["baseline"]}]}, "methods[0].methods: only explainer rows"),
+        ({"backbone": {"name": "resnet_cifar", "methods": ["egt"]}}, "backbone.methods: only explainer rows"),
     ],
 )
 def test_bad_dataset_restrictions(tmp_path: Path, change: dict[str, Any], expected: str) -> None:
     assert expected in config_error(write(tmp_path / "s.yaml", {**TWO_DATASETS, **change}))
+
+
+# -- resources.jobs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("resources", "flag", "expected"),
+    [
+        ({}, None, 1),  # serial unless asked
+        ({"jobs": 3}, None, 3),
+        ({"jobs": 3}, 2, 2),  # --jobs beats the suite
+        ({"jobs": "auto", "cpus": 1}, None, "cores"),
+        ({"jobs": "auto"}, None, "cores"),  # cpus unset counts as 1
+        ({"jobs": "auto", "cpus": 10_000}, None, 1),  # never 0
+    ],
+)
+def test_jobs_from_the_suite_or_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: dict[str, Any], flag: int | None, expected: Any
+) -> None:
+    from xbench.engine import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "cpu_count", lambda: 4)
+    suite = load_suite(write(tmp_path / "s.yaml", {**MINIMAL, "resources": resources}))
+    runner = runner_module.Runner(suite, runner_module.RunOptions(progress=False, jobs=flag))
+    assert runner.jobs == (4 // resources.get("cpus", 1) if expected == "cores" else expected)
+
+
+@pytest.mark.parametrize("jobs", [0, -1, "many", True, 1.5])
+def test_bad_jobs(tmp_path: Path, jobs: Any) -> None:
+    message = config_error(write(tmp_path / "s.yaml", {**MINIMAL, "resources": {"jobs": jobs}}))
+    assert message.split(": ", 1)[1].startswith("resources.jobs")

@@ -115,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--jobs",
         type=_positive_int,
-        default=1,
+        default=None,
         metavar="N",
-        help="local executor: run N cells at a time in worker processes (default 1: in this process)",
+        help="local executor: run N cells at a time in worker processes (default: the suite's resources.jobs, "
+        "1 unless set: in this process)",
     )
     run.add_argument(
         "--address",
@@ -228,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--output {str(args.output)!r}: give a results folder, not the current directory")
     if args.address is not None and args.executor != "ray":
         raise ConfigError(f"--address {args.address}: only applies to --executor ray")
-    if args.jobs > 1 and args.executor != "local":
+    if args.jobs is not None and args.jobs > 1 and args.executor != "local":
         raise ConfigError(f"--jobs {args.jobs}: only applies to --executor local (Ray schedules cells itself)")
     suite = load_suite(args.suite, args.overrides)
     # --output and --device are taken literally (not parsed as YAML like --set values).

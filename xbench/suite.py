@@ -57,6 +57,10 @@ class PluginSpec(_Strict):
     datasets: list[str] | None = Field(
         None, description="method rows only: the dataset rows (labels) this method runs on; null: every dataset"
     )
+    methods: list[str] | None = Field(
+        None,
+        description="explainer rows only: the method rows (labels) this explainer is scored for; null: every method",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -116,6 +120,18 @@ class ResourcesConfig(_Strict):
         "Results are bitwise reproducible for a given device and thread count",
     )
     gpus: float = Field(0.0, ge=0, description="GPUs per cell (Ray only; a fraction shares a GPU)")
+    jobs: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1,
+        description="cells at a time with the local executor (worker processes when > 1); auto: cores // cpus "
+        "(cpus defaults to 1 then). The --jobs flag overrides it",
+    )
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _jobs(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML yes/no: not a count
+            raise ValueError(f"must be a count of cells or 'auto', got {v!r}")
+        return v
 
 
 class Suite(_Strict):
@@ -189,6 +205,21 @@ class Suite(_Strict):
                     raise ValueError(f"{kind}[{i}].datasets: only method rows can be restricted to datasets")
         if self.backbone.datasets is not None:
             raise ValueError("backbone.datasets: only method rows can be restricted to datasets")
+        method_labels = [m.display for m in self.methods]
+        for i, explainer in enumerate(self.explainers):
+            for j, name in enumerate(explainer.methods or []):
+                if name not in method_labels:
+                    raise ValueError(
+                        f"explainers[{i}].methods[{j}]: {name!r} is not one of the methods {method_labels}"
+                    )
+            if explainer.methods is not None and not explainer.methods:
+                raise ValueError(f"explainers[{i}].methods: empty; list method rows, or drop the key for every method")
+        for kind in ("datasets", "methods", "metrics"):
+            for i, spec in enumerate(getattr(self, kind)):
+                if spec.methods is not None:
+                    raise ValueError(f"{kind}[{i}].methods: only explainer rows can be restricted to methods")
+        if self.backbone.methods is not None:
+            raise ValueError("backbone.methods: only explainer rows can be restricted to methods")
         return self
 
     @property
@@ -451,6 +482,13 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
             if problem is not None:
                 raise ConfigError(f"{prefix}{problem}")
             validated[key][spec.display] = params
+    if not suite.explainers:  # explanation metrics would silently report nothing
+        for i, spec in enumerate(suite.metrics):
+            if getattr(METRICS.get(spec.name), "uses_explanations", False):
+                raise ConfigError(
+                    f"{prefix}explainers: empty, but metrics[{i}] ({spec.name}) scores explanations; "
+                    "list explainers (e.g. [native, gradcam, random]) or drop the explanation metrics"
+                )
     return validated
 
 
@@ -507,10 +545,11 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), ch
 def dump_suite(suite: Suite) -> str:
     """The resolved suite as YAML (written next to the results)."""
     data = suite.model_dump(mode="json")
-    for kind in ("datasets", "methods", "metrics", "explainers"):  # an unset row filter is noise
-        for row in data[kind]:
-            if row.get("datasets") is None:
-                row.pop("datasets", None)
-    if data["backbone"].get("datasets") is None:
-        data["backbone"].pop("datasets", None)
+    for row in [
+        data["backbone"],
+        *(r for kind in ("datasets", "methods", "metrics", "explainers") for r in data[kind]),
+    ]:
+        for key in ("datasets", "methods"):  # an unset row filter is noise
+            if row.get(key) is None:
+                row.pop(key, None)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

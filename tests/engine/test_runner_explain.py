@@ -114,3 +114,18 @@ def test_a_failing_metric_fails_its_column_only(tmp_path: Path) -> None:
             )
     finally:
         METRICS.unregister("broken_for_test")
+
+
+def test_explainer_rows_restricted_to_methods(tmp_path: Path) -> None:
+    """``explainers[i].methods``: the random explainer (the chance level) is scored for the baseline only."""
+    suite = _suite(
+        tmp_path,
+        methods=["baseline", {"name": "ecr", "params": {"steps": 1}}],
+        explainers=["native", "gradcam", {"name": "random", "methods": ["baseline"]}],
+    )
+    run_suite(suite, RunOptions(progress=False, fail_fast=True, echo=lambda _: None))
+    records = read_records(tmp_path / "out" / "records.jsonl")
+    rows = {(r.method, r.explainer) for r in records if r.metric == "explanation_consistency"}
+    assert rows == {("baseline", "gradcam"), ("baseline", "random"), ("ecr", "native"), ("ecr", "gradcam")}
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "| baseline (random) |" in md and "| ecr (random) |" not in md

@@ -53,7 +53,7 @@ def test_the_policy_really_stops_computing(thresholds: list[float], stage2_runs:
     calls2 = _count_calls(ctx2.model.backbone.stages[2])
     timings = measure(ctx2, PARAMS)
     # stage 2 runs for the full network and exit 2 (batch 1 and the batch), and for the policy only if it reaches it.
-    full_and_exit2 = 2 * (PARAMS.warmup + 8) + 2 * (min(PARAMS.warmup, 2) + PARAMS.batch_repeats)
+    full_and_exit2 = 2 * (PARAMS.warmup + 8) + 2 * (min(PARAMS.warmup, 1) + PARAMS.batch_repeats)
     policy = (PARAMS.warmup + 8 + 8) if stage2_runs else 0
     assert len(calls2) == full_and_exit2 + policy
     assert timings["policy"]["thresholds"] == thresholds

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import Tensor
+
+#: A threshold on a top softmax probability (a method's ``thresholds`` items): 0 always exits,
+#: anything above 1 never does.
+Confidence = Annotated[float, Field(ge=0)]
 
 
 def exit_confidences(exit_logits: Sequence[Tensor]) -> Tensor:

@@ -61,7 +61,7 @@ class RunOptions:
     reference: Path | None = None  # load every cell's weights from this reference folder, never train
     export_reference: Path | None = None  # write the run's trained models as a reference folder
     executor: str = "local"  # "local" or "ray"
-    jobs: int = 1  # local executor: cells run in this many worker processes
+    jobs: int | None = None  # local executor: cells at a time (worker processes when > 1); None: resources.jobs
     address: str | None = None  # Ray cluster address ("auto", "HOST:PORT"); None starts a local Ray
     timings: bool = True  # measure timing metrics (workers of a parallel run leave them to the driver)
 
@@ -518,12 +518,19 @@ class Runner:
             return []
         records = []
         for name in self.explainers:
+            if not self.explains(name, cell):
+                continue
             ctx = ectx.with_explainer(name)
             if ctx.explanations() is None:
                 log.info("%s: explainer %s does not apply to %s, skipped", cell.id, name, cell.method.display)
                 continue
             records.extend(self._measure(cell, model_key, spec, metric, ctx, name))
         return records
+
+    def explains(self, explainer: str, cell: CellSpec) -> bool:
+        """Whether the suite scores ``explainer`` (a row label) for ``cell``'s method (``explainers[i].methods``)."""
+        methods = next(spec.methods for spec in self.suite.explainers if spec.display == explainer)
+        return methods is None or cell.method.display in methods
 
     def _measure(
         self, cell: CellSpec, model_key: str, spec: PluginSpec, metric: Metric, ectx: EvalContext, explainer: str | None
@@ -629,7 +636,7 @@ class Runner:
                     "failed_cells": result.failed_cells,
                     "time_s": result.time_s,
                     "executor": executor.name,
-                    "jobs": self.opt.jobs if executor.name == "local" else None,
+                    "jobs": self.jobs if executor.name == "local" else None,
                     "device": device_description(self.device),
                     "data_sources": self.sources,
                     "cache_dir": str(self.cache.root),
@@ -658,7 +665,7 @@ class Runner:
     def _executor(self) -> Executor:
         """The executor the options ask for; worker threads per cell follow ``resources.cpus``."""
         cpus = self.suite.resources.cpus
-        if self.opt.executor == "local" and self.opt.jobs <= 1:
+        if self.opt.executor == "local" and self.jobs <= 1:
             if cpus is not None:
                 torch.set_num_threads(cpus)
             return SerialExecutor(self)
@@ -667,15 +674,23 @@ class Runner:
         options = replace(self.opt, progress=False, echo=_silent, timings=False)
         if self.opt.executor == "ray":
             return RayExecutor(Job(self.suite, options, self.source, cpus or 1), self.opt.address)
-        threads = cpus or max(1, cpu_count() // self.opt.jobs)
-        return ProcessExecutor(Job(self.suite, options, self.source, threads), self.opt.jobs)
+        threads = cpus or max(1, cpu_count() // self.jobs)
+        return ProcessExecutor(Job(self.suite, options, self.source, threads), self.jobs)
+
+    @property
+    def jobs(self) -> int:
+        """Cells at a time with the local executor: ``--jobs``, else the suite's ``resources.jobs``."""
+        if self.opt.jobs is not None:
+            return self.opt.jobs
+        jobs, cpus = self.suite.resources.jobs, self.suite.resources.cpus
+        return max(1, cpu_count() // (cpus or 1)) if jobs == "auto" else jobs
 
     def _run_cells(self, out: Path, executor: Executor, exporter: ReferenceWriter | None) -> RunResult:
         """Run every cell on ``executor``; a cell starts once the cell it builds on has finished."""
         cells = self.cells()
         index = {c.id: i for i, c in enumerate(cells)}
         needs = {i: index.get(r.id) if (r := self.required_cell(c)) is not None else None for i, c in enumerate(cells)}
-        capacity = {"local": max(1, self.opt.jobs)}.get(executor.name, len(cells))
+        capacity = {"local": max(1, self.jobs)}.get(executor.name, len(cells))
         outcomes: dict[int, CellOutcome] = {}
         waiting = list(range(len(cells)))
         running: list[tuple[Any, int]] = []

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from xbench.engine.exits import Confidence
 from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
 from xbench.methods.coding_scheme import coding_scheme
 from xbench.models.base import Normalize
@@ -114,7 +115,9 @@ class CodedResNeXtParams(BaseModel):
     loss_power: float = Field(4.0, gt=0, description="q, exponent of the coding loss")
     decode_temperature: float = Field(1.0, gt=0, description="T in the decoding softmax over −distance/T")
     code_seed: int = Field(0, description="seed of the coding-scheme search")
-    thresholds: list[float] | None = Field(None, description="τ per coded block (decoding exit); default: calibrated")
+    thresholds: list[Confidence] | None = Field(
+        None, description="τ per coded block (decoding exit); default: calibrated"
+    )
     max_accuracy_drop: float = Field(0.5, ge=0, description="calibration target, in accuracy points")
 
 

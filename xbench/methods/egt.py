@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from xbench.engine.exits import Confidence
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.models.base import Backbone
 from xbench.registry import METHODS
@@ -58,7 +59,9 @@ class EGTParams(BaseModel):
     exit_weights: list[float] | None = Field(None, description="w_i per exit, final last; default all 1")
     head_conv: bool = Field(True, description="a 3×3 conv-BN-ReLU in each early-exit head")
     attention: Literal["cam", "activation"] = "cam"
-    thresholds: list[float] | None = Field(None, description="τ_i per early exit; default: calibrated")
+    thresholds: list[Confidence] | None = Field(
+        None, description="τ_i per early exit (above 1: never exits); default: calibrated"
+    )
     max_accuracy_drop: float = Field(0.5, ge=0, description="calibration target, in accuracy points")
 
     @model_validator(mode="after")

@@ -11,8 +11,9 @@ Timing protocol (one cell, one process, the model on its device in eval mode, no
 * Exit ``i`` alone: ``forward_exit(x, i)``, the stages up to exit ``i`` and the heads it
   passes. The policy: :func:`xbench.engine.exits.early_exit`, which consumes the model's
   lazy ``exit_stream`` and stops at the first confident exit, so later stages never run.
-* The suite's batch size is timed for the full network and each exit (a batch cannot stop
-  early per sample without routing, so the policy is timed at batch 1 only).
+* The suite's batch size is timed for the full network and each exit, ``batch_repeats``
+  calls after one untimed call (a batch cannot stop early per sample without routing, so
+  the policy is timed at batch 1 only).
 
 Reported: ``latency`` (ms per image at batch 1, p50; per exit with ``exit`` set; p95 and the
 batch timings in params), ``policy_latency`` (mean ms per image under the policy at batch 1),
@@ -42,7 +43,10 @@ from xbench.registry import METRICS
 class LatencyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     repeats: int = Field(100, ge=5, description="timed calls at batch 1 (one test image each)")
-    batch_repeats: int = Field(10, ge=1, description="timed calls at the suite's evaluation batch size")
+    # A batch call costs hundreds of batch-1 calls, and one untimed batch call warms the same
+    # kernels: at batch size the budget is small (Coded ResNeXt's six paths at batch 500 took
+    # 87 s of a 495 s cell with 10 repeats and 2 warm-up calls each).
+    batch_repeats: int = Field(5, ge=1, description="timed calls at the suite's evaluation batch size")
     warmup: int = Field(10, ge=0, description="untimed calls before timing")
 
 
@@ -88,7 +92,7 @@ def measure(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
     timings: dict[str, Any] = {}
     for name, fn in paths.items():
         one = time_calls(fn, singles, params.warmup, device)
-        many = time_calls(fn, [batch] * params.batch_repeats, min(params.warmup, 2), device)
+        many = time_calls(fn, [batch] * params.batch_repeats, min(params.warmup, 1), device)
         timings[name] = {
             "p50_ms": 1e3 * statistics.median(one),
             "p95_ms": 1e3 * _quantile(one, 0.95),
