@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,7 +13,16 @@ from xbench.engine.exits import ExitPolicy
 from xbench.methods.base import MethodContext
 from xbench.methods.baseline import Baseline
 from xbench.methods.egt import EGT, EGTParams
-from xbench.metrics.latency import Latency, LatencyParams, LatencySpeedup, PolicyLatency, measure, time_calls
+from xbench.metrics import latency as latency_module
+from xbench.metrics.latency import (
+    Latency,
+    LatencyParams,
+    LatencySpeedup,
+    PolicyLatency,
+    measure,
+    spin_up,
+    time_calls,
+)
 from xbench.params import NoParams
 
 CTX = MethodContext(
@@ -20,7 +30,7 @@ CTX = MethodContext(
     backbone="resnet_cifar", backbone_params={"depth": 8, "width": 4},
 )  # fmt: skip
 DATA = ImageSplit(torch.rand(24, 1, 16, 16), torch.arange(24) % 3, None, ["a", "b", "c"])
-PARAMS = LatencyParams(repeats=8, batch_repeats=2, warmup=1)
+PARAMS = LatencyParams(repeats=8, batch_repeats=2, warmup=1, spin_up_s=0.0)  # spin-up: one call
 
 
 def _ctx(method: EGT | Baseline) -> EvalContext:
@@ -34,6 +44,17 @@ def test_time_calls_warms_up_then_times_each_input() -> None:
     times = time_calls(lambda x: seen.append(int(x)), inputs, warmup=3, device=torch.device("cpu"))
     assert seen == [0, 0, 0, 0, 1, 2, 3, 4]  # three warm-up calls on the first input, then each once
     assert len(times) == 5 and all(t >= 0 for t in times)
+
+
+def test_spin_up_runs_for_its_time_then_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(np.arange(0.0, 100.0, 0.1))  # each reading of the clock is 0.1 s later
+    monkeypatch.setattr(latency_module.time, "perf_counter", lambda: float(next(clock)))
+    calls: list[int] = []
+    spin_up(lambda x: calls.append(1), torch.zeros(1), 0.25, torch.device("cpu"))
+    assert len(calls) == 3  # read at 0.0 (end 0.25), then after calls at 0.1, 0.2, 0.3
+    calls.clear()
+    spin_up(lambda x: calls.append(1), torch.zeros(1), 0.0, torch.device("cpu"))
+    assert calls == [1]  # no time asked: one call
 
 
 def _count_calls(module: nn.Module) -> list[int]:
@@ -53,7 +74,7 @@ def test_the_policy_really_stops_computing(thresholds: list[float], stage2_runs:
     calls2 = _count_calls(ctx2.model.backbone.stages[2])
     timings = measure(ctx2, PARAMS)
     # stage 2 runs for the full network and exit 2 (batch 1 and the batch), and for the policy only if it reaches it.
-    full_and_exit2 = 2 * (PARAMS.warmup + 8) + 2 * (min(PARAMS.warmup, 1) + PARAMS.batch_repeats)
+    full_and_exit2 = 1 + 2 * (PARAMS.warmup + 8) + 2 * (min(PARAMS.warmup, 1) + PARAMS.batch_repeats)
     policy = (PARAMS.warmup + 8 + 8) if stage2_runs else 0
     assert len(calls2) == full_and_exit2 + policy
     assert timings["policy"]["thresholds"] == thresholds

@@ -174,3 +174,21 @@ def test_irof_on_colour_and_grey() -> None:
     model, x, y, a = model_and_data(1, n=3, size=12)
     grey = run_quantus(make_metric("IROF", perturb_baseline=0.0), model, x, y, a, softmax=True, batch_size=3)
     np.testing.assert_array_equal(grey, direct("IROF", {"perturb_baseline": 0.0}, model, x, y, a, True, batch_size=3))
+
+
+def test_no_change_warning_for_steps_that_delete_background_is_silenced() -> None:
+    """Quantus warns (despite disable_warnings) when a step leaves an image unchanged; run_quantus does not."""
+    import warnings
+
+    model, x, y, a = model_and_data(1)
+    x[:, :, :4] = 0.0  # a black background whose pixels rank first: deleting them to 0 changes nothing
+    a[:, :4] += 10.0
+    kwargs = {"features_in_step": 8, "perturb_baseline": 0.0}
+    with pytest.warns(UserWarning, match="didn't cause change"):
+        expected = direct("PixelFlipping", kwargs, model, x, y, a, softmax=True, batch_size=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        ours = run_quantus(
+            make_metric("PixelFlipping", **kwargs), model, x, y, a, softmax=True, batch_size=5, device="cpu"
+        )
+    np.testing.assert_allclose(ours, expected)

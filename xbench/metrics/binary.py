@@ -29,7 +29,7 @@ from xbench.data.base import ImageSplit
 from xbench.engine.evaluate import EvalContext
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.efficiency import count_parameters
-from xbench.metrics.latency import LatencyParams, time_calls, timing_setup
+from xbench.metrics.latency import LatencyParams, spin_up, time_calls, timing_setup
 from xbench.registry import METRICS
 
 
@@ -256,6 +256,7 @@ def binary_timings(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
         device = ctx.device
         n = min(params.repeats, len(ctx.data))
         singles = [ctx.data.images[i : i + 1].to(device) for i in range(n)]
+        spin_up(lambda x: model(x).logits, singles[0], params.spin_up_s, device)  # type: ignore[operator]
         full = time_calls(lambda x: model(x).logits, singles, params.warmup, device)  # type: ignore[operator]
         per_class = []
         for k in range(model.num_classes):
@@ -264,7 +265,7 @@ def binary_timings(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
         return {
             "full_p50_ms": 1e3 * statistics.median(full),
             "per_class_p50_ms": per_class,
-            **timing_setup(device, n, params.warmup),
+            **timing_setup(device, n, params.warmup, params.spin_up_s),
         }
 
     return ctx.memo("binary_latency:" + params.model_dump_json(), measure)  # type: ignore[no-any-return]
