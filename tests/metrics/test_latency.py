@@ -19,6 +19,7 @@ from xbench.metrics.latency import (
     LatencyParams,
     LatencySpeedup,
     PolicyLatency,
+    exit_weighted_median,
     measure,
     spin_up,
     time_calls,
@@ -90,7 +91,15 @@ def test_records_carry_every_exit_and_the_setup() -> None:
         assert r.params["threads"] == torch.get_num_threads() and r.params["torch"] == torch.__version__
         assert r.params["batch_size"] == 12
     (speedup,) = LatencySpeedup(PARAMS).compute(ctx)
-    assert speedup.value == pytest.approx(speedup.params["full_mean_ms"] / speedup.params["policy_mean_ms"])
+    assert speedup.value == pytest.approx(speedup.params["full_p50_ms"] / speedup.params["policy_expected_ms"])
+    assert speedup.params["full_p50_ms"] == results[0].value
+
+
+def test_exit_weighted_median_by_hand() -> None:
+    # Exit 0: 1, 1, 100 (one delayed call) -> median 1; exit 1: 4, 6 -> median 5.
+    times, exits = [1.0, 4.0, 1.0, 100.0, 6.0], [0, 1, 0, 0, 1]
+    assert exit_weighted_median(times, exits) == pytest.approx((3 * 1 + 2 * 5) / 5)
+    assert exit_weighted_median([3.0, 1.0, 2.0], [2, 2, 2]) == 2.0  # one exit: the median
 
 
 def test_a_model_without_exits_has_speedup_exactly_one() -> None:
