@@ -14,7 +14,6 @@ Timing protocol (one cell, one process, the model on its device in eval mode, no
 * The suite's batch size is timed for the full network and each exit, ``batch_repeats``
   calls after one untimed call (a batch cannot stop early per sample without routing, so
   the policy is timed at batch 1 only).
-
 * Before a cell's first timing, the full network runs untimed for ``spin_up_s`` seconds
   (:func:`spin_up`).
 
