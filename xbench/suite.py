@@ -193,34 +193,28 @@ class Suite(_Strict):
         for i, name in enumerate(self.evaluation.explain_datasets or []):
             if name not in labels:
                 raise ValueError(f"evaluation.explain_datasets[{i}]: {name!r} is not one of the datasets {labels}")
-        for i, method in enumerate(self.methods):
-            for j, name in enumerate(method.datasets or []):
-                if name not in labels:
-                    raise ValueError(f"methods[{i}].datasets[{j}]: {name!r} is not one of the datasets {labels}")
-            if method.datasets is not None and not method.datasets:
-                raise ValueError(f"methods[{i}].datasets: empty; list dataset rows, or drop the key for every dataset")
-        for kind in ("datasets", "metrics", "explainers"):
-            for i, spec in enumerate(getattr(self, kind)):
-                if spec.datasets is not None:
-                    raise ValueError(f"{kind}[{i}].datasets: only method rows can be restricted to datasets")
-        if self.backbone.datasets is not None:
-            raise ValueError("backbone.datasets: only method rows can be restricted to datasets")
-        method_labels = [m.display for m in self.methods]
-        for i, explainer in enumerate(self.explainers):
-            for j, name in enumerate(explainer.methods or []):
-                if name not in method_labels:
-                    raise ValueError(
-                        f"explainers[{i}].methods[{j}]: {name!r} is not one of the methods {method_labels}"
-                    )
-            if explainer.methods is not None and not explainer.methods:
-                raise ValueError(f"explainers[{i}].methods: empty; list method rows, or drop the key for every method")
-        for kind in ("datasets", "methods", "metrics"):
-            for i, spec in enumerate(getattr(self, kind)):
-                if spec.methods is not None:
-                    raise ValueError(f"{kind}[{i}].methods: only explainer rows can be restricted to methods")
-        if self.backbone.methods is not None:
-            raise ValueError("backbone.methods: only explainer rows can be restricted to methods")
+        self._check_row_filters()
         return self
+
+    def _check_row_filters(self) -> None:
+        """Row filters (``datasets`` on method rows, ``methods`` on explainer rows) name existing rows."""
+        for key, owner in (("datasets", "methods"), ("methods", "explainers")):
+            labels = [row.display for row in getattr(self, key)]
+            for kind in ("datasets", "methods", "metrics", "explainers", "backbone"):
+                rows = [self.backbone] if kind == "backbone" else getattr(self, kind)
+                for i, row in enumerate(rows):
+                    where, names = (kind if kind == "backbone" else f"{kind}[{i}]"), getattr(row, key)
+                    if names is None:
+                        continue
+                    if kind != owner:
+                        raise ValueError(f"{where}.{key}: only {owner[:-1]} rows can be restricted to {key}")
+                    if not names:
+                        raise ValueError(
+                            f"{where}.{key}: empty; list {key[:-1]} rows, or drop the key for every {key[:-1]}"
+                        )
+                    for j, name in enumerate(names):
+                        if name not in labels:
+                            raise ValueError(f"{where}.{key}[{j}]: {name!r} is not one of the {key} {labels}")
 
     @property
     def output_dir(self) -> Path:
