@@ -112,6 +112,10 @@ def test_columns_without_direction_have_no_bold_and_no_arrow() -> None:
     rows = markdown_rows(to_markdown(records))
     assert rows["Method"] == ["Time [s]"]
     assert rows["a"] == ["1.0"] and rows["b"] == ["2.0"]
+    assert "Columns without ↑/↓ describe the method and are not ranked." in to_markdown(records)
+    ranked = to_markdown([rec("a", 0, "top1", 0.5)])
+    assert "Units in brackets; a column without one is a unitless score." in ranked
+    assert "not ranked" not in ranked  # only said where such a column is
 
 
 def test_headers_carry_label_exit_unit_and_arrow_in_first_appearance_order() -> None:

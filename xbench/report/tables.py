@@ -390,6 +390,9 @@ def _caption(table: _Table, analysis: _Analysis) -> list[str | _Mark]:
         if low == 1:
             parts.append(" Cells with 1 seed have no CI.")
     parts.append(" Best per column in bold, second best underlined; ↑ higher is better, ↓ lower is better.")
+    parts.append(" Units in brackets; a column without one is a unitless score.")
+    if any(_direction(column) is None for _, column in table.columns.iterrows()):
+        parts.append(" Columns without ↑/↓ describe the method and are not ranked.")
     settings = analysis.settings
     if analysis.tested:
         parts += [f" Significance ({sig.describe(settings.test, settings.alpha)}): ", _Mark(sig.TIED)]
