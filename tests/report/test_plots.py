@@ -118,7 +118,7 @@ def test_accuracy_vs_macs_draws_curves_in_display_units_and_the_pareto_front() -
     assert "fmnist" in title(fig) and "E[MACs]" in title(fig) and "Top-1 (policy)" in title(fig)
     ax = fig.axes[0]
     assert ax.get_xlabel().startswith("E[MACs] [M]")
-    assert ax.get_ylabel() == "Top-1 (policy) [%]"
+    assert ax.get_ylabel() == "Top-1 (policy) [%] (higher is better)"
     # egt's curve: averaged over the two seeds per threshold, in M and %.
     curves = [line for line in ax.get_lines() if len(line.get_xdata()) == 3]
     assert len(curves) == 1
@@ -163,6 +163,7 @@ def test_accuracy_per_exit_has_one_line_per_method_over_exits() -> None:
     np.testing.assert_array_equal(egt.get_xdata(), [0, 1, 2])
     np.testing.assert_allclose(egt.get_ydata(), [50.5, 60.5, 70.5])
     np.testing.assert_allclose(ee.get_ydata(), [40.0, 60.0])
+    assert fig.axes[0].get_ylabel() == "Top-1 [%] (higher is better)"
     assert figure_accuracy_per_exit([rec("egt", 0, "top1", 0.9)], "fmnist") is None
 
 
