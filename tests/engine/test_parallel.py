@@ -243,3 +243,45 @@ def test_out_of_memory_in_one_cell_fails_that_cell_only(tmp_path: Path, monkeypa
     assert "Traceback" in (egt[0].error or "")  # the traceback travels with the record
     assert all(r.status == "ok" for r in records if r.method == "baseline")
     assert json.loads((out / "run.json").read_text())["failed_cells"] == ["synthetic_shapes/egt/seed0"]
+
+
+def test_cells_start_longest_critical_path_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xbench.engine.runner import Runner, RunOptions
+    from xbench.suite import load_suite
+
+    runner = Runner(load_suite(_suite(tmp_path, methods=["baseline", "egt", "tame"])), RunOptions(progress=False))
+    cells = runner.cells()
+    needs = {0: None, 1: None, 2: 0}  # tame builds on the baseline
+    costs = {"baseline": 1.0, "egt": 5.0, "tame": 4.5}
+    monkeypatch.setattr(runner, "cell_cost", lambda cell: costs[cell.method.name])
+    assert runner.start_order(cells, needs) == [0, 1, 2]  # baseline + tame (5.5) before egt (5)
+    costs["egt"] = 6.0
+    assert runner.start_order(cells, needs) == [1, 0, 2]
+
+    def broken(cell: Any) -> float:
+        raise RuntimeError("cannot build")
+
+    monkeypatch.setattr(runner, "cell_cost", broken)
+    assert runner.start_order(cells, needs) == [0, 1, 2]  # an estimate only: suite order
+
+
+def test_cell_cost_counts_the_images_a_cell_pushes_through_its_model(tmp_path: Path) -> None:
+    from xbench.engine.runner import EXPLAIN_FORWARDS, Runner, RunOptions
+    from xbench.suite import load_suite
+
+    coded = {"name": "coded_resnext", "params": {"blocks": 1}}
+    suite = load_suite(_suite(tmp_path, methods=["baseline", coded])).model_copy(update={"cache_dir": tmp_path})
+    runner = Runner(suite, RunOptions(progress=False))
+    baseline, coded_cell = runner.cells()
+    # 100 test images, and 600 training images × 8 epochs × (forward + backward ≈ 3 forwards)
+    assert runner.images_through(baseline) == runner.images_through(coded_cell) == 100 + 3 * 600 * 8
+    assert runner.seconds_per_image(baseline) > 0 and runner.seconds_per_image(coded_cell) > 0
+    runner.cache.save_model(runner.model_key(baseline), {}, {})
+    assert runner.images_through(baseline) == 100  # a cached model is not trained again
+    # explanation metrics: EXPLAIN_FORWARDS per explained image and explainer (native, gradcam)
+    suite = load_suite(
+        _suite(tmp_path, metrics=["top1", "pointing_game"], explainers=["native", "gradcam"],
+               evaluation={"batch_size": 100, "explain_limit": 40})
+    ).model_copy(update={"cache_dir": tmp_path / "empty"})  # fmt: skip
+    runner = Runner(suite, RunOptions(progress=False))
+    assert runner.images_through(runner.cells()[0]) == 100 + 3 * 600 * 8 + EXPLAIN_FORWARDS * 40 * 2

@@ -152,6 +152,20 @@ def test_architectures_follow_the_paper_ratios(architecture: str, k: int, patter
         assert [(s.out_channels, s.d, s.blocks) for s in stages] == [(256, d, 3), (512, 2 * d, 3), (1024, 4 * d, 3)]
 
 
+def test_blocks_sets_the_named_architectures_blocks_per_stage() -> None:
+    default = make_method(10).build()
+    one = make_method(10, blocks=1).build()
+    assert [len(stage.blocks) for stage in default.backbone.stages] == [2, 2, 2]
+    assert [len(stage.blocks) for stage in one.backbone.stages] == [1, 1, 1]
+    assert one.num_exits == 3  # one decoding exit per coded block, then the final one
+    assert one(images()).logits.shape == (6, 10)
+    # everything but the depth stays the architecture's
+    assert [(b.n_branches, b.n_active) for b in one.blocks] == [(10, 10), (10, 5), (10, 3)]
+    stages = [{"out_channels": 8, "d": 2, "n_branches": 4}]
+    with pytest.raises(pydantic.ValidationError, match="blocks applies to a named architecture; with stages"):
+        CodedResNeXtParams.model_validate({"blocks": 1, "stages": stages})
+
+
 @pytest.mark.parametrize(
     ("params", "stride"),
     [({}, 2), ({"architecture": "resnext29_10x11d"}, 1), ({"stem_stride": 1}, 1)],

@@ -100,6 +100,10 @@ class Cache:
             log.warning("%s; recomputing", err)
             return None
 
+    def has_model(self, key: str, kind: str = "models") -> bool:
+        """Whether a checkpoint is stored under ``key`` (not verified: a hint, e.g. for scheduling)."""
+        return self._path(kind, key, ".pt").exists()
+
     def save_model(self, key: str, state: dict[str, Any], meta: dict[str, Any], kind: str = "models") -> Path:
         path = self._path(kind, key, ".pt")
         atomic_write(path, lambda f: torch.save(state, f))

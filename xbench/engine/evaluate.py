@@ -26,11 +26,18 @@ MapStore = Callable[[str, Callable[[], Tensor | None]], Tensor | None]
 
 @dataclass
 class Predictions:
-    """Logits of the final exit (and of every exit, final last) and the labels, on CPU."""
+    """Logits of the final exit (and of every exit, final last) and the labels, on CPU.
+
+    ``energies`` and ``codes``: a coded model's normalised (N, branches) branch energies and
+    (K, branches) codewords per coded block (``extras`` of Coded ResNeXt's forward pass), kept
+    so that metrics reading them need no second pass over the test split.
+    """
 
     logits: Tensor
     labels: Tensor
     exit_logits: list[Tensor] = field(default_factory=list)
+    energies: list[Tensor] = field(default_factory=list)
+    codes: list[Tensor] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -44,15 +51,24 @@ def predict(
 ) -> Predictions:
     """Run ``model`` in eval mode over ``data`` in batches."""
     model.to(device).eval()
-    logits, exits = [], []
+    logits, exits, energies = [], [], []
+    codes: list[Tensor] = []
     starts = range(0, len(data), batch_size)
     for s in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True):
         out = model(data.images[s : s + batch_size].to(device, non_blocking=True))
         logits.append(out.logits.float().cpu())
         if out.exit_logits:
             exits.append([e.float().cpu() for e in out.exit_logits])
-    exit_logits = [torch.cat(per_exit) for per_exit in zip(*exits, strict=True)] if exits else []
-    return Predictions(torch.cat(logits), data.labels.clone(), exit_logits)
+        if out.extras.get("energies"):
+            energies.append([e.float().cpu() for e in out.extras["energies"]])
+            codes = [c.cpu() for c in out.extras["codes"]]
+    return Predictions(
+        torch.cat(logits),
+        data.labels.clone(),
+        [torch.cat(per_exit) for per_exit in zip(*exits, strict=True)] if exits else [],
+        [torch.cat(per_block) for per_block in zip(*energies, strict=True)] if energies else [],
+        codes,
+    )
 
 
 @dataclass

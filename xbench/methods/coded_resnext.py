@@ -46,7 +46,9 @@ Configurations ([C_out, d, N_act/N] × blocks; stem conv3×3 with 16 channels an
     resnext29_10x11d:   [256, 11, 10/10]×3, [512, 22, 5/10]×3, [1024, 44, 3/10]×3   (paper, CIFAR-10)
     resnext29_20x6d:    [256, 6, 20/20]×3, [512, 12, 8/20]×3, [1024, 24, 4/20]×3    (paper, CIFAR-100)
 
-``stages`` overrides the architecture's. μ = 6 and p = 0.1 are the paper's CIFAR values.
+``blocks`` changes the blocks per stage of a named architecture (the quick suite trains the
+narrow one with 1: a third cheaper on CPU, 0.4 points lower on Fashion-MNIST); ``stages``
+overrides the architecture's. μ = 6 and p = 0.1 are the paper's CIFAR values.
 A coded block never materialises the N branch outputs t_n (see ``ResNeXtBlock._coded``):
 the same function, computed several times faster on CPU.
 """
@@ -105,6 +107,9 @@ class CodedResNeXtParams(BaseModel):
         "10×11d (CIFAR-10) / 20×6d (CIFAR-100)",
     )
     stages: list[StageSpec] | None = Field(None, description="explicit stages; overrides the architecture's")
+    blocks: int | None = Field(
+        None, gt=0, description="blocks per stage of the named architecture; default 2 narrow, 3 ResNeXt-29"
+    )
     stem_channels: int | None = Field(None, gt=0, description="3×3 stem conv width; default 16 narrow, 64 ResNeXt-29")
     stem_stride: Literal[1, 2] | None = Field(
         None, description="stride of the stem conv; default 2 narrow (4× cheaper on CPU), 1 ResNeXt-29 (the paper's)"
@@ -119,6 +124,12 @@ class CodedResNeXtParams(BaseModel):
         None, description="τ per coded block (decoding exit); default: calibrated"
     )
     max_accuracy_drop: float = Field(0.5, ge=0, description="calibration target, in accuracy points")
+
+    @model_validator(mode="after")
+    def _blocks_or_stages(self) -> CodedResNeXtParams:
+        if self.blocks is not None and self.stages is not None:
+            raise ValueError("blocks applies to a named architecture; with stages, give each stage's blocks")
+        return self
 
 
 def architecture_stages(architecture: Architecture, num_classes: int) -> tuple[int, list[StageSpec]]:
@@ -493,6 +504,8 @@ def build_coded_resnext(params: CodedResNeXtParams, ctx: MethodContext) -> Coded
         ValueError: if a stage's scheme cannot give every class its own codeword.
     """
     stem_channels, stages = architecture_stages(params.architecture, ctx.num_classes)
+    if params.blocks is not None:
+        stages = [spec.model_copy(update={"blocks": params.blocks}) for spec in stages]
     stages = params.stages if params.stages is not None else stages
     stem_channels = params.stem_channels or stem_channels
     k = ctx.num_classes

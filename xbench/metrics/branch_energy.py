@@ -43,29 +43,21 @@ def is_coded(model: Any) -> bool:
     return len(getattr(model, "coded_blocks", None) or []) > 0
 
 
-@torch.no_grad()
 def class_energies(ctx: EvalContext) -> tuple[list[Tensor], list[Tensor], Tensor]:
     """Per coded block, the (K, N) sum of branch energies over the test images of each class.
+
+    The energies come from the cell's shared pass over the test split (:meth:`EvalContext.predictions`).
 
     Returns:
         ``(sums, codes, counts)``: float64 sums and 0/1 codewords per block, both on CPU, and
         the (K,) number of test images per class.
     """
-    model, data = ctx.model, ctx.data
-    model.to(ctx.device).eval()
-    sums: list[Tensor] = []
-    codes: list[Tensor] = []
-    counts = torch.zeros(data.num_classes, dtype=torch.float64)
-    for s in range(0, len(data), ctx.batch_size):
-        labels = data.labels[s : s + ctx.batch_size]
-        extras = model(data.images[s : s + ctx.batch_size].to(ctx.device)).extras
-        energies, block_codes = extras["energies"], extras["codes"]
-        if not sums:
-            codes = [c.detach().round().long().cpu() for c in block_codes]
-            sums = [torch.zeros(len(c), c.shape[1], dtype=torch.float64) for c in codes]
-        for total, e in zip(sums, energies, strict=True):
-            total.index_add_(0, labels, e.detach().double().cpu())
-        counts += torch.bincount(labels, minlength=data.num_classes).double()
+    pred, k = ctx.predictions(), ctx.data.num_classes
+    codes = [c.detach().round().long().cpu() for c in pred.codes]
+    sums = [
+        torch.zeros(k, e.shape[1], dtype=torch.float64).index_add_(0, pred.labels, e.double()) for e in pred.energies
+    ]
+    counts = torch.bincount(pred.labels, minlength=k).double()
     return sums, codes, counts
 
 
