@@ -161,6 +161,12 @@ def test_blocks_sets_the_named_architectures_blocks_per_stage() -> None:
     assert one(images()).logits.shape == (6, 10)
     # everything but the depth stays the architecture's
     assert [(b.n_branches, b.n_active) for b in one.blocks] == [(10, 10), (10, 5), (10, 3)]
+    mixed = make_method(10, blocks=[1, 2, 2]).build()
+    assert [len(stage.blocks) for stage in mixed.backbone.stages] == [1, 2, 2]
+    with pytest.raises(pydantic.ValidationError, match="blocks: 2 values for the architecture's 3 stages"):
+        CodedResNeXtParams.model_validate({"blocks": [1, 2]})
+    with pytest.raises(pydantic.ValidationError, match="greater than 0"):
+        CodedResNeXtParams.model_validate({"blocks": [1, 0, 2]})
     stages = [{"out_channels": 8, "d": 2, "n_branches": 4}]
     with pytest.raises(pydantic.ValidationError, match="blocks applies to a named architecture; with stages"):
         CodedResNeXtParams.model_validate({"blocks": 1, "stages": stages})

@@ -15,6 +15,7 @@ from xbench.metrics.binary import (
     BinaryPrecision,
     BinaryRecall,
     best_f1_threshold,
+    binary_scores,
     precision_recall,
     sample_pairs,
 )
@@ -185,3 +186,26 @@ def test_binary_latency_on_a_real_coded_resnext_is_positive() -> None:
     assert latency.value > 0 and len(latency.params["per_class_p50_ms"]) == K
     assert BinaryLatency(LatencyParams()).compute(eval_context(nn.Linear(2, 2))) == []
     assert BinarySpeedup(LatencyParams()).compute(eval_context(nn.Linear(2, 2))) == []
+
+
+def test_shared_front_gives_the_scores_of_the_whole_sub_networks() -> None:
+    """Coded ResNeXt's classifiers share the stem and plain first stage: run once per image, same scores."""
+    torch.manual_seed(0)
+    model = (
+        CodedResNeXtMethod(CodedResNeXtParams(), MethodContext(K, 1, (8, 8), (0.5,), (0.25,), "resnet_cifar", {}))
+        .build()
+        .eval()
+    )
+    front, stages = model.binary_front()
+    assert stages == 1 and len(front) == 2  # narrow: the first stage is plain (10/10), the next two are coded
+
+    class Whole:  # the same classifiers without the shared front: each pair runs its whole sub-network
+        num_classes = K
+        binary_classifier = model.binary_classifier
+
+    data = split(30, 2)
+    index, cls = sample_pairs(data.labels, K, 9, seed=0)
+    shared = binary_scores(model, data, index, cls, torch.device("cpu"), batch_size=7)  # 5 chunks of images
+    whole = binary_scores(Whole(), data, index, cls, torch.device("cpu"), batch_size=7)  # type: ignore[arg-type]
+    assert len(shared) == len(index) == 300 and shared.std() > 0
+    torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-5)

@@ -63,7 +63,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from xbench.engine.exits import Confidence
@@ -107,8 +107,10 @@ class CodedResNeXtParams(BaseModel):
         "10×11d (CIFAR-10) / 20×6d (CIFAR-100)",
     )
     stages: list[StageSpec] | None = Field(None, description="explicit stages; overrides the architecture's")
-    blocks: int | None = Field(
-        None, gt=0, description="blocks per stage of the named architecture; default 2 narrow, 3 ResNeXt-29"
+    blocks: PositiveInt | list[PositiveInt] | None = Field(
+        None,
+        description="blocks per stage of the named architecture (one number, or one per stage); "
+        "default 2 narrow, 3 ResNeXt-29",
     )
     stem_channels: int | None = Field(None, gt=0, description="3×3 stem conv width; default 16 narrow, 64 ResNeXt-29")
     stem_stride: Literal[1, 2] | None = Field(
@@ -129,6 +131,8 @@ class CodedResNeXtParams(BaseModel):
     def _blocks_or_stages(self) -> CodedResNeXtParams:
         if self.blocks is not None and self.stages is not None:
             raise ValueError("blocks applies to a named architecture; with stages, give each stage's blocks")
+        if isinstance(self.blocks, list) and len(self.blocks) != 3:
+            raise ValueError(f"blocks: {len(self.blocks)} values for the architecture's 3 stages")
         return self
 
 
@@ -403,6 +407,16 @@ class CodedResNeXt(nn.Module):
     def binary_classifier(self, k: int) -> nn.Module:
         return extract_binary_classifier(self, k)
 
+    def binary_front(self) -> tuple[nn.Module, int]:
+        """``(front, stages)``: the stem and the leading plain stages, which every binary classifier
+        runs unchanged; ``binary_classifier(k).forward_from(front(x), stages)`` equals its ``forward(x)``."""
+        plain = 0
+        for stage in self.backbone.stages:
+            if any(block.codes is not None for block in stage.blocks):  # type: ignore[union-attr]
+                break
+            plain += 1
+        return nn.Sequential(self.backbone.stem, *self.backbone.stages[:plain]).eval(), plain
+
 
 # -- binary classifiers ---------------------------------------------------------------------------------
 def _branch_channels(active: Tensor, width: int) -> Tensor:
@@ -455,6 +469,12 @@ class BinaryClassifier(nn.Module):
         """(B,) score z_k."""
         return self.fc(self.backbone(x).mean(dim=(2, 3))).squeeze(1)
 
+    def forward_from(self, h: Tensor, stage: int) -> Tensor:
+        """(B,) score z_k from the output ``h`` of the first ``stage`` stages (see ``CodedResNeXt.binary_front``)."""
+        for block in self.backbone.stages[stage:]:
+            h = block(h)
+        return self.fc(h.mean(dim=(2, 3))).squeeze(1)
+
 
 def extract_binary_classifier(model: CodedResNeXt, k: int) -> BinaryClassifier:
     """Class ``k``'s binary classifier as a network holding only what it uses, in eval mode.
@@ -505,7 +525,8 @@ def build_coded_resnext(params: CodedResNeXtParams, ctx: MethodContext) -> Coded
     """
     stem_channels, stages = architecture_stages(params.architecture, ctx.num_classes)
     if params.blocks is not None:
-        stages = [spec.model_copy(update={"blocks": params.blocks}) for spec in stages]
+        per_stage = params.blocks if isinstance(params.blocks, list) else [params.blocks] * len(stages)
+        stages = [spec.model_copy(update={"blocks": b}) for spec, b in zip(stages, per_stage, strict=True)]
     stages = params.stages if params.stages is not None else stages
     stem_channels = params.stem_channels or stem_channels
     k = ctx.num_classes
