@@ -99,6 +99,8 @@ def test_smoke_explanations_beat_the_random_explainer(smoke_run: tuple[Path, Pat
     # Every method with maps of its own is evaluated on them; the baseline and Coded ResNeXt have none.
     native = {r.method for r in records if r.explainer == "native"}
     assert native == {"egt", "egt (λ=0)", "ecr", "lap", "lap (masks)", "tame"}
+    # TAME classifies with the frozen baseline: its Grad-CAM and random rows would be the baseline's.
+    assert {r.explainer for r in records if r.method == "tame" and r.explainer} == {"native"}
     ad = {r.display["label"] for r in records if r.metric.startswith("AD ")}
     assert ad == {"AD 100%", "AD 50%", "AD 15%"}
 

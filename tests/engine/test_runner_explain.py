@@ -129,3 +129,40 @@ def test_explainer_rows_restricted_to_methods(tmp_path: Path) -> None:
     assert rows == {("baseline", "gradcam"), ("baseline", "random"), ("ecr", "native"), ("ecr", "gradcam")}
     md = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "| baseline (random) |" in md and "| ecr (random) |" not in md
+
+
+@pytest.mark.parametrize(
+    ("methods", "explainers", "expected"),
+    [
+        # TAME classifies with its frozen baseline: Grad-CAM and random maps would repeat the baseline's rows.
+        (["baseline", "tame"], ["native", "gradcam", "random"], {"native"}),
+        # ... unless the suite does not score the baseline with them
+        (["tame"], ["native", "gradcam"], {"native", "gradcam"}),
+        (["baseline", "tame"], ["native", {"name": "gradcam", "methods": ["tame"]}], {"native", "gradcam"}),
+    ],
+)
+def test_tame_scores_only_its_own_maps_beside_its_baseline(
+    tmp_path: Path, methods: list[Any], explainers: list[Any], expected: set[str]
+) -> None:
+    from xbench.engine.runner import Runner
+
+    runner = Runner(_suite(tmp_path, methods=methods, explainers=explainers), RunOptions(progress=False))
+    tame = next(c for c in runner.cells() if c.method.name == "tame")
+    assert {e for e in runner.explainers if runner.explains(e, tame)} == expected
+
+
+def test_tame_grad_cam_equals_its_baselines(tmp_path: Path) -> None:
+    """Why those rows are left out: with the same frozen weights, TAME's Grad-CAM has the baseline's values exactly."""
+    runs = {}
+    for scored in ("tame", "baseline"):
+        out = tmp_path / scored
+        suite = _suite(
+            tmp_path, methods=["baseline", "tame"], output=str(out),
+            explainers=[{"name": "gradcam", "methods": [scored]}, "random"],
+        )  # fmt: skip
+        run_suite(suite, RunOptions(progress=False, fail_fast=True, echo=lambda _: None))
+        records = read_records(out / "records.jsonl")
+        runs[scored] = {(r.method, r.explainer): r.value for r in records if r.metric == "explanation_consistency"}
+    assert set(runs["tame"]) == {("tame", "gradcam"), ("baseline", "random")}  # TAME's random row: the baseline's
+    assert set(runs["baseline"]) == {("baseline", "gradcam"), ("baseline", "random")}
+    assert runs["tame"][("tame", "gradcam")] == runs["baseline"][("baseline", "gradcam")]

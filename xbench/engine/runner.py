@@ -527,6 +527,9 @@ class Runner:
         records = []
         for name in self.explainers:
             if not self.explains(name, cell):
+                log.info(
+                    "%s: explainer %s not scored (suite filter, or it repeats the cell it builds on)", cell.id, name
+                )
                 continue
             ctx = ectx.with_explainer(name)
             if ctx.explanations() is None:
@@ -536,9 +539,21 @@ class Runner:
         return records
 
     def explains(self, explainer: str, cell: CellSpec) -> bool:
-        """Whether the suite scores ``explainer`` (a row label) for ``cell``'s method (``explainers[i].methods``)."""
-        methods = next(spec.methods for spec in self.suite.explainers if spec.display == explainer)
-        return methods is None or cell.method.display in methods
+        """Whether the suite scores ``explainer`` (a row label) for ``cell``'s method.
+
+        No when the explainer row's ``methods`` leave the method out, and no for every explainer
+        but ``native`` on a method whose model classifies as the cell it builds on
+        (``Method.classifies_as_required``: TAME) when the suite scores that cell with it too:
+        the values would repeat that cell's (Grad-CAM of the same frozen weights).
+        """
+        spec = next(spec for spec in self.suite.explainers if spec.display == explainer)
+        if spec.methods is not None and cell.method.display not in spec.methods:
+            return False
+        if spec.name != "native" and METHODS.get(cell.method.name).classifies_as_required:
+            required = self.required_cell(cell)
+            if required is not None and required.id in {c.id for c in self.cells()}:
+                return not self.explains(explainer, required)
+        return True
 
     def _measure(
         self, cell: CellSpec, model_key: str, spec: PluginSpec, metric: Metric, ectx: EvalContext, explainer: str | None

@@ -99,6 +99,11 @@ class Method:
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     requires: ClassVar[str | None] = None
+    #: True when the model's logits and gradients are exactly those of the ``requires`` cell's
+    #: model (TAME: a frozen baseline plus an attention module that only explains it). Explainers
+    #: that read only logits and gradients (Grad-CAM, random) would then repeat that cell's
+    #: values, so the runner scores only ``native`` maps for such a method when the suite has that cell.
+    classifies_as_required: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel, ctx: MethodContext) -> None:
         self.params = params

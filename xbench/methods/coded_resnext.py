@@ -46,9 +46,8 @@ Configurations ([C_out, d, N_act/N] × blocks; stem conv3×3 with 16 channels an
     resnext29_10x11d:   [256, 11, 10/10]×3, [512, 22, 5/10]×3, [1024, 44, 3/10]×3   (paper, CIFAR-10)
     resnext29_20x6d:    [256, 6, 20/20]×3, [512, 12, 8/20]×3, [1024, 24, 4/20]×3    (paper, CIFAR-100)
 
-``blocks`` changes the blocks per stage of a named architecture (the quick suite trains the
-narrow one with 1: a third cheaper on CPU, 0.4 points lower on Fashion-MNIST); ``stages``
-overrides the architecture's. μ = 6 and p = 0.1 are the paper's CIFAR values.
+``blocks`` changes the blocks per stage of a named architecture (one number, or one per stage);
+``stages`` overrides the architecture's. μ = 6 and p = 0.1 are the paper's CIFAR values.
 A coded block never materialises the N branch outputs t_n (see ``ResNeXtBlock._coded``):
 the same function, computed several times faster on CPU.
 """

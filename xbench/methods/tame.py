@@ -231,6 +231,7 @@ class TAME(Method):
     Params = TAMEParams
     params: TAMEParams
     requires = "baseline"
+    classifies_as_required = True  # the frozen baseline classifies; the attention module only explains
 
     def build(self) -> nn.Module:
         backbone = self.ctx.build_backbone()
