@@ -209,3 +209,7 @@ def test_shared_front_gives_the_scores_of_the_whole_sub_networks() -> None:
     whole = binary_scores(Whole(), data, index, cls, torch.device("cpu"), batch_size=7)  # type: ignore[arg-type]
     assert len(shared) == len(index) == 300 and shared.std() > 0
     torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-5)
+    model.train()  # scoring evaluates copies: the model's own modules keep their mode and statistics
+    again = binary_scores(model, data, index, cls, torch.device("cpu"), batch_size=7)
+    assert all(m.training for m in model.modules())
+    torch.testing.assert_close(again, shared)

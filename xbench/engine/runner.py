@@ -258,6 +258,7 @@ class Runner:
         self._data: dict[str, CellData] = {}  # loaded datasets, by row label
         self._exports: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]] = []  # the current cell's models
         self._stage = _new_stages()  # where the current cell's time goes (seconds actually spent)
+        self._per_image: dict[tuple[str, str], float] = {}  # seconds per image, for the start order
 
     # data ----------------------------------------------------------------------
     def load_data(self, index: int, spec: PluginSpec) -> CellData:
@@ -527,9 +528,6 @@ class Runner:
         records = []
         for name in self.explainers:
             if not self.explains(name, cell):
-                log.info(
-                    "%s: explainer %s not scored (suite filter, or it repeats the cell it builds on)", cell.id, name
-                )
                 continue
             ctx = ectx.with_explainer(name)
             if ctx.explanations() is None:
@@ -718,7 +716,16 @@ class Runner:
         return self.seconds_per_image(cell) * self.images_through(cell)
 
     def seconds_per_image(self, cell: CellSpec) -> float:
-        """One timed forward pass of the untrained model on 16 test images (CPU, the cells' thread count)."""
+        """One timed forward pass of the untrained model on 16 test images (CPU, the cells' thread count).
+
+        Measured once per (dataset, method row): seeds change the weights, not the network.
+        """
+        key = (cell.dataset.display, cell.method.display)
+        if key not in self._per_image:
+            self._per_image[key] = self._time_forward(cell)
+        return self._per_image[key]
+
+    def _time_forward(self, cell: CellSpec) -> float:
         data = self.data_for(cell.dataset)
         method = self.method_for(cell, data)
         threads = torch.get_num_threads()

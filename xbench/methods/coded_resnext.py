@@ -414,7 +414,7 @@ class CodedResNeXt(nn.Module):
             if any(block.codes is not None for block in stage.blocks):  # type: ignore[union-attr]
                 break
             plain += 1
-        return nn.Sequential(self.backbone.stem, *self.backbone.stages[:plain]).eval(), plain
+        return nn.Sequential(self.backbone.stem, *self.backbone.stages[:plain]), plain
 
 
 # -- binary classifiers ---------------------------------------------------------------------------------
@@ -470,8 +470,8 @@ class BinaryClassifier(nn.Module):
 
     def forward_from(self, h: Tensor, stage: int) -> Tensor:
         """(B,) score z_k from the output ``h`` of the first ``stage`` stages (see ``CodedResNeXt.binary_front``)."""
-        for block in self.backbone.stages[stage:]:
-            h = block(h)
+        for later in self.backbone.stages[stage:]:
+            h = later(h)
         return self.fc(h.mean(dim=(2, 3))).squeeze(1)
 
 

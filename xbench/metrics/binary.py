@@ -18,6 +18,7 @@ Values are means over the classes; per-class values and thresholds travel in ``p
 
 from __future__ import annotations
 
+import copy
 import statistics
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -80,9 +81,9 @@ def binary_scores(
     start with the same modules (``binary_front``: Coded ResNeXt's stem and plain first stage)
     runs those once per image, not once per pair (each image is in about 10 pairs).
     """
-    scores = torch.zeros(len(index))
     if hasattr(model, "binary_front"):
         return _scores_from_front(model, data, index, cls, device, batch_size)
+    scores = torch.zeros(len(index))
     for k in cls.unique().tolist():  # a loop over classes; images are batched
         rows = (cls == k).nonzero().flatten()
         net = model.binary_classifier(int(k)).to(device).eval()
@@ -132,6 +133,7 @@ def _scores_from_front(
 ) -> Tensor:
     """:func:`binary_scores` with the shared front run once per image, in chunks of ``batch_size`` images."""
     front, stages = model.binary_front()
+    front = copy.deepcopy(front).to(device).eval()  # eval mode without switching the model's own modules
     nets = {k: model.binary_classifier(k).to(device).eval() for k in cls.unique().tolist()}
     scores = torch.zeros(len(index))
     images = index.unique()
