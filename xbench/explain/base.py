@@ -45,6 +45,9 @@ class Explainer:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    #: False for maps that depend on neither the model nor the image's pixels (random maps): metrics
+    #: may then skip work that only changes the pixels (explanation consistency's attack).
+    reads_input: ClassVar[bool] = True
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -91,6 +94,7 @@ class RandomMaps(Explainer):
 
     description = "i.i.d. uniform maps (optionally blocky); the row every explainer must beat"
     Params = RandomParams
+    reads_input = False  # the maps depend on the image's shape and the seed only
 
     def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         b, _, h, w = x.shape
