@@ -710,8 +710,8 @@ class Runner:
         """A rough cost of ``cell`` in seconds of one thread, to start the longest cells first.
 
         :meth:`seconds_per_image` × :meth:`images_through`. Timing the real network sees what a
-        MACs count misses: Coded ResNeXt's grouped convolutions take about 5× the baseline's
-        time per image for 1.5× its MACs.
+        MACs count misses: Coded ResNeXt's grouped convolutions take 4–5× the baseline's
+        time per image for 2.7× its MACs.
         """
         return self.seconds_per_image(cell) * self.images_through(cell)
 
