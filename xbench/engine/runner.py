@@ -40,6 +40,7 @@ from xbench.errors import CheckpointError, ConfigError, OutputError, XBenchError
 from xbench.explain.base import Explainer
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.latency import time_calls
 from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
 from xbench.report.records import Record, write_records
 from xbench.suite import PluginSpec, Suite, dump_suite, validate_plugins
@@ -730,14 +731,11 @@ class Runner:
         method = self.method_for(cell, data)
         threads = torch.get_num_threads()
         try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
+            with torch.random.fork_rng(devices=[]):
                 torch.set_num_threads(self.suite.resources.cpus or 1)
-                model = method.build().eval()
                 x = data.test.images[:16]
-                model(x)  # warm-up
-                t0 = time.perf_counter()
-                model(x)
-                return (time.perf_counter() - t0) / len(x)
+                (seconds,) = time_calls(method.build().eval(), [x], warmup=1, device=torch.device("cpu"))
+                return seconds / len(x)
         finally:
             torch.set_num_threads(threads)
 
