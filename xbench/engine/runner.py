@@ -424,6 +424,9 @@ class Runner:
             self._mask_cells.add(cell.id)
         torch.manual_seed(cell.seed)
         model = method.build()
+        if self.suite.resources.channels_last:
+            # Loading and training keep the parameters' layout (copy_, .to(device)).
+            model.to(memory_format=torch.channels_last)
         key = self.model_key(cell)
         if self.reference is not None:
             # Metric values of a reference model are cached under its own weights' hash, never a trained model's.
@@ -734,7 +737,10 @@ class Runner:
             with torch.random.fork_rng(devices=[]):
                 torch.set_num_threads(self.suite.resources.cpus or 1)
                 x = data.test.images[:16]
-                (seconds,) = time_calls(method.build().eval(), [x], warmup=1, device=torch.device("cpu"))
+                model = method.build().eval()
+                if self.suite.resources.channels_last:
+                    model.to(memory_format=torch.channels_last)
+                (seconds,) = time_calls(model, [x], warmup=1, device=torch.device("cpu"))
                 return seconds / len(x)
         finally:
             torch.set_num_threads(threads)
