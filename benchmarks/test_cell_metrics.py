@@ -40,7 +40,12 @@ def quick_explainers(method: str) -> str:
     return "[" + ", ".join(e for e in runner.explainers if runner.explains(e, cell)) + "]"
 
 
-CLUTTERED = "[{name: fashion_mnist_cluttered, params: {canvas: 48, n_train: 15000, n_test: 2000}}]"
+def quick_cluttered() -> str:
+    """``suites/quick.yaml``'s cluttered dataset row, as a ``--set datasets=`` value."""
+    from xbench.suite import load_suite
+
+    row = next(d for d in load_suite(ROOT / "suites" / "quick.yaml").datasets if d.name == "fashion_mnist_cluttered")
+    return json.dumps([row.model_dump(exclude_none=True)])
 
 
 def test_every_metric_of_one_cell(benchmark: Any) -> None:
@@ -48,7 +53,7 @@ def test_every_metric_of_one_cell(benchmark: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
         overrides = [
-            f"datasets={CLUTTERED}",
+            f"datasets={quick_cluttered()}",
             f"methods=[{method}]",
             f"explainers={os.environ.get('XBENCH_CELL_EXPLAINERS') or quick_explainers(method)}",
             "evaluation.explain_limit=1000",

@@ -12,6 +12,7 @@ import torch
 
 from xbench.engine.runner import Runner, RunOptions
 from xbench.methods.base import MethodContext
+from xbench.models.base import memory_format_of
 from xbench.registry import METHODS
 from xbench.suite import Suite
 
@@ -70,3 +71,17 @@ def test_runner_trains_in_the_suite_layout_and_caches_a_loadable_model(tmp_path:
         assert convs and all(w.is_contiguous(memory_format=layout) for w in convs)
         # Grouped (ResNeXt) convs are where the layout matters most; check one is among them.
         assert any(m.groups > 1 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_binary_sub_networks_keep_the_model_layout() -> None:
+    from xbench.methods.coded_resnext import extract_binary_classifier
+
+    method = METHODS.get("coded_resnext")(METHODS.get("coded_resnext").Params(), CTX)
+    model = method.build().eval()
+    x = torch.rand(5, 3, 16, 16)
+    expected = extract_binary_classifier(model, 1)(x)
+    model.to(memory_format=torch.channels_last)
+    sub = extract_binary_classifier(model, 1)
+    assert memory_format_of(model) == memory_format_of(sub) == "channels_last"
+    torch.testing.assert_close(sub(x), expected, rtol=1e-4, atol=1e-5)
+    assert memory_format_of(model.to(memory_format=torch.contiguous_format)) == "contiguous"

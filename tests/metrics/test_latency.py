@@ -90,6 +90,10 @@ def test_records_carry_every_exit_and_the_setup() -> None:
         assert r.value > 0 and r.params["p95_ms"] >= r.value * 0.999
         assert r.params["threads"] == torch.get_num_threads() and r.params["torch"] == torch.__version__
         assert r.params["batch_size"] == 12
+        assert r.params["memory_format"] == "contiguous"
+    nhwc = _ctx(method)  # the measurement is memoised per context
+    nhwc.model.to(memory_format=torch.channels_last)
+    assert Latency(PARAMS).compute(nhwc)[0].params["memory_format"] == "channels_last"
     (speedup,) = LatencySpeedup(PARAMS).compute(ctx)
     assert speedup.value == pytest.approx(speedup.params["full_p50_ms"] / speedup.params["policy_expected_ms"])
     assert speedup.params["full_p50_ms"] == results[0].value

@@ -68,7 +68,7 @@ from torch import Tensor, nn
 from xbench.engine.exits import Confidence
 from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
 from xbench.methods.coding_scheme import coding_scheme
-from xbench.models.base import Normalize
+from xbench.models.base import Normalize, memory_format_of
 from xbench.registry import METHODS
 
 
@@ -492,6 +492,8 @@ def extract_binary_classifier(model: CodedResNeXt, k: int) -> BinaryClassifier:
                 blocks.append(_prune_block(block, block.codes[k].nonzero().flatten().cpu()))
         stages.append(ResNeXtStage(blocks))
     classifier = BinaryClassifier(copy.deepcopy(model.backbone.stem), stages, model.fc.weight[k : k + 1].detach())
+    if memory_format_of(model) == "channels_last":  # the pruned convs are new tensors: keep the model's layout
+        classifier.to(memory_format=torch.channels_last)
     return classifier.to(model.fc.weight.device).eval()
 
 

@@ -292,7 +292,7 @@ def binary_timings(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
         return {
             "full_p50_ms": 1e3 * statistics.median(full),
             "per_class_p50_ms": per_class,
-            **timing_setup(device, n, params.warmup, params.spin_up_s),
+            **timing_setup(device, n, params.warmup, params.spin_up_s, model),  # type: ignore[arg-type]
         }
 
     return ctx.memo("binary_latency:" + params.model_dump_json(), measure)  # type: ignore[no-any-return]

@@ -35,11 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from xbench.engine.evaluate import EvalContext
 from xbench.engine.exits import early_exit
 from xbench.metrics.base import Metric, MetricResult
+from xbench.models.base import memory_format_of
 from xbench.registry import METRICS
 
 
@@ -158,16 +159,18 @@ def measure(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
             "thresholds": policy.thresholds,
             "exits_taken": [exits.count(e) for e in range(n_exits)],
         }
-    timings["setup"] = timing_setup(device, n, params.warmup, params.spin_up_s)
+    timings["setup"] = timing_setup(device, n, params.warmup, params.spin_up_s, model)
     return timings
 
 
-def timing_setup(device: torch.device, images: int, warmup: int, spin_up_s: float) -> dict[str, Any]:
-    """What every timing record carries: device, CPU threads, torch version, CUDA sync, images, warm-up."""
+def timing_setup(device: torch.device, images: int, warmup: int, spin_up_s: float, model: nn.Module) -> dict[str, Any]:
+    """What every timing record carries: device, CPU threads, torch version, CUDA sync, images, warm-up,
+    and the model's weight layout (``resources.channels_last``)."""
     return {
         "spin_up_s": spin_up_s,
         "device": str(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "memory_format": memory_format_of(model),
         "torch": torch.__version__,
         "cuda_synchronized": device.type == "cuda",
         "images": images,

@@ -16,6 +16,17 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 
+def memory_format_of(model: nn.Module) -> str:
+    """``"channels_last"`` if the model's spatial conv weights are stored channels-last, else ``"contiguous"``.
+
+    A weight whose layout is ambiguous (a 1×1 kernel over one channel fits both) does not count.
+    """
+    for p in model.parameters():
+        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+            return "channels_last"
+    return "contiguous"
+
+
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, as a module so it is part of the model."""
 
