@@ -285,3 +285,41 @@ def test_cell_cost_counts_the_images_a_cell_pushes_through_its_model(tmp_path: P
     ).model_copy(update={"cache_dir": tmp_path / "empty"})  # fmt: skip
     runner = Runner(suite, RunOptions(progress=False))
     assert runner.images_through(runner.cells()[0]) == 100 + 3 * 600 * 8 + EXPLAIN_FORWARDS * 40 * 2
+
+
+class InAnotherRunner(LosesCell):
+    """A parallel executor whose cells run in a runner of their own, as in a worker process."""
+
+    def __init__(self, worker: Any) -> None:
+        super().__init__(worker, lost=-1)
+
+
+def test_the_driver_times_with_the_exit_policy_the_worker_calibrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xbench.engine.evaluate import EvalContext
+    from xbench.engine.runner import Runner, RunOptions
+    from xbench.suite import load_suite
+
+    calibrated: list[str] = []
+    real = EvalContext._exit_policy
+
+    def counting(self: EvalContext) -> Any:
+        calibrated.append(self.desc)
+        return real(self)
+
+    monkeypatch.setattr(EvalContext, "_exit_policy", counting)
+    metrics = ["top1", "policy_top1", "latency", "policy_latency"]
+    suite = load_suite(_suite(tmp_path, metrics=metrics, training={**TINY["training"], "epochs": 1}))
+    suite = suite.model_copy(update={"output": tmp_path / "out", "cache_dir": tmp_path / "cache"})
+    worker = Runner(suite, RunOptions(progress=False, timings=False, echo=lambda _: None))
+    driver = Runner(suite, RunOptions(progress=False, echo=lambda _: None))
+    monkeypatch.setattr(driver, "_executor", lambda: InAnotherRunner(worker))
+    result = driver.run()
+    assert not result.failed_cells
+    # Calibrated once per cell, by the worker (policy_top1); the driver's timing run reused it.
+    assert calibrated == ["synthetic_shapes/baseline/seed0", "synthetic_shapes/egt/seed0"]
+    policy = worker._policies["synthetic_shapes/egt/seed0"]
+    assert policy is not None and policy.source == "train"  # the tiny suite holds nothing out
+    (timed,) = [r for r in result.records if r.metric == "policy_latency" and r.method == "egt" and r.exit is None]
+    assert timed.status == "ok" and timed.params["thresholds"] == policy.thresholds

@@ -183,6 +183,10 @@ class EvalContext:
             raise ValueError("no explainer selected; use ctx.with_explainer(name)")
         return self.memo(f"explanations:{name}", lambda: self._explanations(name))
 
+    def has(self, key: str) -> bool:
+        """Whether :meth:`memo` holds ``key`` for this cell (e.g. ``"policy"`` once calibrated)."""
+        return key in self._memo
+
     def has_explanations(self, name: str) -> bool:
         """Whether the maps of explainer ``name`` were computed for this cell (by some metric)."""
         return f"explanations:{name}" in self._memo

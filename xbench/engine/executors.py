@@ -26,6 +26,7 @@ import torch
 from xbench.errors import ConfigError
 
 if TYPE_CHECKING:
+    from xbench.engine.exits import ExitPolicy
     from xbench.engine.runner import Runner, RunOptions
     from xbench.report.records import Record
     from xbench.suite import Suite
@@ -45,6 +46,8 @@ class CellOutcome:
     saliency: dict[str, Any] | None = None
     exports: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]] = field(default_factory=list)
     worker: str = ""  # host:pid (and Ray node) that ran the cell
+    # (exit policy or None,) if the cell's metrics calibrated one; the driver's timing run reuses it
+    policy: tuple[ExitPolicy | None] | None = None
     exception: BaseException | None = field(default=None, repr=False)  # serial runs only (not shipped)
 
 

@@ -33,6 +33,7 @@ from xbench.engine import train as train_module
 from xbench.engine.cache import Cache, atomic_write_text, cache_key, default_cache_dir
 from xbench.engine.evaluate import EvalContext
 from xbench.engine.executors import CellOutcome, Executor, Job, ProcessExecutor, RayExecutor, SerialExecutor, cpu_count
+from xbench.engine.exits import ExitPolicy
 from xbench.engine.provenance import code_fingerprint, device_description, git_revision, resolve_device, versions
 from xbench.engine.reference import ReferenceModels, ReferenceWriter
 from xbench.engine.train import train
@@ -260,6 +261,9 @@ class Runner:
         self._exports: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]] = []  # the current cell's models
         self._stage = _new_stages()  # where the current cell's time goes (seconds actually spent)
         self._per_image: dict[tuple[str, str], float] = {}  # seconds per image, for the start order
+        # Exit policies calibrated by a cell's run, by cell id: a worker sends its cell's back
+        # (CellOutcome.policy) so that the driver's timing run does not calibrate again.
+        self._policies: dict[str, ExitPolicy | None] = {}
 
     # data ----------------------------------------------------------------------
     def load_data(self, index: int, spec: PluginSpec) -> CellData:
@@ -476,6 +480,9 @@ class Runner:
             explainers=self.explainers, explain_limit=self.suite.evaluation.explain_limit,
             seed=cell.seed, store=self.map_store(cell, key),
         )  # fmt: skip
+        if cell.id in self._policies:
+            known = self._policies[cell.id]
+            ectx.memo("policy", lambda: known)
         records: list[Record] = []
         for spec, metric in self.metrics:
             if (only_timings and not metric.measures_time) or (metric.measures_time and not self.opt.timings):
@@ -488,6 +495,8 @@ class Runner:
                 log.debug("cell %s: metric %s failed", cell.id, spec.display, exc_info=True)
                 records.append(self.record(cell, spec, metric, None, None, error=_error_text(err)))
         saliency = self.cell_saliency(cell, ectx)
+        if ectx.has("policy"):
+            self._policies[cell.id] = ectx.exit_policy()
         failed = [r.metric for r in records if r.status == "failed"]
         if failed:
             train_note += f"; FAILED metrics: {', '.join(dict.fromkeys(failed))}"
@@ -501,6 +510,8 @@ class Runner:
         try:
             records, note, saliency = self.run_cell(cell, self.data_for(cell.dataset))
             outcome = CellOutcome(index, records, note, any(r.status == "failed" for r in records), saliency=saliency)
+            if cell.id in self._policies:
+                outcome.policy = (self._policies[cell.id],)
         except Exception as err:  # each cell fails on its own; a bug in a method must not sink the sweep
             log.debug("cell %s failed", cell.id, exc_info=True)
             line = f"{type(err).__name__}: {err}"
@@ -849,6 +860,8 @@ class Runner:
             cell, outcome = cells[i], outcomes[i]
             start = time.perf_counter()
             self._stage, self._exports = _new_stages(), []
+            if outcome.policy is not None:  # calibrated by the worker: the same model, the same thresholds
+                self._policies[cell.id] = outcome.policy[0]
             try:
                 records, _, _ = self.run_cell(cell, self.data_for(cell.dataset), only_timings=True)
             except Exception as err:  # the model was trained; only its timing failed
