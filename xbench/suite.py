@@ -117,13 +117,13 @@ class ResourcesConfig(_Strict):
         None,
         ge=1,
         description="CPU threads per cell; null: all cores in a serial run, cores // jobs with --jobs, 1 on Ray. "
-        "Results are bitwise reproducible for a given device and thread count",
+        "Results are bitwise reproducible for a given device, thread count and channels_last",
     )
     gpus: float = Field(0.0, ge=0, description="GPUs per cell (Ray only; a fraction shares a GPU)")
     channels_last: bool = Field(
         True,
         description="keep models' 4-D weights, hence conv activations, channels-last (NHWC): the same functions, "
-        "1.3-1.6x faster training of these small CNNs on CPU (grouped convs 2-3x); float rounding differs "
+        "1.3-1.4x faster training of these small CNNs on CPU (grouped convs 2-3x); float rounding differs "
         "from false as it does between thread counts",
     )
     jobs: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
