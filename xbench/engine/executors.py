@@ -46,8 +46,7 @@ class CellOutcome:
     saliency: dict[str, Any] | None = None
     exports: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]] = field(default_factory=list)
     worker: str = ""  # host:pid (and Ray node) that ran the cell
-    # (exit policy or None,) if the cell's metrics calibrated one; the driver's timing run reuses it
-    policy: tuple[ExitPolicy | None] | None = None
+    policy: ExitPolicy | None = None  # the exit policy the cell's metrics calibrated; the driver's timing run reuses it
     exception: BaseException | None = field(default=None, repr=False)  # serial runs only (not shipped)
 
 

@@ -263,7 +263,7 @@ class Runner:
         self._per_image: dict[tuple[str, str], float] = {}  # seconds per image, for the start order
         # Exit policies calibrated by a cell's run, by cell id: a worker sends its cell's back
         # (CellOutcome.policy) so that the driver's timing run does not calibrate again.
-        self._policies: dict[str, ExitPolicy | None] = {}
+        self._policies: dict[str, ExitPolicy] = {}
 
     # data ----------------------------------------------------------------------
     def load_data(self, index: int, spec: PluginSpec) -> CellData:
@@ -427,10 +427,7 @@ class Runner:
         if method.uses_masks(train_split):
             self._mask_cells.add(cell.id)
         torch.manual_seed(cell.seed)
-        model = method.build()
-        if self.suite.resources.channels_last:
-            # Loading and training keep the parameters' layout (copy_, .to(device)).
-            model.to(memory_format=torch.channels_last)
+        model = self.build_model(method)
         key = self.model_key(cell)
         if self.reference is not None:
             # Metric values of a reference model are cached under its own weights' hash, never a trained model's.
@@ -466,6 +463,16 @@ class Runner:
             self._exports.append((cell.id, state, self.identity(cell)[0]))
         return method, model, key, train_note
 
+    def build_model(self, method: Method) -> torch.nn.Module:
+        """``method.build()`` in the suite's weight layout (``resources.channels_last``).
+
+        Loading a state dict and training keep the parameters' layout (``copy_``, ``.to(device)``).
+        """
+        model = method.build()
+        if self.suite.resources.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
     def run_cell(
         self, cell: CellSpec, data: CellData, only_timings: bool = False
     ) -> tuple[list[Record], str, dict[str, Any] | None]:
@@ -480,8 +487,8 @@ class Runner:
             explainers=self.explainers, explain_limit=self.suite.evaluation.explain_limit,
             seed=cell.seed, store=self.map_store(cell, key),
         )  # fmt: skip
-        if cell.id in self._policies:
-            known = self._policies[cell.id]
+        known = self._policies.get(cell.id)
+        if known is not None:
             ectx.memo("policy", lambda: known)
         records: list[Record] = []
         for spec, metric in self.metrics:
@@ -495,8 +502,9 @@ class Runner:
                 log.debug("cell %s: metric %s failed", cell.id, spec.display, exc_info=True)
                 records.append(self.record(cell, spec, metric, None, None, error=_error_text(err)))
         saliency = self.cell_saliency(cell, ectx)
-        if ectx.has("policy"):
-            self._policies[cell.id] = ectx.exit_policy()
+        policy = ectx.exit_policy() if ectx.has("policy") else None  # None also for models without exits
+        if policy is not None:
+            self._policies[cell.id] = policy
         failed = [r.metric for r in records if r.status == "failed"]
         if failed:
             train_note += f"; FAILED metrics: {', '.join(dict.fromkeys(failed))}"
@@ -510,8 +518,7 @@ class Runner:
         try:
             records, note, saliency = self.run_cell(cell, self.data_for(cell.dataset))
             outcome = CellOutcome(index, records, note, any(r.status == "failed" for r in records), saliency=saliency)
-            if cell.id in self._policies:
-                outcome.policy = (self._policies[cell.id],)
+            outcome.policy = self._policies.get(cell.id)
         except Exception as err:  # each cell fails on its own; a bug in a method must not sink the sweep
             log.debug("cell %s failed", cell.id, exc_info=True)
             line = f"{type(err).__name__}: {err}"
@@ -748,9 +755,7 @@ class Runner:
             with torch.random.fork_rng(devices=[]):
                 torch.set_num_threads(self.suite.resources.cpus or 1)
                 x = data.test.images[:16]
-                model = method.build().eval()
-                if self.suite.resources.channels_last:
-                    model.to(memory_format=torch.channels_last)
+                model = self.build_model(method).eval()
                 (seconds,) = time_calls(model, [x], warmup=1, device=torch.device("cpu"))
                 return seconds / len(x)
         finally:
@@ -861,7 +866,7 @@ class Runner:
             start = time.perf_counter()
             self._stage, self._exports = _new_stages(), []
             if outcome.policy is not None:  # calibrated by the worker: the same model, the same thresholds
-                self._policies[cell.id] = outcome.policy[0]
+                self._policies[cell.id] = outcome.policy
             try:
                 records, _, _ = self.run_cell(cell, self.data_for(cell.dataset), only_timings=True)
             except Exception as err:  # the model was trained; only its timing failed
