@@ -16,9 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext, Predictions
 from xbench.explain.base import Explainer
 from xbench.methods.base import MethodContext
+from xbench.metrics.context import EvalContext, Predictions
 from xbench.registry import METHODS
 
 SIZE = 64

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
-from xbench.engine.exits import ExitPolicy, exit_confidences, exit_indices
 from xbench.engine.train import train
 from xbench.methods.base import MethodContext
+from xbench.metrics.context import EvalContext
 from xbench.metrics.exits import exit_costs
 from xbench.metrics.latency import LatencyParams, measure
+from xbench.models.exits import ExitPolicy, exit_confidences, exit_indices
 from xbench.registry import METHODS
 from xbench.suite import TrainingConfig
 

@@ -17,12 +17,13 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
+from xbench.explain.base import default_explanation
 from xbench.explain.gradcam import grad_cam
 from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
 from xbench.metrics.accuracy import topk_accuracy
 from xbench.metrics.base import Metric, MetricResult
-from xbench.metrics.efficiency import LogitsOnly, count_macs, count_parameters
+from xbench.metrics.context import EvalContext, LogitsOnly
+from xbench.metrics.efficiency import count_macs, count_parameters
 from xbench.models.base import Backbone
 from xbench.registry import BACKBONES, METHODS, METRICS
 
@@ -88,7 +89,7 @@ def test_method_forward_loss_backward(name: str, channels: int) -> None:
     for exit_logits in out.exit_logits:
         assert exit_logits.shape == (4, NUM_CLASSES)
 
-    loss = method.loss(out, batch)
+    loss = method.training_step(model, batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     params = method.trainable_parameters(model)
@@ -107,7 +108,7 @@ def test_method_explain(name: str, channels: int) -> None:
     method = make_method(name, channels)
     model = method.build().eval()
     batch = make_batch(channels, b=3)
-    maps = method.explain(model, batch.x, batch.y)
+    maps = default_explanation(method, model, batch.x, batch.y)
     assert maps.shape == (3, SIZE, SIZE)
     assert torch.isfinite(maps).all()
     assert (maps >= 0).all()

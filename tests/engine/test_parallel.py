@@ -297,8 +297,8 @@ class InAnotherRunner(LosesCell):
 def test_the_driver_times_with_the_exit_policy_the_worker_calibrated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xbench.engine.evaluate import EvalContext
     from xbench.engine.runner import Runner, RunOptions
+    from xbench.metrics.context import EvalContext
     from xbench.suite import load_suite
 
     calibrated: list[str] = []

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xbench.explain.base import default_explanation
 from xbench.methods.base import Batch, MethodContext
 from xbench.methods.coded_resnext import (
     CodedResNeXt,
@@ -452,7 +453,7 @@ def test_forward_backward_on_a_tiny_config_and_the_grad_cam_layer() -> None:
         torch.testing.assert_close(e.sum(dim=1), torch.full((4,), 10.0))
     method.loss(out, Batch(x, y, torch.arange(4))).backward()
     assert all(p.grad is not None for p in model.parameters())
-    maps = method.explain(model.eval(), x, y)  # Grad-CAM on backbone.stages[-1]
+    maps = default_explanation(method, model.eval(), x, y)  # Grad-CAM on backbone.stages[-1]
     assert maps.shape == (4, 16, 16) and (maps >= 0).all()
 
 

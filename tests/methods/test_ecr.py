@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.explain.consistency import (
+from xbench.methods.base import Batch, MethodContext
+from xbench.methods.consistency import (
     AttackParams,
     background_mask,
     background_pgd,
@@ -17,7 +18,6 @@ from xbench.explain.consistency import (
     explanation_consistency,
     map_cosine,
 )
-from xbench.methods.base import Batch, MethodContext
 from xbench.methods.ecr import ECR, ECRParams, cam
 
 CTX = MethodContext(

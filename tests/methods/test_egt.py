@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
-from xbench.engine.exits import calibrate_thresholds, exit_confidences, exit_indices, policy_predictions
 from xbench.methods.base import Batch, MethodContext
 from xbench.methods.egt import EGT, EarlyExitNet, EGTParams, attention_maps, consistency_loss
-from xbench.metrics.efficiency import LogitsOnly, count_macs
+from xbench.metrics.context import EvalContext, LogitsOnly
+from xbench.metrics.efficiency import count_macs
 from xbench.metrics.exits import ExitFraction, ExpectedFlops, FlopsSpeedup, PolicyTop1, exit_costs
+from xbench.models.exits import calibrate_thresholds, exit_confidences, exit_indices, policy_predictions
 
 K = 4
 

@@ -135,9 +135,9 @@ def test_loss_terms_match_a_hand_computation(masking: str) -> None:
         return s[:, None] * torch.tensor(weight, dtype=s.dtype) + torch.tensor(bias, dtype=s.dtype)
 
     method = make_method(masking=masking)
-    out = ModelOutput(logits=torch.zeros(b, k), maps=[a], extras={"classify": classify})
-    terms = method.loss_terms(out, Batch(x, y, torch.arange(b)))
-    total = method.loss(out, Batch(x, y, torch.arange(b)))
+    out = ModelOutput(logits=torch.zeros(b, k), maps=[a])
+    terms = method.loss_terms(out, Batch(x, y, torch.arange(b)), classify)
+    total = method.objective(out, Batch(x, y, torch.arange(b)), classify)
 
     al, xl, yl = a.tolist(), x[:, 0].tolist(), y.tolist()
     ce = 0.0
@@ -167,10 +167,10 @@ def test_loss_constants_are_params_and_the_gradient_reaches_only_the_attention_m
     model = tame_model(method).train()
     x, y = images(4), torch.arange(4) % K
     out = model(x)
-    loss = method.loss(out, Batch(x, y, torch.arange(4)))
+    loss = method.training_step(model, Batch(x, y, torch.arange(4)))
     torch.testing.assert_close(loss, out.maps[0][torch.arange(4), y].mean())
     full = make_method()
-    full.loss(model(x), Batch(x, y, torch.arange(4))).backward()
+    full.training_step(model, Batch(x, y, torch.arange(4))).backward()
     assert all(p.grad is None for p in model.classifier.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.attention.parameters())
 

@@ -7,7 +7,6 @@ import torch
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
 from xbench.methods.base import MethodContext
 from xbench.methods.coded_resnext import CodedResNeXtMethod, CodedResNeXtParams, count_binary_parameters
 from xbench.metrics.binary import (
@@ -19,6 +18,7 @@ from xbench.metrics.binary import (
     precision_recall,
     sample_pairs,
 )
+from xbench.metrics.context import EvalContext
 from xbench.metrics.efficiency import count_parameters
 
 K = 4

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
 from xbench.methods.base import MethodContext
 from xbench.methods.egt import EGT
 from xbench.metrics.consistency import cosine, exit_maps, pearson, ssim, ssim_window, top_iou
+from xbench.metrics.context import EvalContext
 from xbench.registry import METRICS
 
 NAMES = {

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
 from xbench.explain.base import RandomMaps
 from xbench.methods.base import MethodContext
 from xbench.methods.baseline import Baseline
+from xbench.metrics.context import EvalContext
 from xbench.metrics.explanation_consistency import ExplanationConsistency, ExplanationConsistencyParams
 
 

@@ -16,10 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
 from xbench.explain.base import Explainer
 from xbench.methods.base import ModelOutput
 from xbench.metrics import faithfulness as F
+from xbench.metrics.context import EvalContext
 from xbench.metrics.quantus_compat import make_metric, run_quantus
 from xbench.registry import METRICS
 

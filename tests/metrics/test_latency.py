@@ -8,12 +8,11 @@ import torch
 from torch import nn
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
-from xbench.engine.exits import ExitPolicy
 from xbench.methods.base import MethodContext
 from xbench.methods.baseline import Baseline
 from xbench.methods.egt import EGT, EGTParams
 from xbench.metrics import latency as latency_module
+from xbench.metrics.context import EvalContext
 from xbench.metrics.latency import (
     Latency,
     LatencyParams,
@@ -24,6 +23,7 @@ from xbench.metrics.latency import (
     spin_up,
     time_calls,
 )
+from xbench.models.exits import ExitPolicy
 from xbench.params import NoParams
 
 CTX = MethodContext(

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
 from xbench.explain.base import Explainer
 from xbench.methods.base import Method, ModelOutput
+from xbench.metrics.context import EvalContext
 from xbench.metrics.localization import (
     LOCALISATION_METRICS,
     METHOD_DEFAULT,

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
 from xbench.methods.base import MethodContext
 from xbench.methods.baseline import Baseline
+from xbench.metrics.context import EvalContext
 from xbench.metrics.efficiency import count_parameters
 from xbench.metrics.sanity import ParameterRandomisation, RandomisationCheck, cascade, reinitialise, spearman
 from xbench.registry import EXPLAINERS, METRICS

@@ -26,8 +26,8 @@ import torch
 from xbench.errors import ConfigError
 
 if TYPE_CHECKING:
-    from xbench.engine.exits import ExitPolicy
     from xbench.engine.runner import Runner, RunOptions
+    from xbench.models.exits import ExitPolicy
     from xbench.report.records import Record
     from xbench.suite import Suite
 

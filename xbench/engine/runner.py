@@ -28,12 +28,9 @@ from typing import Any
 import torch
 
 from xbench.data.base import ImageSplit
-from xbench.engine import exits as exits_module
 from xbench.engine import train as train_module
 from xbench.engine.cache import Cache, atomic_write_text, cache_key, default_cache_dir
-from xbench.engine.evaluate import EvalContext
 from xbench.engine.executors import CellOutcome, Executor, Job, ProcessExecutor, RayExecutor, SerialExecutor, cpu_count
-from xbench.engine.exits import ExitPolicy
 from xbench.engine.provenance import code_fingerprint, device_description, git_revision, resolve_device, versions
 from xbench.engine.reference import ReferenceModels, ReferenceWriter
 from xbench.engine.train import train
@@ -41,7 +38,10 @@ from xbench.errors import CheckpointError, ConfigError, OutputError, XBenchError
 from xbench.explain.base import Explainer
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.context import EvalContext
 from xbench.metrics.latency import time_calls
+from xbench.models import exits as exits_module
+from xbench.models.exits import ExitPolicy
 from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
 from xbench.report.records import Record, write_records
 from xbench.suite import PluginSpec, Suite, dump_suite, validate_plugins

@@ -1,4 +1,4 @@
-"""The one training loop. Methods change the loss and the hooks, never the loop.
+"""The one training loop. Methods change the training step, the loss and the hooks, never the loop.
 
 Data are in-memory tensors (see :mod:`xbench.data.base`); each epoch draws a
 seeded permutation and slices batches from it, with batched augmentation.
@@ -177,7 +177,7 @@ def train(
                     x, mask = both[:, : x.shape[1]], both[:, x.shape[1] :] > 0.5
             mask = mask.to(device, non_blocking=True) if mask is not None else None
             batch = Batch(x.to(device, non_blocking=True), data.labels[idx].to(device, non_blocking=True), idx, mask)
-            loss = method.loss(model(batch.x), batch)
+            loss = method.training_step(model, batch)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise TrainingError(

@@ -13,30 +13,18 @@ that sum relevance (mass accuracy) get a common scale across explainers.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from xbench.methods.base import Method
 from xbench.params import NoParams
 from xbench.registry import EXPLAINERS
 
-if TYPE_CHECKING:
-    from xbench.engine.evaluate import EvalContext
-    from xbench.methods.base import Method
-
 #: The explainer name metrics report when no suite explainer was selected (hand-built contexts).
 METHOD_DEFAULT = "(method default)"
-
-
-def normalise(maps: Tensor, eps: float = 1e-12) -> Tensor:
-    """Min-max normalise each (H, W) map of a (B, H, W) batch to [0, 1]; a constant map becomes 0."""
-    flat = maps.flatten(1).float()
-    lo = flat.min(dim=1, keepdim=True).values
-    hi = flat.max(dim=1, keepdim=True).values
-    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
 
 
 class Explainer:
@@ -105,24 +93,20 @@ class RandomMaps(Explainer):
         return maps.to(x.device)
 
 
-class _MethodDefault(Explainer):
+class MethodDefault(Explainer):
     """The method's own explanation (native maps, else Grad-CAM): the fallback without a suite explainer."""
 
     name = "method_default"
 
     def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
-        return method.explain(model, x, target)
+        return default_explanation(method, model, x, target)
 
 
-def explained(ctx: EvalContext) -> EvalContext:
-    """``ctx`` itself when it selects an explainer, else ``ctx`` explaining with the method's default.
+def default_explanation(method: Method, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+    """(B, H, W) explanation of ``target`` for ``x``: the method's native maps, else Grad-CAM on the last stage."""
+    native = method.native_maps(model, x, target)
+    if native is not None:
+        return native
+    from xbench.explain.gradcam import grad_cam
 
-    The runner always selects one (it computes explanation metrics once per suite explainer);
-    a context built by hand without explainers scores :meth:`Method.explain` (native maps, else
-    Grad-CAM). The fallback's maps are memoised with the cell's other results but never written
-    to ``ctx.store``, which knows only the suite's explainers.
-    """
-    if ctx.explainer is not None:
-        return ctx
-    explainers = {**ctx.explainers, METHOD_DEFAULT: _MethodDefault()}
-    return dataclasses.replace(ctx, explainers=explainers, explainer=METHOD_DEFAULT, store=None)
+    return grad_cam(model, x, target)

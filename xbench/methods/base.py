@@ -4,9 +4,11 @@ A method is a class registered by name in :data:`xbench.registry.METHODS`. It
 
 * builds its model (:meth:`Method.build`), whose forward pass returns a
   :class:`ModelOutput`;
-* defines its training objective (:meth:`Method.loss`) and optional hooks
-  (:meth:`Method.on_epoch_start`), which the one training loop in
-  :mod:`xbench.engine.train` calls; a method never writes its own loop;
+* defines its training objective (:meth:`Method.loss`), how a batch becomes a
+  loss (:meth:`Method.training_step`: forward pass and loss by default; a method
+  may change its inputs there) and optional hooks (:meth:`Method.on_epoch_start`),
+  which the one training loop in :mod:`xbench.engine.train` calls; a method never
+  writes its own loop;
 * may produce its own explanation maps (:meth:`Method.native_maps`); every
   model can also be explained post hoc (:mod:`xbench.explain`: Grad-CAM through
   captum, random maps as the chance level);
@@ -113,8 +115,16 @@ class Method:
         """Return a fresh model whose ``forward(x)`` returns :class:`ModelOutput`."""
         raise NotImplementedError
 
+    def training_step(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The loss of one training batch: ``loss(model(batch.x), batch)`` by default.
+
+        The training loop calls this, never ``model`` itself, so a method may change its inputs
+        (mixup, a second pass over masked images) without writing its own loop.
+        """
+        return self.loss(model(batch.x), batch)
+
     def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
-        """Training objective; cross-entropy on the final logits by default."""
+        """Training objective of one forward pass; cross-entropy on the final logits by default."""
         return F.cross_entropy(output.logits, batch.y)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, data: ImageSplit, device: torch.device) -> None:
@@ -150,12 +160,3 @@ class Method:
         random) work on any model and live in :mod:`xbench.explain`.
         """
         return None
-
-    def explain(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
-        """(B, H, W) explanation of ``target`` for ``x``: the native maps, else Grad-CAM on the last stage."""
-        native = self.native_maps(model, x, target)
-        if native is not None:
-            return native
-        from xbench.explain.gradcam import grad_cam
-
-        return grad_cam(model, x, target)

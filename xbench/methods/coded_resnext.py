@@ -30,7 +30,7 @@ Early decoding at coded block l: v = N_act·E_l/Σ_n E_{l,n}, and class k scores
 
 whose softmax is the official code's decoding confidence (T = ``decode_temperature`` = 1
 there). ``exit_logits`` holds s at every coded block, then the final logits, so the generic
-confidence policy (:mod:`xbench.engine.exits`) turns them into decoding exits. The paper
+confidence policy (:mod:`xbench.models.exits`) turns them into decoding exits. The paper
 reports per-block decoding accuracy and defines no exit policy; the thresholds are ours.
 
 Binary classifier of class k: in every coded block, multiply t_n by w_{l,k,n} before the
@@ -65,10 +65,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
-from xbench.engine.exits import Confidence
 from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
 from xbench.methods.coding_scheme import coding_scheme
 from xbench.models.base import Normalize, memory_format_of
+from xbench.models.exits import Confidence
 from xbench.registry import METHODS
 
 

@@ -23,7 +23,7 @@ What it leaves open, and xbench's configurable defaults (see the ECR issue):
   schedules need: a 10-step attack costs about ten training epochs' worth of passes);
   the loss of a batch is (1/B) Σ_i v_i·CE_i.
 
-The attack and the consistency score live in :mod:`xbench.explain.consistency`, shared
+The attack and the consistency score live in :mod:`xbench.methods.consistency`, shared
 with the ``explanation_consistency`` metric. The model is the baseline's classifier
 (backbone, global average pooling, linear head), so ECR's rows differ from the
 baseline's only by the reweighting; its native maps are its CAM.
@@ -40,15 +40,15 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from xbench.data.base import ImageSplit
-from xbench.explain.consistency import (
+from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
+from xbench.methods.baseline import Classifier
+from xbench.methods.consistency import (
     AttackParams,
     LogitsOf,
     class_activation_map,
     consistency_weights,
     explanation_consistency,
 )
-from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
-from xbench.methods.baseline import Classifier
 from xbench.registry import METHODS
 
 log = logging.getLogger(__name__)

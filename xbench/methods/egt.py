@@ -32,7 +32,7 @@ own classification loss only. Defaults: w_i = 1, λ = 1.
 Exit policy: stop at the first exit whose top softmax probability is ≥ τ_i; the
 thresholds are given (``thresholds``) or calibrated on held-out data so that accuracy
 drops at most ``max_accuracy_drop`` points below the final exit's
-(:mod:`xbench.engine.exits`). ``λ = 0`` gives the same early-exit network without
+(:mod:`xbench.models.exits`). ``λ = 0`` gives the same early-exit network without
 consistency, the row that isolates what the consistency loss adds.
 """
 
@@ -46,9 +46,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from xbench.engine.exits import Confidence
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.models.base import Backbone
+from xbench.models.exits import Confidence
 from xbench.registry import METHODS
 
 
@@ -134,7 +134,7 @@ class EarlyExitNet(nn.Module):
     def exit_stream(self, x: Tensor) -> Iterator[Tensor]:
         """Logits of exit 0, 1, ... computed lazily: stages after the last exit consumed never run.
 
-        Early-exit inference (:func:`xbench.engine.exits.early_exit`) stops consuming at the
+        Early-exit inference (:func:`xbench.models.exits.early_exit`) stops consuming at the
         first confident exit.
         """
         h = self.backbone.stem(x)

@@ -59,9 +59,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.explain.base import normalise
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.models.base import Backbone
+from xbench.models.maps import normalise
 from xbench.registry import METHODS
 
 

@@ -89,10 +89,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from xbench.explain.base import normalise
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.methods.baseline import Classifier
 from xbench.models.base import Backbone
+from xbench.models.maps import normalise
 from xbench.registry import METHODS
 
 
@@ -150,8 +150,8 @@ class TAMENet(nn.Module):
     """A frozen :class:`Classifier` and the attention module trained on its stage outputs.
 
     ``forward`` returns the classifier's logits (unchanged) with the class maps in
-    ``maps[0]``; ``extras["classify"]`` runs the frozen classifier on other images (the
-    masked ones of the loss).
+    ``maps[0]``; :meth:`classify` runs the frozen classifier on other images (the masked
+    ones of the loss, see :meth:`TAME.training_step`).
     """
 
     def __init__(self, classifier: Classifier, taps: list[int], num_classes: int, max_map_size: int | None) -> None:
@@ -189,9 +189,7 @@ class TAMENet(nn.Module):
         features = stages[-1]
         logits = clf.fc(clf.pool(features).flatten(1))
         a, c = self.attention([stages[t] for t in self.taps])
-        return ModelOutput(
-            logits=logits, features=features, maps=[a], extras={"class_logit_maps": c, "classify": self.classify}
-        )
+        return ModelOutput(logits=logits, features=features, maps=[a], extras={"class_logit_maps": c})
 
 
 def label_maps(a: Tensor, labels: Tensor) -> Tensor:
@@ -256,10 +254,9 @@ class TAME(Method):
         """R of the area and TV terms: (B, 1, h, w) label maps, or (B, B, h, w) ``a[:, labels]`` (official)."""
         return label_maps(a, labels) if self.params.masking == "diagonal" else a[:, labels]
 
-    def loss_terms(self, output: ModelOutput, batch: Batch) -> dict[str, Tensor]:
-        """The unweighted terms ``ce``, ``area`` and ``tv``."""
+    def loss_terms(self, output: ModelOutput, batch: Batch, classify: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
+        """The unweighted terms ``ce``, ``area`` and ``tv``; ``classify`` is the frozen classifier."""
         a = output.maps[0]
-        classify: Callable[[Tensor], Tensor] = output.extras["classify"]
         logits = classify(masked_images(a, batch.x, batch.y))
         r = self.regularised_maps(a, batch.y)
         return {
@@ -268,10 +265,19 @@ class TAME(Method):
             "tv": tv_term(r, self.params.tv_border),
         }
 
-    def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
-        t = self.loss_terms(output, batch)
+    def objective(self, output: ModelOutput, batch: Batch, classify: Callable[[Tensor], Tensor]) -> Tensor:
+        """``ce_weight``·CE(masked images) + ``area_weight``·area + ``tv_weight``·TV."""
+        t = self.loss_terms(output, batch, classify)
         p = self.params
         return p.ce_weight * t["ce"] + p.area_weight * t["area"] + p.tv_weight * t["tv"]
+
+    def training_step(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The loss needs a second pass of the frozen classifier over the masked images."""
+        assert isinstance(model, TAMENet)
+        return self.objective(model(batch.x), batch, model.classify)
+
+    def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
+        raise TypeError("tame: the loss needs the frozen classifier; call training_step(model, batch) or objective()")
 
     def native_maps(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
         """The target class's map, upsampled to the input size, min-max normalised per sample."""

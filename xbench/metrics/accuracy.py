@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from xbench.engine.evaluate import EvalContext
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.context import EvalContext
 from xbench.registry import METRICS
 
 

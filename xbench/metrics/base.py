@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from xbench.engine.evaluate import EvalContext
+from xbench.metrics.context import EvalContext
 from xbench.params import NoParams
 
 

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.engine.evaluate import EvalContext
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.context import EvalContext
 from xbench.metrics.efficiency import count_parameters
 from xbench.metrics.latency import LatencyParams, spin_up, time_calls, timing_setup
 from xbench.registry import METRICS

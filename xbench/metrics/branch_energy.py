@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xbench.engine.evaluate import EvalContext
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.context import EvalContext
 from xbench.registry import METRICS
 
 #: Digits kept of the matrices in the record (they are for plots, not for further arithmetic).

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from xbench.engine.evaluate import EvalContext
-from xbench.explain.base import normalise
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.context import EvalContext
 from xbench.metrics.localization import top_k, top_region
+from xbench.models.maps import normalise
 from xbench.registry import METRICS
 
 

@@ -18,20 +18,9 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from xbench.engine.evaluate import EvalContext
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.context import EvalContext, LogitsOnly
 from xbench.registry import METRICS
-
-
-class LogitsOnly(nn.Module):
-    """Expose ``model(x).logits`` as a plain tensor function, for tracers."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x).logits  # type: ignore[no-any-return]
 
 
 def count_parameters(model: nn.Module) -> int:

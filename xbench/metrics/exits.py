@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from xbench.engine.evaluate import EvalContext
-from xbench.engine.exits import ExitPolicy, policy_predictions
 from xbench.metrics.base import Metric, MetricResult
-from xbench.metrics.efficiency import LogitsOnly, count_macs
+from xbench.metrics.context import EvalContext, LogitsOnly
+from xbench.metrics.efficiency import count_macs
+from xbench.models.exits import ExitPolicy, policy_predictions
 from xbench.registry import METRICS
 
 

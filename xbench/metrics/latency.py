@@ -9,7 +9,7 @@ Timing protocol (one cell, one process, the model on its device in eval mode, no
 * Batch 1 uses ``repeats`` different test images in turn; the full network, every exit
   and the policy see the same images in the same order.
 * Exit ``i`` alone: ``forward_exit(x, i)``, the stages up to exit ``i`` and the heads it
-  passes. The policy: :func:`xbench.engine.exits.early_exit`, which consumes the model's
+  passes. The policy: :func:`xbench.models.exits.early_exit`, which consumes the model's
   lazy ``exit_stream`` and stops at the first confident exit, so later stages never run.
 * The suite's batch size is timed for the full network and each exit, ``batch_repeats``
   calls after one untimed call (a batch cannot stop early per sample without routing, so
@@ -37,10 +37,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from xbench.engine.evaluate import EvalContext
-from xbench.engine.exits import early_exit
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.context import EvalContext
 from xbench.models.base import memory_format_of
+from xbench.models.exits import early_exit
 from xbench.registry import METRICS
 
 

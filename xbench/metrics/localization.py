@@ -34,9 +34,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from xbench.engine.evaluate import EvalContext
-from xbench.explain.base import METHOD_DEFAULT, explained
+from xbench.explain.base import METHOD_DEFAULT
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics.context import EvalContext, explained
 from xbench.registry import METRICS
 
 log = logging.getLogger(__name__)

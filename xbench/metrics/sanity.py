@@ -41,10 +41,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from xbench.engine.evaluate import EvalContext
-from xbench.explain.base import explained, normalise
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.consistency import pearson, ssim
+from xbench.metrics.context import EvalContext, explained
+from xbench.models.maps import normalise
 from xbench.registry import METRICS
 
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from xbench.data.base import ImageSplit
-from xbench.engine.exits import ExitPolicy, calibrate_thresholds
+from xbench.explain.base import METHOD_DEFAULT, Explainer, MethodDefault
 from xbench.methods.base import Method
-
-if TYPE_CHECKING:
-    from xbench.explain.base import Explainer
+from xbench.models.exits import ExitPolicy, calibrate_thresholds
+from xbench.models.maps import normalise
 
 T = TypeVar("T")
 #: ``store(name, compute)``: a persistent cache of explanation maps (the runner's disk cache);
@@ -192,8 +191,6 @@ class EvalContext:
         return f"explanations:{name}" in self._memo
 
     def _explanations(self, name: str) -> Tensor | None:
-        from xbench.explain.base import normalise
-
         explainer = self.explainers[name]
         data, targets = self.explain_data(), self.explain_targets()
 
@@ -217,10 +214,33 @@ class EvalContext:
 
     def logits_model(self) -> nn.Module:
         """The model as a plain ``x -> logits`` module (for Quantus, captum and FLOP counters)."""
-        from xbench.metrics.efficiency import LogitsOnly
-
         return self.memo("logits_model", lambda: LogitsOnly(self.model).eval())
 
     def example_input(self, batch: int = 1) -> Tensor:
         """A batch of real test images on the device (for FLOP counting and timing)."""
         return self.data.images[:batch].to(self.device)
+
+
+class LogitsOnly(nn.Module):
+    """Expose ``model(x).logits`` as a plain tensor function, for tracers."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).logits  # type: ignore[no-any-return]
+
+
+def explained(ctx: EvalContext) -> EvalContext:
+    """``ctx`` itself when it selects an explainer, else ``ctx`` explaining with the method's default.
+
+    The runner always selects one (it computes explanation metrics once per suite explainer);
+    a context built by hand without explainers scores the method's native maps, else Grad-CAM
+    (:func:`xbench.explain.base.default_explanation`). The fallback's maps are memoised with the
+    cell's other results but never written to ``ctx.store``, which knows only the suite's explainers.
+    """
+    if ctx.explainer is not None:
+        return ctx
+    explainers = {**ctx.explainers, METHOD_DEFAULT: MethodDefault()}
+    return dataclasses.replace(ctx, explainers=explainers, explainer=METHOD_DEFAULT, store=None)

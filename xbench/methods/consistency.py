@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from xbench.explain.base import normalise
+from xbench.models.maps import normalise
 
 #: ``explain(x, target) -> (B, H, W)`` maps.
 ExplainFn = Callable[[Tensor, Tensor], Tensor]
