@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
 from xbench.methods.base import MethodContext, ModelOutput
-from xbench.methods.coded_resnext import CodedResNeXtMethod, CodedResNeXtParams
+from xbench.methods.coded_resnext import CodedResNeXtMethod, CodedResNeXtParams, StageSpec
 from xbench.metrics.branch_energy import BranchEnergy, energy_shares
 from xbench.metrics.context import EvalContext
 from xbench.registry import METRICS
@@ -102,12 +102,21 @@ def test_energy_shares_rows_sum_to_one_and_empty_rows_stay_zero() -> None:
     torch.testing.assert_close(shares, torch.tensor([[0.5, 0.5], [0.0, 0.0], [0.75, 0.25]], dtype=torch.float64))
 
 
+class NoEnergies(nn.Module):
+    def forward(self, x: Tensor) -> ModelOutput:
+        return ModelOutput(logits=torch.zeros(len(x), 3))
+
+
 def test_models_without_coded_blocks_give_no_value() -> None:
     data = split([0, 1])
-    assert BranchEnergy().compute(context(nn.Flatten(), data)) == []
-    baseline = nn.Module()
-    baseline.coded_blocks = []  # type: ignore[assignment]  # e.g. a Coded ResNeXt with only plain stages
-    assert BranchEnergy().compute(context(baseline, data)) == []
+    assert BranchEnergy().compute(context(NoEnergies(), data)) == []
+    # A Coded ResNeXt with only plain stages reports no energies: no coded block, no value.
+    plain = CodedResNeXtParams(stages=[StageSpec(out_channels=8, d=2, n_branches=2)])
+    method = CodedResNeXtMethod(plain, MethodContext(3, 1, (4, 4), (0.5,), (0.25,), "x", {}))
+    model = method.build().eval()
+    assert model.coded_blocks == []
+    ctx = EvalContext(model, method, data, torch.device("cpu"), batch_size=3, progress=False)
+    assert BranchEnergy().compute(ctx) == []
 
 
 def test_untrained_coded_resnext() -> None:

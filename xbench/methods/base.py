@@ -23,8 +23,9 @@ training starts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
 from xbench.models.base import Backbone
+from xbench.models.exits import ExitSettings
 from xbench.params import NoParams
 
 
@@ -53,6 +55,25 @@ class ModelOutput:
     exit_logits: list[Tensor] = field(default_factory=list)
     maps: list[Tensor] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OutputField(Generic[T]):
+    """A typed, method-specific result of the forward pass that the evaluation pass keeps for metrics.
+
+    A method lists its fields in ``Method.output_fields``; the cell's one pass over the test split
+    calls ``read`` on every batch's :class:`ModelOutput` (None: this model has none) and ``merge``
+    on the batches' values, and metrics ask ``ctx.predictions().get(FIELD)`` for the typed result
+    (Coded ResNeXt's branch energies and codewords, :data:`xbench.methods.coded_resnext.BRANCH_ENERGIES`).
+    So the engine carries no method's fields by name.
+    """
+
+    name: str
+    read: Callable[[ModelOutput], T | None]
+    merge: Callable[[list[T]], T]
 
 
 @dataclass
@@ -106,6 +127,8 @@ class Method:
     #: that read only logits and gradients (Grad-CAM, random) would then repeat that cell's
     #: values, so the runner scores only ``native`` maps for such a method when the suite has that cell.
     classifies_as_required: ClassVar[bool] = False
+    #: Method-specific outputs the evaluation pass over the test split keeps for metrics.
+    output_fields: ClassVar[tuple[OutputField[Any], ...]] = ()
 
     def __init__(self, params: BaseModel, ctx: MethodContext) -> None:
         self.params = params
@@ -148,6 +171,10 @@ class Method:
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """Parameters the optimiser updates; all of them by default."""
         return [p for p in model.parameters() if p.requires_grad]
+
+    def exit_settings(self) -> ExitSettings:
+        """How the early-exit policy is set for this method's model (used only if it has exits)."""
+        return ExitSettings()
 
     def exit_maps(self, model: nn.Module, x: Tensor, target: Tensor) -> list[Tensor] | None:
         """(B, H, W) attention map of every exit for ``target``, final last; None without exits."""

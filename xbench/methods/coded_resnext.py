@@ -65,10 +65,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
-from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
+from xbench.methods.base import Batch, Method, MethodContext, ModelOutput, OutputField
 from xbench.methods.coding_scheme import coding_scheme
 from xbench.models.base import Normalize, memory_format_of
-from xbench.models.exits import Confidence
+from xbench.models.exits import Confidence, ExitSettings
 from xbench.registry import METHODS
 
 
@@ -569,6 +569,35 @@ def build_coded_resnext(params: CodedResNeXtParams, ctx: MethodContext) -> Coded
     return CodedResNeXt(backbone, k, params.decode_temperature)
 
 
+@dataclass
+class BranchEnergies:
+    """A coded model's branch energies over a split, for metrics (``BRANCH_ENERGIES``).
+
+    Attributes:
+        energies: per coded block, the (N, branches) normalised branch energies of every image.
+        codes: per coded block, the (K, branches) 0/1 codewords.
+    """
+
+    energies: list[Tensor]
+    codes: list[Tensor]
+
+
+def _read_energies(output: ModelOutput) -> BranchEnergies | None:
+    energies = output.extras.get("energies")
+    if not energies:
+        return None
+    return BranchEnergies([e.float().cpu() for e in energies], [c.cpu() for c in output.extras["codes"]])
+
+
+def _merge_energies(parts: list[BranchEnergies]) -> BranchEnergies:
+    blocks = zip(*(p.energies for p in parts), strict=True)
+    return BranchEnergies([torch.cat(per_block) for per_block in blocks], parts[-1].codes)
+
+
+#: Branch energies and codewords of the evaluation pass: ``ctx.predictions().get(BRANCH_ENERGIES)``.
+BRANCH_ENERGIES = OutputField("branch_energies", _read_energies, _merge_energies)
+
+
 @METHODS.register("coded_resnext")
 class CodedResNeXtMethod(Method):
     """Coded ResNeXt: coding loss, DropSubNNs, early decoding, per-class binary sub-networks."""
@@ -583,6 +612,11 @@ class CodedResNeXtMethod(Method):
     )
     Params = CodedResNeXtParams
     params: CodedResNeXtParams
+    output_fields = (BRANCH_ENERGIES,)
+
+    def exit_settings(self) -> ExitSettings:
+        given = self.params.thresholds
+        return ExitSettings(None if given is None else [float(t) for t in given], self.params.max_accuracy_drop)
 
     def build(self) -> CodedResNeXt:
         model = build_coded_resnext(self.params, self.ctx)

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.models.base import Backbone
-from xbench.models.exits import Confidence
+from xbench.models.exits import Confidence, ExitSettings
 from xbench.registry import METHODS
 
 
@@ -201,6 +201,10 @@ class EGT(Method):
     description = "early exits after each stage + loss aligning each exit's CAM with the final exit's"
     Params = EGTParams
     params: EGTParams
+
+    def exit_settings(self) -> ExitSettings:
+        given = self.params.thresholds
+        return ExitSettings(None if given is None else [float(t) for t in given], self.params.max_accuracy_drop)
 
     def build(self) -> nn.Module:
         backbone = self.ctx.build_backbone()

@@ -16,10 +16,10 @@ coded network scores 1; a network whose energies do not depend on the class scor
 (exactly, when every branch serves equally many classes), recorded as ``chance``. Coded ResNeXt
 normalises each image's energies to sum to N, so S is also the mean per-image share.
 
-A model takes part when it has ``coded_blocks`` (non-empty) and its forward pass reports
-``extras["energies"]`` (one (B, N) tensor per coded block) and ``extras["codes"]`` (the matching
-(K, N) codewords), as :class:`xbench.methods.coded_resnext.CodedResNeXt` does; every other model
-gets no value. ``params["blocks"]`` holds each block's matrix S (rows: ``params["classes"]``) and
+A model takes part when its method keeps
+:data:`~xbench.methods.coded_resnext.BRANCH_ENERGIES` (one (N, branches) tensor of energies and the
+matching (K, branches) codewords per coded block) in the evaluation pass, as Coded ResNeXt does;
+every other model gets no value. ``params["blocks"]`` holds each block's matrix S (rows: ``params["classes"]``) and
 its codewords, which the report draws as heatmaps.
 """
 
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from xbench.methods.coded_resnext import BRANCH_ENERGIES
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.registry import METRICS
@@ -38,24 +39,23 @@ from xbench.registry import METRICS
 DIGITS = 5
 
 
-def is_coded(model: Any) -> bool:
-    """Whether ``model`` has coded blocks whose energies its forward pass reports."""
-    return len(getattr(model, "coded_blocks", None) or []) > 0
-
-
-def class_energies(ctx: EvalContext) -> tuple[list[Tensor], list[Tensor], Tensor]:
+def class_energies(ctx: EvalContext) -> tuple[list[Tensor], list[Tensor], Tensor] | None:
     """Per coded block, the (K, N) sum of branch energies over the test images of each class.
 
-    The energies come from the cell's shared pass over the test split (:meth:`EvalContext.predictions`).
+    The energies come from the cell's shared pass over the test split (:meth:`EvalContext.predictions`,
+    :data:`~xbench.methods.coded_resnext.BRANCH_ENERGIES`).
 
     Returns:
         ``(sums, codes, counts)``: float64 sums and 0/1 codewords per block, both on CPU, and
-        the (K,) number of test images per class.
+        the (K,) number of test images per class; None for a model without coded blocks.
     """
     pred, k = ctx.predictions(), ctx.data.num_classes
-    codes = [c.detach().round().long().cpu() for c in pred.codes]
+    coded = pred.get(BRANCH_ENERGIES)
+    if coded is None:
+        return None
+    codes = [c.detach().round().long().cpu() for c in coded.codes]
     sums = [
-        torch.zeros(k, e.shape[1], dtype=torch.float64).index_add_(0, pred.labels, e.double()) for e in pred.energies
+        torch.zeros(k, e.shape[1], dtype=torch.float64).index_add_(0, pred.labels, e.double()) for e in coded.energies
     ]
     counts = torch.bincount(pred.labels, minlength=k).double()
     return sums, codes, counts
@@ -84,9 +84,10 @@ class BranchEnergy(Metric):
     )
 
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
-        if not is_coded(ctx.model):
+        energies = class_energies(ctx)
+        if energies is None:
             return []
-        sums, codes, counts = class_energies(ctx)
+        sums, codes, counts = energies
         present = counts > 0
         if not sums or not present.any():
             return []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from xbench.data.base import ImageSplit
 from xbench.explain.base import METHOD_DEFAULT, Explainer, MethodDefault
-from xbench.methods.base import Method
+from xbench.methods.base import Method, OutputField
 from xbench.models.exits import ExitPolicy, calibrate_thresholds
 from xbench.models.maps import normalise
 
@@ -27,16 +27,19 @@ MapStore = Callable[[str, Callable[[], Tensor | None]], Tensor | None]
 class Predictions:
     """Logits of the final exit (and of every exit, final last) and the labels, on CPU.
 
-    ``energies`` and ``codes``: a coded model's normalised (N, branches) branch energies and
-    (K, branches) codewords per coded block (``extras`` of Coded ResNeXt's forward pass), kept
-    so that metrics reading them need no second pass over the test split.
+    ``fields``: the method's :class:`~xbench.methods.base.OutputField` values over the whole split
+    (read with :meth:`get`), kept so that metrics reading them need no second pass.
     """
 
     logits: Tensor
     labels: Tensor
     exit_logits: list[Tensor] = field(default_factory=list)
-    energies: list[Tensor] = field(default_factory=list)
-    codes: list[Tensor] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: OutputField[T]) -> T | None:
+        """The merged value of ``key`` over the split; None when the model does not produce it."""
+        value: T | None = self.fields.get(key.name)
+        return value
 
 
 @torch.no_grad()
@@ -47,26 +50,27 @@ def predict(
     batch_size: int,
     desc: str = "eval",
     progress: bool = True,
+    fields: Sequence[OutputField[Any]] = (),
 ) -> Predictions:
-    """Run ``model`` in eval mode over ``data`` in batches."""
+    """Run ``model`` in eval mode over ``data`` in batches, keeping ``fields`` of each output."""
     model.to(device).eval()
-    logits, exits, energies = [], [], []
-    codes: list[Tensor] = []
+    logits, exits = [], []
+    parts: dict[str, list[Any]] = {f.name: [] for f in fields}
     starts = range(0, len(data), batch_size)
     for s in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True):
         out = model(data.images[s : s + batch_size].to(device, non_blocking=True))
         logits.append(out.logits.float().cpu())
         if out.exit_logits:
             exits.append([e.float().cpu() for e in out.exit_logits])
-        if out.extras.get("energies"):
-            energies.append([e.float().cpu() for e in out.extras["energies"]])
-            codes = [c.cpu() for c in out.extras["codes"]]
+        for f in fields:
+            value = f.read(out)
+            if value is not None:
+                parts[f.name].append(value)
     return Predictions(
         torch.cat(logits),
         data.labels.clone(),
         [torch.cat(per_exit) for per_exit in zip(*exits, strict=True)] if exits else [],
-        [torch.cat(per_block) for per_block in zip(*energies, strict=True)] if energies else [],
-        codes,
+        {f.name: f.merge(parts[f.name]) for f in fields if parts[f.name]},
     )
 
 
@@ -111,10 +115,13 @@ class EvalContext:
 
     def predictions(self) -> Predictions:
         """The model's outputs on the test split: one forward pass per cell, shared by every metric."""
-        return self.memo(
-            "predictions",
-            lambda: predict(self.model, self.data, self.device, self.batch_size, f"{self.desc} predict", self.progress),
-        )
+
+        def run() -> Predictions:
+            desc = f"{self.desc} predict"
+            fields = self.method.output_fields
+            return predict(self.model, self.data, self.device, self.batch_size, desc, self.progress, fields)
+
+        return self.memo("predictions", run)
 
     def exit_policy(self) -> ExitPolicy | None:
         """The method's early-exit policy, calibrated once per cell; None without exits.
@@ -128,10 +135,10 @@ class EvalContext:
     def _exit_policy(self) -> ExitPolicy | None:
         if not self.predictions().exit_logits:
             return None
-        given = getattr(self.method.params, "thresholds", None)
-        if given is not None:
-            return ExitPolicy([float(t) for t in given], "given")
-        drop = float(getattr(self.method.params, "max_accuracy_drop", 0.5))
+        settings = self.method.exit_settings()
+        if settings.thresholds is not None:
+            return ExitPolicy(list(settings.thresholds), "given")
+        drop = float(settings.max_accuracy_drop)
         source, calib = ("holdout", self.holdout) if self.holdout is not None else ("train", self.train)
         if calib is None:
             raise ValueError("exit thresholds need a holdout or training split to calibrate on")

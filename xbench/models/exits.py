@@ -51,6 +51,14 @@ def policy_predictions(exit_logits: Sequence[Tensor], thresholds: Sequence[float
     return preds.gather(0, idx[None]).squeeze(0), idx
 
 
+@dataclass(frozen=True)
+class ExitSettings:
+    """How a method's exit policy is set: given thresholds, or calibrated within an accuracy drop."""
+
+    thresholds: list[float] | None = None  # one per early exit; None: calibrate
+    max_accuracy_drop: float = 0.5  # calibration target, in accuracy points
+
+
 @dataclass
 class ExitPolicy:
     """Thresholds and where they came from ("given", "holdout" or "train")."""
