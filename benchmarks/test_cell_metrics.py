@@ -32,12 +32,12 @@ GOAL_S = 180.0
 
 def quick_explainers(method: str) -> str:
     """The explainers ``suites/quick.yaml`` scores for ``method``'s row, as the runner decides them."""
-    from xbench.engine.runner import Runner, RunOptions
+    from xbench.engine.plan import Plan
     from xbench.suite import load_suite
 
-    runner = Runner(load_suite(ROOT / "suites" / "quick.yaml"), RunOptions(progress=False))
-    cell = next(c for c in runner.cells() if c.method.display == method and c.dataset.name == "fashion_mnist_cluttered")
-    return "[" + ", ".join(e for e in runner.explainers if runner.explains(e, cell)) + "]"
+    plan = Plan(load_suite(ROOT / "suites" / "quick.yaml"))
+    cell = next(c for c in plan.cells() if c.method.display == method and c.dataset.name == "fashion_mnist_cluttered")
+    return "[" + ", ".join(e for e in plan.explainers if plan.explains(e, cell)) + "]"
 
 
 def quick_cluttered() -> str:

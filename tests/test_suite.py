@@ -455,11 +455,11 @@ TWO_DATASETS = {
 
 
 def test_method_rows_restricted_to_datasets_make_fewer_cells(tmp_path: Path) -> None:
-    from xbench.engine.runner import Runner, RunOptions
+    from xbench.engine.driver import Driver, RunOptions
 
     suite = load_suite(write(tmp_path / "s.yaml", {**TWO_DATASETS, "seeds": [0, 1]}))
     assert suite.methods[1].datasets == ["shapes2"]
-    cells = [c.id for c in Runner(suite, RunOptions(progress=False)).cells()]
+    cells = [c.id for c in Driver(suite, RunOptions(progress=False)).cells()]
     assert cells == [
         "synthetic_shapes/baseline/seed0", "synthetic_shapes/baseline/seed1",
         "shapes2/baseline/seed0", "shapes2/baseline/seed1", "shapes2/egt/seed0", "shapes2/egt/seed1",
@@ -502,11 +502,11 @@ def test_bad_dataset_restrictions(tmp_path: Path, change: dict[str, Any], expect
 def test_jobs_from_the_suite_or_the_flag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: dict[str, Any], flag: int | None, expected: Any
 ) -> None:
-    from xbench.engine import runner as runner_module
+    from xbench.engine import driver as driver_module
 
-    monkeypatch.setattr(runner_module, "cpu_count", lambda: 4)
+    monkeypatch.setattr(driver_module, "cpu_count", lambda: 4)
     suite = load_suite(write(tmp_path / "s.yaml", {**MINIMAL, "resources": resources}))
-    runner = runner_module.Runner(suite, runner_module.RunOptions(progress=False, jobs=flag))
+    runner = driver_module.Driver(suite, driver_module.RunOptions(progress=False, jobs=flag))
     assert runner.jobs == (4 // resources.get("cpus", 1) if expected == "cores" else expected)
 
 

@@ -221,7 +221,7 @@ def _positive_int(text: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from xbench.engine.runner import RunOptions, run_suite, stage_summary
+    from xbench.engine.driver import RunOptions, run_suite, stage_summary
     from xbench.errors import ConfigError
     from xbench.suite import Suite, load_suite
 

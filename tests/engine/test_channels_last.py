@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from xbench.engine.runner import Runner, RunOptions
+from xbench.engine.cell import CellState, trained_model
+from xbench.engine.options import RunOptions
+from xbench.engine.worker import Worker
 from xbench.methods.base import MethodContext
 from xbench.models.base import memory_format_of
 from xbench.registry import METHODS
@@ -63,10 +65,11 @@ def _suite(tmp: Path, channels_last: bool) -> Suite:
 def test_runner_trains_in_the_suite_layout_and_caches_a_loadable_model(tmp_path: Path, channels_last: bool) -> None:
     layout = torch.channels_last if channels_last else torch.contiguous_format
     for attempt in ("trained", "cached"):
-        runner = Runner(_suite(tmp_path, channels_last), RunOptions(progress=False))
-        (cell,) = runner.cells()
-        _, model, _, note = runner.trained_model(cell, runner.data_for(cell.dataset))
-        assert note.startswith(attempt)
+        worker = Worker(_suite(tmp_path, channels_last), RunOptions(progress=False))
+        (cell,) = worker.plan.cells()
+        trained = trained_model(cell, worker.data_for(cell.dataset), worker.services, CellState())
+        model = trained.model
+        assert trained.note.startswith(attempt)
         convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
         assert convs and all(w.is_contiguous(memory_format=layout) for w in convs)
         # Grouped (ResNeXt) convs are where the layout matters most; check one is among them.

@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import ROOT, SMOKE_RUN, comparable
 from xbench.cli import main
-from xbench.engine.runner import output_lock
+from xbench.engine.output import output_lock
 from xbench.report.records import read_records
 
 # Synthetic shapes: two cells, each trains for a few seconds.
@@ -93,7 +93,7 @@ def test_second_run_on_the_same_output_is_refused(tmp_path: Path, capsys: pytest
 def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from xbench.engine.runner import "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from xbench.engine.output import "
          "output_lock\nwith output_lock(Path(sys.argv[1])):\n print('locked', flush=True); time.sleep(600)", str(out)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -194,7 +194,7 @@ class LosesCell:
         self.runner, self.lost = runner, lost
 
     def submit(self, index: int) -> Any:
-        return RuntimeError("worker process died") if index == self.lost else self.runner.cell_outcome(index)
+        return RuntimeError("worker process died") if index == self.lost else self.runner.worker.outcome(index)
 
     def wait(self, handles: list[Any]) -> list[tuple[Any, Any]]:
         return [(handles[0], handles[0])]
@@ -204,14 +204,14 @@ class LosesCell:
 
 
 def test_a_lost_worker_fails_its_cell_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from xbench.engine.runner import Runner, RunOptions
+    from xbench.engine.driver import Driver, RunOptions
     from xbench.suite import load_suite
 
     suite = load_suite(_suite(tmp_path, training={**TINY["training"], "epochs": 1})).model_copy(
         update={"output": tmp_path / "out"}
     )
     lines: list[str] = []
-    runner = Runner(suite, RunOptions(progress=False, echo=lines.append))
+    runner = Driver(suite, RunOptions(progress=False, echo=lines.append))
     monkeypatch.setattr(runner, "_executor", lambda: LosesCell(runner, lost=0))
     result = runner.run()
     assert result.failed_cells == ["synthetic_shapes/baseline/seed0"]
@@ -224,16 +224,16 @@ def test_a_lost_worker_fails_its_cell_only(tmp_path: Path, monkeypatch: pytest.M
 
 def test_out_of_memory_in_one_cell_fails_that_cell_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An OOM (torch.OutOfMemoryError, as CUDA raises it) while training egt: recorded, the baseline still runs."""
-    from xbench.engine import runner as runner_module
+    from xbench.engine import cell as cell_module
 
-    real_train = runner_module.train
+    real_train = cell_module.train
 
     def train(method: Any, *args: Any, **kwargs: Any) -> Any:
         if method.name == "egt":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_train(method, *args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train", train)
+    monkeypatch.setattr(cell_module, "train", train)
     out = tmp_path / "out"
     suite = _suite(tmp_path, training={**TINY["training"], "epochs": 1})
     assert main(["run", str(suite), "--output", str(out), "--no-progress"]) == 1
@@ -246,11 +246,11 @@ def test_out_of_memory_in_one_cell_fails_that_cell_only(tmp_path: Path, monkeypa
 
 
 def test_cells_start_longest_critical_path_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from xbench.engine.runner import Runner, RunOptions
+    from xbench.engine.driver import Driver, RunOptions
     from xbench.suite import load_suite
 
-    runner = Runner(load_suite(_suite(tmp_path, methods=["baseline", "egt", "tame"])), RunOptions(progress=False))
-    cells = runner.cells()
+    runner = Driver(load_suite(_suite(tmp_path, methods=["baseline", "egt", "tame"])), RunOptions(progress=False)).costs
+    cells = runner.worker.plan.cells()
     needs = {0: None, 1: None, 2: 0}  # tame builds on the baseline
     costs = {"baseline": 1.0, "egt": 5.0, "tame": 4.5}
     monkeypatch.setattr(runner, "cell_cost", lambda cell: costs[cell.method.name])
@@ -266,25 +266,28 @@ def test_cells_start_longest_critical_path_first(tmp_path: Path, monkeypatch: py
 
 
 def test_cell_cost_counts_the_images_a_cell_pushes_through_its_model(tmp_path: Path) -> None:
-    from xbench.engine.runner import EXPLAIN_FORWARDS, Runner, RunOptions
+    from xbench.engine.driver import Driver, RunOptions
+    from xbench.engine.keys import model_key
+    from xbench.engine.schedule import EXPLAIN_FORWARDS
     from xbench.suite import load_suite
 
     coded = {"name": "coded_resnext", "params": {"blocks": 1}}
     suite = load_suite(_suite(tmp_path, methods=["baseline", coded])).model_copy(update={"cache_dir": tmp_path})
-    runner = Runner(suite, RunOptions(progress=False))
-    baseline, coded_cell = runner.cells()
+    runner = Driver(suite, RunOptions(progress=False)).costs
+    baseline, coded_cell = runner.worker.plan.cells()
     # 100 test images, and 600 training images × 8 epochs × (forward + backward ≈ 3 forwards)
     assert runner.images_through(baseline) == runner.images_through(coded_cell) == 100 + 3 * 600 * 8
     assert runner.seconds_per_image(baseline) > 0 and runner.seconds_per_image(coded_cell) > 0
-    runner.cache.save_model(runner.model_key(baseline), {}, {})
+    services = runner.worker.services
+    services.cache.save_model(model_key(services.plan, baseline, services.provenance.versions["torch"]), {}, {})
     assert runner.images_through(baseline) == 100  # a cached model is not trained again
     # explanation metrics: EXPLAIN_FORWARDS per explained image and explainer (native, gradcam)
     suite = load_suite(
         _suite(tmp_path, metrics=["top1", "pointing_game"], explainers=["native", "gradcam"],
                evaluation={"batch_size": 100, "explain_limit": 40})
     ).model_copy(update={"cache_dir": tmp_path / "empty"})  # fmt: skip
-    runner = Runner(suite, RunOptions(progress=False))
-    assert runner.images_through(runner.cells()[0]) == 100 + 3 * 600 * 8 + EXPLAIN_FORWARDS * 40 * 2
+    runner = Driver(suite, RunOptions(progress=False)).costs
+    assert runner.images_through(runner.worker.plan.cells()[0]) == 100 + 3 * 600 * 8 + EXPLAIN_FORWARDS * 40 * 2
 
 
 class InAnotherRunner(LosesCell):
@@ -292,12 +295,18 @@ class InAnotherRunner(LosesCell):
 
     def __init__(self, worker: Any) -> None:
         super().__init__(worker, lost=-1)
+        self.outcomes: list[Any] = []
+
+    def submit(self, index: int) -> Any:
+        outcome = super().submit(index)
+        self.outcomes.append(outcome)
+        return outcome
 
 
 def test_the_driver_times_with_the_exit_policy_the_worker_calibrated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xbench.engine.runner import Runner, RunOptions
+    from xbench.engine.driver import Driver, RunOptions
     from xbench.metrics.context import EvalContext
     from xbench.suite import load_suite
 
@@ -312,14 +321,15 @@ def test_the_driver_times_with_the_exit_policy_the_worker_calibrated(
     metrics = ["top1", "policy_top1", "latency", "policy_latency"]
     suite = load_suite(_suite(tmp_path, metrics=metrics, training={**TINY["training"], "epochs": 1}))
     suite = suite.model_copy(update={"output": tmp_path / "out", "cache_dir": tmp_path / "cache"})
-    worker = Runner(suite, RunOptions(progress=False, timings=False, echo=lambda _: None))
-    driver = Runner(suite, RunOptions(progress=False, echo=lambda _: None))
-    monkeypatch.setattr(driver, "_executor", lambda: InAnotherRunner(worker))
+    worker = Driver(suite, RunOptions(progress=False, timings=False, echo=lambda _: None))
+    driver = Driver(suite, RunOptions(progress=False, echo=lambda _: None))
+    executor = InAnotherRunner(worker)
+    monkeypatch.setattr(driver, "_executor", lambda: executor)
     result = driver.run()
     assert not result.failed_cells
     # Calibrated once per cell, by the worker (policy_top1); the driver's timing run reused it.
     assert calibrated == ["synthetic_shapes/baseline/seed0", "synthetic_shapes/egt/seed0"]
-    policy = worker._policies["synthetic_shapes/egt/seed0"]
+    (policy,) = [o.policy for o in executor.outcomes if o.records[0].cell == "synthetic_shapes/egt/seed0"]
     assert policy is not None and policy.source == "train"  # the tiny suite holds nothing out
     (timed,) = [r for r in result.records if r.metric == "policy_latency" and r.method == "egt" and r.exit is None]
     assert timed.status == "ok" and timed.params["thresholds"] == policy.thresholds

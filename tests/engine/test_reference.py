@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from xbench.engine.runner import CellFailed, RunOptions, run_suite
+from xbench.engine.driver import CellFailed, RunOptions, run_suite
 from xbench.errors import CheckpointError
 from xbench.suite import Suite
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from xbench.engine.runner import RunOptions, run_suite
+from xbench.engine.driver import RunOptions, run_suite
 from xbench.explain.base import GradCam
 from xbench.report.records import read_records
 from xbench.suite import Suite
@@ -87,7 +87,7 @@ def test_maps_are_shared_by_metrics_and_explainers_that_do_not_apply_are_remembe
 
 
 def test_a_failing_metric_fails_its_column_only(tmp_path: Path) -> None:
-    from xbench.engine.runner import CellFailed
+    from xbench.engine.driver import CellFailed
     from xbench.metrics.base import Metric, MetricResult
     from xbench.registry import METRICS
 
@@ -144,11 +144,11 @@ def test_explainer_rows_restricted_to_methods(tmp_path: Path) -> None:
 def test_tame_scores_only_its_own_maps_beside_its_baseline(
     tmp_path: Path, methods: list[Any], explainers: list[Any], expected: set[str]
 ) -> None:
-    from xbench.engine.runner import Runner
+    from xbench.engine.plan import Plan
 
-    runner = Runner(_suite(tmp_path, methods=methods, explainers=explainers), RunOptions(progress=False))
-    tame = next(c for c in runner.cells() if c.method.name == "tame")
-    assert {e for e in runner.explainers if runner.explains(e, tame)} == expected
+    plan = Plan(_suite(tmp_path, methods=methods, explainers=explainers))
+    tame = next(c for c in plan.cells() if c.method.name == "tame")
+    assert {e for e in plan.explainers if plan.explains(e, tame)} == expected
 
 
 def test_tame_grad_cam_equals_its_baselines(tmp_path: Path) -> None:

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xbench.data.base import ImageSplit
-from xbench.engine.cache import Cache
-from xbench.engine.runner import EpochCheckpoints
+from xbench.engine.cache import Cache, EpochCheckpoints
 from xbench.engine.train import TrainingError, augment, lr_factor, random_crop, train
 from xbench.methods.base import Batch, MethodContext, ModelOutput, NoParams
 from xbench.methods.baseline import Baseline

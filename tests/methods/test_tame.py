@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from xbench.data.base import ImageSplit
-from xbench.engine.runner import RunOptions, run_suite
+from xbench.engine.driver import RunOptions, run_suite
 from xbench.engine.train import train
 from xbench.methods.base import Batch, MethodContext, ModelOutput
 from xbench.methods.baseline import Baseline

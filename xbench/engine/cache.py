@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,29 @@ class Cache:
         atomic_write_text(path, json.dumps(obj, default=str))
         self._commit(path, meta or {})
         return path
+
+
+@dataclass
+class EpochCheckpoints:
+    """A cell's training state after its last finished epoch, in the cache next to its model.
+
+    A run killed in the middle of training resumes from the last finished epoch; the
+    state is removed once the model is saved.
+    """
+
+    cache: Cache
+    key: str
+    cell: str
+    kind: str = "train-state"
+
+    def load(self) -> dict[str, Any] | None:
+        return self.cache.load_model(self.key, kind=self.kind)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.cache.save_model(self.key, state, {"cell": self.cell, "epoch": state["epoch"]}, kind=self.kind)
+
+    def discard(self) -> None:
+        self.cache.discard(self.key, kind=self.kind)
 
 
 def default_cache_dir() -> Path:

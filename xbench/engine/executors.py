@@ -1,9 +1,9 @@
 """Where cells run: in this process, in a few local worker processes, or as Ray tasks.
 
-The driver (:class:`xbench.engine.runner.Runner`) decides *when* a cell may start
+The driver (:class:`xbench.engine.driver.Driver`) decides *when* a cell may start
 (after the cells it builds on) and writes every output; an executor only runs
-cells. A worker builds its own :class:`Runner` from the suite and loads the data
-itself, so a cell computes exactly what it computes in a serial run, and it
+cells. A worker builds its own :class:`~xbench.engine.worker.Worker` from the suite
+and loads the data itself, so a cell computes exactly what it computes in a serial run, and it
 shares trained models and metric values with every other worker through the
 on-disk cache (which must therefore be on a file system all workers see).
 
@@ -23,36 +23,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from xbench.engine.cell import CellOutcome
+from xbench.engine.worker import Worker
 from xbench.errors import ConfigError
 
 if TYPE_CHECKING:
-    from xbench.engine.runner import Runner, RunOptions
-    from xbench.models.exits import ExitPolicy
-    from xbench.report.records import Record
+    from xbench.engine.options import RunOptions
     from xbench.suite import Suite
 
 
 @dataclass
-class CellOutcome:
-    """What a cell sends back to the driver (it pickles: records, small arrays, numbers)."""
-
-    index: int
-    records: list[Record]
-    note: str
-    failed: bool = False
-    error: str | None = None  # "Type: message" of a cell that failed as a whole
-    wall_s: float = 0.0
-    stages: dict[str, Any] = field(default_factory=dict)  # seconds: train, explain, per metric
-    saliency: dict[str, Any] | None = None
-    exports: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]] = field(default_factory=list)
-    worker: str = ""  # host:pid (and Ray node) that ran the cell
-    policy: ExitPolicy | None = None  # the exit policy the cell's metrics calibrated; the driver's timing run reuses it
-    exception: BaseException | None = field(default=None, repr=False)  # serial runs only (not shipped)
-
-
-@dataclass
 class Job:
-    """Everything a worker needs to rebuild the driver's runner."""
+    """Everything a worker process needs to run the driver's cells."""
 
     suite: Suite
     options: RunOptions
@@ -79,20 +61,18 @@ class Executor(Protocol):
 
 
 # -- worker side ----------------------------------------------------------------------
-_RUNNERS: dict[str, Runner] = {}  # one runner per job and worker process: it keeps the loaded data
+_WORKERS: dict[str, Worker] = {}  # one per job and worker process: it keeps the loaded data
 
 
 def run_cell_task(job: Job, index: int) -> CellOutcome:
     """Run cell ``index`` of ``job`` in this (worker) process."""
-    runner = _RUNNERS.get(job.token)
-    if runner is None:
-        from xbench.engine.runner import Runner
-
+    worker = _WORKERS.get(job.token)
+    if worker is None:
         if job.threads is not None:
             torch.set_num_threads(job.threads)
-        _RUNNERS.clear()  # a new run: drop the previous one's data
-        runner = _RUNNERS[job.token] = Runner(job.suite, job.options, job.source)
-    outcome = runner.cell_outcome(index)
+        _WORKERS.clear()  # a new run: drop the previous one's data
+        worker = _WORKERS[job.token] = Worker(job.suite, job.options, job.source)
+    outcome = worker.outcome(index)
     outcome.exception = None  # not every exception pickles; the error text is in the records
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
@@ -106,11 +86,11 @@ class SerialExecutor:
 
     name = "local"
 
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
 
     def submit(self, index: int) -> CellOutcome:
-        return self.runner.cell_outcome(index)
+        return self.worker.outcome(index)
 
     def wait(self, handles: list[Any]) -> list[tuple[Any, CellOutcome | BaseException]]:
         return [(handles[0], handles[0])]

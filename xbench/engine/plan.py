@@ -1,0 +1,168 @@
+"""What a suite asks for: its cells, their settings, which cell builds on which.
+
+A :class:`Plan` is a pure function of the suite (and the plugin registries): it validates
+every plugin's parameters once, expands the suite into cells and answers questions about
+them (the cell a method requires, whether an explainer is scored for a method, a cell's
+settings). Nothing here trains, measures or writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from xbench.data.base import ImageSplit
+from xbench.errors import ConfigError, XBenchError
+from xbench.explain.base import Explainer
+from xbench.methods.base import Method, MethodContext
+from xbench.metrics.base import Metric
+from xbench.registry import DATASETS, EXPLAINERS, METHODS, METRICS
+from xbench.suite import PluginSpec, Suite, validate_plugins
+
+
+@dataclass
+class CellData:
+    """A dataset row's splits, as every cell of that row sees them; ``source``: where it was found."""
+
+    train: ImageSplit
+    test: ImageSplit
+    holdout: ImageSplit | None = None
+    source: str | None = None
+
+
+@dataclass
+class CellSpec:
+    dataset: PluginSpec
+    method: PluginSpec
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset.display}/{self.method.display}/seed{self.seed}"
+
+
+class Plan:
+    """A validated suite: its cells, metrics and explainers, and each cell's settings.
+
+    Args:
+        suite: the resolved suite.
+        source: where it came from (a file name), for error messages.
+    """
+
+    def __init__(self, suite: Suite, source: str = "suite") -> None:
+        self.suite = suite
+        self.source = source
+        self.params = validate_plugins(suite, source)
+        self.metrics: list[tuple[PluginSpec, Metric]] = [
+            (spec, METRICS.get(spec.name)(self.params["metrics"][spec.display])) for spec in suite.metrics
+        ]
+        self.explainers: dict[str, Explainer] = {
+            spec.display: EXPLAINERS.get(spec.name)(self.params["explainers"][spec.display])
+            for spec in suite.explainers
+        }
+
+    # -- cells -----------------------------------------------------------------------
+    def cells(self) -> list[CellSpec]:
+        """Every (dataset, method, seed), in suite order; a method row with ``datasets`` runs on those only."""
+        return [
+            CellSpec(d, m, s)
+            for d in self.suite.datasets
+            for m in self.suite.methods
+            if m.datasets is None or d.display in m.datasets
+            for s in self.suite.seeds
+        ]
+
+    def required_cell(self, cell: CellSpec) -> CellSpec | None:
+        """The cell whose trained model ``cell``'s method builds on (same dataset and seed), if any."""
+        requires = METHODS.get(cell.method.name).requires
+        if requires is None:
+            return None
+        # The suite's own row of that method (its label and params) if it lists one, else the defaults.
+        listed = next((m for m in self.suite.methods if m.name == requires), None)
+        return CellSpec(cell.dataset, listed or PluginSpec(name=requires), cell.seed)
+
+    def explains(self, explainer: str, cell: CellSpec) -> bool:
+        """Whether the suite scores ``explainer`` (a row label) for ``cell``'s method.
+
+        No when the explainer row's ``methods`` leave the method out, and no for every explainer
+        but ``native`` on a method whose model classifies as the cell it builds on
+        (``Method.classifies_as_required``: TAME) when the suite scores that cell with it too:
+        the values would repeat that cell's (Grad-CAM of the same frozen weights).
+        """
+        spec = next(spec for spec in self.suite.explainers if spec.display == explainer)
+        if spec.methods is not None and cell.method.display not in spec.methods:
+            return False
+        if spec.name != "native" and METHODS.get(cell.method.name).classifies_as_required:
+            required = self.required_cell(cell)
+            if required is not None and required.id in {c.id for c in self.cells()}:
+                return not self.explains(explainer, required)
+        return True
+
+    def explained_on(self, cell: CellSpec) -> bool:
+        """Whether explanation metrics run on ``cell``'s dataset (``evaluation.explain_datasets``)."""
+        only = self.suite.evaluation.explain_datasets
+        return only is None or cell.dataset.display in only
+
+    # -- settings --------------------------------------------------------------------
+    def row_params(self, kind: str, spec: PluginSpec) -> BaseModel:
+        """Validated params of a suite row; a required method the suite does not list gets its defaults."""
+        if spec.display in self.params[kind]:
+            params: BaseModel = self.params[kind][spec.display]
+            return params
+        return METHODS.get(spec.name).Params()
+
+    def dump(self, kind: str, spec: PluginSpec) -> dict[str, Any]:
+        return self.row_params(kind, spec).model_dump(mode="json")
+
+    def cell_config(self, cell: CellSpec) -> dict[str, Any]:
+        """Everything a cell's numbers depend on but the seed and the code (recorded in each record)."""
+        backbone = self.suite.backbone
+        return {
+            "dataset": {"name": cell.dataset.name, "params": self.dump("datasets", cell.dataset)},
+            "method": {"name": cell.method.name, "params": self.dump("methods", cell.method)},
+            "backbone": {"name": backbone.name, "params": self.dump("backbone", backbone)},
+            "training": self.suite.training.model_dump(mode="json"),
+            "evaluation": self.suite.evaluation.model_dump(mode="json"),
+        }
+
+    def method_for(self, cell: CellSpec, data: CellData) -> Method:
+        """The cell's method, configured for its data (its model not built yet)."""
+        train_split = data.train
+        ctx = MethodContext(
+            num_classes=train_split.num_classes,
+            in_channels=train_split.in_channels,
+            image_size=train_split.image_size,
+            mean=tuple(train_split.mean),
+            std=tuple(train_split.std),
+            backbone=self.suite.backbone.name,
+            backbone_params=self.dump("backbone", self.suite.backbone),
+            seed=cell.seed,
+        )
+        method: Method = METHODS.get(cell.method.name)(self.row_params("methods", cell.method), ctx)
+        return method
+
+    # -- data ------------------------------------------------------------------------
+    def load_data(self, spec: PluginSpec, data_dir: Path | None = None) -> CellData:
+        """Load a dataset row's splits; every cell of the row gets the same ones."""
+        index = [d.display for d in self.suite.datasets].index(spec.display)
+        dataset = DATASETS.get(spec.name)(
+            self.params["datasets"][spec.display], data_dir or self.suite.data.dir, self.suite.data.download
+        )
+        try:
+            train_split = dataset.load("train")
+            test_split = dataset.load("test").subset(self.suite.evaluation.limit, seed=0)
+        except XBenchError as err:
+            raise type(err)(f"{self.source}: datasets[{index}] ({spec.name}): {err}") from err
+        holdout = None
+        training = self.suite.training
+        if training.holdout:
+            if training.holdout >= len(train_split):
+                raise ConfigError(
+                    f"{self.source}: training.holdout: {training.holdout} is not smaller than "
+                    f"the {len(train_split)} training images of {spec.display}"
+                )
+            train_split, holdout = train_split.split_off(training.holdout, seed=0)
+        return CellData(train_split.subset(training.limit, seed=0), test_split, holdout, train_split.source)

@@ -1,0 +1,73 @@
+"""A process that runs cells: the suite's plan, its services and the data it loaded once.
+
+The driver has one for serial runs and for its timing phase; every worker process (``--jobs``,
+Ray) builds its own from the pickled suite and options, so a cell computes exactly what it
+computes in a serial run.
+"""
+
+from __future__ import annotations
+
+from xbench.engine.cache import Cache, default_cache_dir
+from xbench.engine.cell import CellOutcome, CellServices, failed_outcome, run_cell
+from xbench.engine.options import RunOptions
+from xbench.engine.plan import CellData, Plan
+from xbench.engine.provenance import git_revision, resolve_device, versions
+from xbench.engine.recording import Provenance
+from xbench.engine.reference import ReferenceModels
+from xbench.errors import ConfigError
+from xbench.models.exits import ExitPolicy
+from xbench.suite import PluginSpec, Suite
+
+
+def make_services(plan: Plan, options: RunOptions) -> CellServices:
+    """The services a cell of ``plan`` runs with, from the run's options."""
+    suite = plan.suite
+    try:
+        device = resolve_device(suite.device)
+    except ConfigError as err:
+        raise ConfigError(f"{plan.source}: {err}") from err
+    return CellServices(
+        plan=plan,
+        cache=Cache(options.cache_dir or suite.cache_dir or default_cache_dir()),
+        device=device,
+        provenance=Provenance(suite.name, versions(), git_revision(), str(device)),
+        reference=ReferenceModels(options.reference) if options.reference is not None else None,
+        progress=options.progress,
+        fail_fast=options.fail_fast,
+        timings=options.timings,
+        export=options.export_reference is not None,
+    )
+
+
+class Worker:
+    """Runs cells of one suite in this process, loading each dataset once."""
+
+    def __init__(self, suite: Suite, options: RunOptions, source: str = "suite") -> None:
+        self.plan = Plan(suite, source)
+        self.options = options
+        self.services = make_services(self.plan, options)
+        self._data: dict[str, CellData] = {}
+
+    def data_for(self, spec: PluginSpec) -> CellData:
+        """The dataset row's splits, loaded once per process."""
+        if spec.display not in self._data:
+            self._data[spec.display] = self.plan.load_data(spec, self.options.data_dir)
+        return self._data[spec.display]
+
+    def outcome(self, index: int, only_timings: bool = False, policy: ExitPolicy | None = None) -> CellOutcome:
+        """Run cell ``index`` of the plan here (see :func:`~xbench.engine.cell.run_cell`)."""
+        cell = self.plan.cells()[index]
+        try:
+            data = self.data_for(cell.dataset)
+        except Exception as err:  # the driver loaded it; a worker that cannot fails this cell only
+            return failed_outcome(cell, index, err, self.services, only_timings=only_timings)
+        return run_cell(cell, data, self.services, index, only_timings, policy)
+
+    def lost_outcome(self, index: int, err: BaseException) -> CellOutcome:
+        """The outcome of a cell whose worker died (killed, out of memory) before it could report."""
+        cell = self.plan.cells()[index]
+        line = f"worker lost: {type(err).__name__}: {err}"
+        loaded = self._data.get(cell.dataset.display)
+        source = None if loaded is None else loaded.source
+        failed = failed_outcome(cell, index, RuntimeError(line), self.services, source)
+        return CellOutcome(index, failed.records, f"FAILED: {line}", True, line)
