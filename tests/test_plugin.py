@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from xbench.methods.base import Batch, MethodContext
+from xbench.report.records import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "xbench-plugin-example"
@@ -77,13 +81,41 @@ def test_plugin_runs_in_a_suite_next_to_the_baseline(plugin_env: dict[str, str],
             "--set",
             "training.epochs=1",
             "--set",
-            "methods=[baseline, {name: label_smoothing, params: {smoothing: 0.2}}]",
+            "methods=[baseline, {name: label_smoothing, params: {smoothing: 0.2}}, mixup]",
         ],
         plugin_env,
     )
     assert proc.returncode == 0, proc.stderr
     md = (out / "leaderboard.md").read_text()
-    assert re.search(r"^\| label_smoothing \|", md, re.M) and re.search(r"^\| baseline \|", md, re.M)
+    for row in ("baseline", "label_smoothing", "mixup"):
+        assert re.search(rf"^\| {row} \|", md, re.M), row
+    top1 = {(r.method, r.seed): r.value for r in read_records(out / "records.jsonl") if r.metric == "top1"}
+    assert top1[("mixup", 0)] != top1[("baseline", 0)]  # trained on other inputs: another model
+
+
+def test_mixup_training_step_by_hand() -> None:
+    """The example's training step: λ ~ Beta(α, α) and a permutation from torch's generator, then mixed CE."""
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        from xbench_plugin_example import Mixup, MixupParams
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    method = Mixup(MixupParams(alpha=0.4), MethodContext(3, 1, (8, 8), (0.5,), (0.25,), "resnet_cifar", {}))
+    torch.manual_seed(0)
+    model = method.build().eval()
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.manual_seed(7)
+    loss = method.training_step(model, Batch(x, y, torch.arange(6)))
+    torch.manual_seed(7)
+    lam = float(torch.distributions.Beta(0.4, 0.4).sample())
+    pair = torch.randperm(6)
+    assert 0 < lam < 1 and not torch.equal(pair, torch.arange(6))
+    mixed = lam * x + (1 - lam) * x[pair]
+    log_p = model(mixed).logits.log_softmax(dim=1)
+    hand = -(lam * log_p[torch.arange(6), y] + (1 - lam) * log_p[torch.arange(6), y[pair]]).mean()
+    torch.testing.assert_close(loss, hand)
+    # Not the plain step: the loss of the unmixed batch differs.
+    assert not torch.allclose(loss, method.loss(model(x), Batch(x, y, torch.arange(6))))
 
 
 def test_plugin_params_are_validated(plugin_env: dict[str, str]) -> None:

@@ -1,0 +1,110 @@
+"""The package's layers: every import points down the stack, and no module imports itself back.
+
+    foundation (errors, params, registry, fileio, suite)
+      <- data, models <- methods <- explain <- metrics <- engine <- cli
+    report <- foundation only (tables and plots are functions of records)
+
+Every ``import`` counts, at module level or inside a function or ``if TYPE_CHECKING:``: a lazy
+import is still a dependency, and hiding a cycle in a function is how the old engine grew two.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "xbench"
+FOUNDATION = {"errors", "params", "registry", "fileio", "suite", "__init__"}
+BELOW = {
+    "foundation": set(),
+    "data": {"foundation"},
+    "models": {"foundation"},
+    "methods": {"foundation", "data", "models"},
+    "explain": {"foundation", "data", "models", "methods"},
+    "metrics": {"foundation", "data", "models", "methods", "explain"},
+    "report": {"foundation"},
+    "engine": {"foundation", "data", "models", "methods", "explain", "metrics", "report"},
+    "cli": {"foundation", "data", "models", "methods", "explain", "metrics", "report", "engine"},
+    "__main__": {"cli"},
+}
+
+
+def layer(module: str) -> str:
+    """``xbench.metrics.context`` -> ``metrics``; top-level foundation modules -> ``foundation``."""
+    top = module.split(".")[1] if "." in module else "__init__"
+    return "foundation" if top in FOUNDATION else top
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every ``xbench`` module ``path`` imports (``from xbench.a import b`` gives ``xbench.a.b`` if that is a module)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "xbench"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "xbench":
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in MODULES else node.module)
+    return found
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+GRAPH = {name: imports(path) & MODULES.keys() for name, path in MODULES.items()}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down_the_stack(module: str) -> None:
+    own = layer(module)
+    wrong = sorted(i for i in GRAPH[module] if layer(i) != own and layer(i) not in BELOW[own])
+    assert not wrong, f"{module} ({own}) imports {wrong}, which are not below it"
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Cycles of module imports, each as a path that ends where it starts."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for dep in sorted(graph[name]):
+            # Importing a module runs its package's __init__ first: that edge is not a cycle.
+            if dep == name or name.startswith(dep + "."):
+                continue
+            if state.get(dep) == 1:
+                cycles.append(path[path.index(dep) :] + [dep])
+            elif dep not in state:
+                visit(dep)
+        path.pop()
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    cycles = find_cycles(GRAPH)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checks_can_fail(tmp_path: Path) -> None:
+    """A lazy import inside a function is found, a cycle through it is reported, and a metric may not import engine."""
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from xbench.engine import cell\n    import xbench.report.records\n")
+    assert imports(source) == {"xbench.engine.cell", "xbench.report.records"}
+    graph = {"xbench.a": {"xbench.b"}, "xbench.b": {"xbench.c"}, "xbench.c": {"xbench.a"}, "xbench.d": set()}
+    assert find_cycles(graph) == [["xbench.a", "xbench.b", "xbench.c", "xbench.a"]]
+    assert find_cycles({"xbench.p": set(), "xbench.p.m": {"xbench.p"}}) == []  # a module and its package
+    assert "engine" not in BELOW["metrics"] and layer("xbench.engine.cell") == "engine"
+    assert layer("xbench.metrics.context") not in BELOW["report"]
+    assert layer("xbench.suite") == "foundation" and layer("xbench") == "foundation"
