@@ -43,7 +43,7 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path) -> set[str]:
-    """Every ``xbench`` module ``path`` imports (``from xbench.a import b`` gives ``xbench.a.b`` if that is a module)."""
+    """Every ``xbench`` module ``path`` imports (``from xbench.a import b``: ``xbench.a.b`` if it is a module)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -80,7 +80,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
             if dep == name or name.startswith(dep + "."):
                 continue
             if state.get(dep) == 1:
-                cycles.append(path[path.index(dep) :] + [dep])
+                cycles.append([*path[path.index(dep) :], dep])
             elif dep not in state:
                 visit(dep)
         path.pop()
