@@ -514,3 +514,73 @@ def test_jobs_from_the_suite_or_the_flag(
 def test_bad_jobs(tmp_path: Path, jobs: Any) -> None:
     message = config_error(write(tmp_path / "s.yaml", {**MINIMAL, "resources": {"jobs": jobs}}))
     assert message.split(": ", 1)[1].startswith("resources.jobs")
+
+
+# -- per-method training overrides ---------------------------------------------------------------------
+OVERRIDE = {
+    "datasets": ["synthetic_shapes"],
+    "methods": ["baseline", {"name": "tame", "training": {"lr": 0.001, "epochs": 3, "schedule": "onecycle"}}],
+    "training": {"epochs": 1, "lr": 0.1},
+}
+
+
+def test_a_method_row_overrides_training_for_its_cells_only(tmp_path: Path) -> None:
+    from xbench.engine.keys import model_key
+    from xbench.engine.plan import Plan
+
+    suite = load_suite(write(tmp_path / "s.yaml", OVERRIDE))
+    baseline, tame = suite.methods
+    assert suite.training_for(baseline) is suite.training
+    merged = suite.training_for(tame)
+    assert (merged.lr, merged.epochs, merged.schedule, merged.batch_size) == (0.001, 3, "onecycle", 128)
+    plan = Plan(suite)
+    cells = {c.method.name: c for c in plan.cells()}
+    assert plan.cell_config(cells["tame"])["training"] == merged.model_dump(mode="json")
+    assert plan.cell_config(cells["baseline"])["training"] == suite.training.model_dump(mode="json")
+    # Part of the cell's cache key: another override trains another model.
+    other = load_suite(write(tmp_path / "o.yaml", {**OVERRIDE, "methods": ["baseline", {"name": "tame"}]}))
+    other_tame = next(c for c in Plan(other).cells() if c.method.name == "tame")
+    assert model_key(plan, cells["tame"], "t") != model_key(Plan(other), other_tame, "t")
+    assert model_key(plan, cells["baseline"], "t") == model_key(Plan(other), Plan(other).cells()[0], "t")
+    assert "training" not in yaml.safe_load(dump_suite(other))["methods"][1]  # unset: not written
+
+
+@pytest.mark.parametrize(
+    ("training", "expected"),
+    [
+        ({"lr": -1}, "methods[1].training.lr: Input should be greater than 0 (got -1)"),
+        ({"epochz": 3}, "methods[1].training.epochz: unknown key (valid keys: augment, batch_size, epochs,"),
+        ({"epochs": True}, "methods[1].training.epochs:"),
+        ({"limit": 10}, "methods[1].training.limit: set it for the whole suite (training.limit)"),
+        ({"holdout": 10}, "methods[1].training.holdout: set it for the whole suite"),
+        ({"augment": [{"name": "randaugment", "magnitude": 40}]}, "methods[1].training.augment[0]"),
+    ],
+)
+def test_bad_training_overrides(tmp_path: Path, training: dict[str, Any], expected: str) -> None:
+    data = {**OVERRIDE, "methods": ["baseline", {"name": "tame", "training": training}]}
+    assert expected in config_error(write(tmp_path / "s.yaml", data))
+
+
+def test_only_method_rows_override_training(tmp_path: Path) -> None:
+    data = {**OVERRIDE, "metrics": [{"name": "top1", "training": {"lr": 0.1}}]}
+    assert "metrics[0].training: only method rows can override training settings" in config_error(
+        write(tmp_path / "s.yaml", data)
+    )
+
+
+def test_override_from_the_command_line(tmp_path: Path) -> None:
+    suite = load_suite(write(tmp_path / "s.yaml", OVERRIDE), ["methods[1].training.batch_size=32"])
+    assert suite.training_for(suite.methods[1]).batch_size == 32
+    assert suite.training_for(suite.methods[1]).lr == 0.001
+
+
+def test_randaugment_by_name_or_with_settings(tmp_path: Path) -> None:
+    plain = load_suite(write(tmp_path / "a.yaml", {**MINIMAL, "training": {"augment": ["crop", "randaugment"]}}))
+    ra = plain.training.randaugment
+    assert ra is not None and (ra.num_ops, ra.magnitude, ra.num_magnitude_bins) == (2, 9, 31)  # torchvision's
+    given = {"augment": [{"name": "randaugment", "num_ops": 3, "magnitude": 4, "num_magnitude_bins": 11}]}
+    ra = load_suite(write(tmp_path / "b.yaml", {**MINIMAL, "training": given})).training.randaugment
+    assert ra is not None and (ra.num_ops, ra.magnitude) == (3, 4)
+    assert load_suite(write(tmp_path / "c.yaml", MINIMAL)).training.randaugment is None
+    message = config_error(write(tmp_path / "d.yaml", {**MINIMAL, "training": {"augment": ["randaugmnt"]}}))
+    assert "training.augment[0]" in message

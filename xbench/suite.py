@@ -61,6 +61,13 @@ class PluginSpec(_Strict):
         None,
         description="explainer rows only: the method rows (labels) this explainer is scored for; null: every method",
     )
+    training: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "method rows only: training settings that differ for this method's cells (e.g. a paper's own "
+            "schedule); validated like `training:`, part of the cell's settings and cache key"
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -70,6 +77,32 @@ class PluginSpec(_Strict):
     @property
     def display(self) -> str:
         return self.label or self.name
+
+
+class RandAugmentConfig(_Strict):
+    """torchvision's RandAugment (Cubuk et al., NeurIPS 2020) on each training image.
+
+    ``num_ops`` operations drawn per image, each at ``magnitude`` of ``num_magnitude_bins - 1``
+    steps of its range. timm's ``rand-mM-nN`` (Coded ResNeXt's official code) corresponds to
+    ``num_ops: N, magnitude: M, num_magnitude_bins: 11`` (timm's levels go 0…10); timm also applies
+    each operation with probability 0.5 and has a few other operations, torchvision applies each.
+    """
+
+    name: Literal["randaugment"]
+    num_ops: int = Field(2, ge=1)
+    magnitude: int = Field(9, ge=0)
+    num_magnitude_bins: int = Field(31, ge=2)
+
+    @model_validator(mode="after")
+    def _magnitude(self) -> RandAugmentConfig:
+        if self.magnitude >= self.num_magnitude_bins:
+            raise ValueError(f"magnitude must be below num_magnitude_bins ({self.num_magnitude_bins})")
+        return self
+
+
+#: Training keys a method row may not override: they choose the images, which every method of a
+#: dataset shares (the split is loaded once per dataset row).
+SHARED_TRAINING_KEYS = frozenset({"limit", "holdout"})
 
 
 class TrainingConfig(_Strict):
@@ -91,7 +124,19 @@ class TrainingConfig(_Strict):
     holdout: int = Field(
         0, ge=0, description="training images held out (never trained on) for calibration, e.g. exit thresholds"
     )
-    augment: list[Literal["flip", "crop"]] = Field(default_factory=list)
+    augment: list[Literal["flip", "crop"] | RandAugmentConfig] = Field(
+        default_factory=list,
+        description="batched in this order: crop, flip, then randaugment ('randaugment' or {name: randaugment, ...})",
+    )
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _randaugment_by_name(cls, v: Any) -> Any:
+        return [{"name": "randaugment"} if item == "randaugment" else item for item in v] if isinstance(v, list) else v
+
+    @property
+    def randaugment(self) -> RandAugmentConfig | None:
+        return next((a for a in self.augment if isinstance(a, RandAugmentConfig)), None)
 
 
 class EvaluationConfig(_Strict):
@@ -200,7 +245,39 @@ class Suite(_Strict):
             if name not in labels:
                 raise ValueError(f"evaluation.explain_datasets[{i}]: {name!r} is not one of the datasets {labels}")
         self._check_row_filters()
+        self._check_training_overrides()
         return self
+
+    def _check_training_overrides(self) -> None:
+        """``training`` on method rows only, without the data-split keys, valid over the suite's own."""
+        for kind in ("datasets", "metrics", "explainers", "backbone"):
+            rows = [self.backbone] if kind == "backbone" else getattr(self, kind)
+            for i, row in enumerate(rows):
+                if row.training is not None:
+                    where = kind if kind == "backbone" else f"{kind}[{i}]"
+                    raise ValueError(f"{where}.training: only method rows can override training settings")
+        for i, row in enumerate(self.methods):
+            for key in sorted(set(row.training or {}) & SHARED_TRAINING_KEYS):
+                raise ValueError(
+                    f"methods[{i}].training.{key}: set it for the whole suite (training.{key}); "
+                    "every method of a dataset trains on the same images"
+                )
+            if row.training is not None:
+                self.training_for(row, where=f"methods[{i}].training")
+
+    def training_for(self, method: PluginSpec, where: str = "training") -> TrainingConfig:
+        """The training settings of ``method``'s cells: the suite's, with the row's ``training`` applied."""
+        if not method.training:
+            return self.training
+        raw = {**self.training.model_dump(), **method.training}
+        try:
+            merged = TrainingConfig.model_validate(raw)
+        except ValidationError as err:
+            raise ValueError(format_validation_error(err, TrainingConfig, where)) from None
+        problem = number_problem(method.training, merged.model_dump(), where)
+        if problem is not None:
+            raise ValueError(problem)
+        return merged
 
     def _check_row_filters(self) -> None:
         """Row filters (``datasets`` on method rows, ``methods`` on explainer rows) name existing rows."""
@@ -549,7 +626,7 @@ def dump_suite(suite: Suite) -> str:
         data["backbone"],
         *(r for kind in ("datasets", "methods", "metrics", "explainers") for r in data[kind]),
     ]:
-        for key in ("datasets", "methods"):  # an unset row filter is noise
+        for key in ("datasets", "methods", "training"):  # an unset row filter or override is noise
             if row.get(key) is None:
                 row.pop(key, None)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

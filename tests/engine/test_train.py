@@ -341,3 +341,42 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path: Pa
     method.load_state_dict = lambda state: None  # type: ignore[method-assign]
     train(method, model, data, cfg, CPU, seed=3, progress=False, checkpoint=store)
     assert not all(torch.equal(expected[k], v) for k, v in model.state_dict().items())
+
+
+# -- RandAugment -------------------------------------------------------------------------------------
+def test_rand_augment_is_torchvision_per_image_seeded_by_the_loop_generator() -> None:
+    from torchvision.transforms import v2
+
+    from xbench.engine.train import rand_augment
+    from xbench.suite import RandAugmentConfig
+
+    cfg = RandAugmentConfig(name="randaugment", num_ops=2, magnitude=5)
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    before = torch.get_rng_state()
+    out = rand_augment(x, cfg, torch.Generator().manual_seed(4))
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator is left alone
+    assert torch.equal(out, rand_augment(x, cfg, torch.Generator().manual_seed(4)))
+    assert not torch.equal(out, rand_augment(x, cfg, torch.Generator().manual_seed(5)))
+    # By hand: the seed drawn from the loop's generator, then torchvision's RandAugment image by image.
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(4)))
+    torch.manual_seed(seed)
+    augmenter = v2.RandAugment(2, 5, 31)
+    expected = torch.stack([augmenter((img * 255).round().to(torch.uint8)) for img in x]).float() / 255
+    torch.set_rng_state(before)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert out.shape == x.shape and out.dtype == x.dtype and 0 <= out.min() and out.max() <= 1
+    assert torch.equal((out * 255).round() / 255, out)  # 8-bit pixels, as PIL pipelines have
+    changed = [not torch.equal(o, (i * 255).round() / 255) for o, i in zip(out, x, strict=True)]
+    assert sum(changed) >= 4  # operations differ per image: most images change
+
+
+def test_randaugment_refuses_a_method_that_trains_on_masks() -> None:
+    from xbench.methods.lap import LAP, LAPParams
+
+    data = halves_dataset()
+    data = ImageSplit(data.images, data.labels, data.images > 0.5, data.classes)
+    ctx = MethodContext(2, 1, (12, 12), (0.5,), (0.25,), "resnet_cifar", {"depth": 8, "width": 4})
+    method = LAP(LAPParams(injection=1.0), ctx)
+    cfg = TrainingConfig(epochs=1, augment=["randaugment"])  # type: ignore[list-item]
+    with pytest.raises(TrainingError, match="randaugment moves pixels but not the masks that lap trains on"):
+        train(method, method.build(), data, cfg, torch.device("cpu"), seed=0, progress=False)

@@ -250,7 +250,7 @@ def trained_model(
             log.info("%s: builds on %s (%s)", cell.id, required.id, base.note)
         epochs = EpochCheckpoints(cache, key, cell.id)
         stats = train(
-            method, model, train_split, plan.suite.training, services.device, cell.seed,
+            method, model, train_split, plan.training(cell), services.device, cell.seed,
             desc=cell.id, progress=services.progress, checkpoint=epochs,
         )  # fmt: skip
         cache.save_model(key, model.state_dict(), {"cell": cell.id, "train": stats.__dict__})

@@ -20,7 +20,7 @@ from xbench.explain.base import Explainer
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric
 from xbench.registry import DATASETS, EXPLAINERS, METHODS, METRICS
-from xbench.suite import PluginSpec, Suite, validate_plugins
+from xbench.suite import PluginSpec, Suite, TrainingConfig, validate_plugins
 
 
 @dataclass
@@ -124,9 +124,13 @@ class Plan:
             "dataset": {"name": cell.dataset.name, "params": self.dump("datasets", cell.dataset)},
             "method": {"name": cell.method.name, "params": self.dump("methods", cell.method)},
             "backbone": {"name": backbone.name, "params": self.dump("backbone", backbone)},
-            "training": self.suite.training.model_dump(mode="json"),
+            "training": self.training(cell).model_dump(mode="json"),
             "evaluation": self.suite.evaluation.model_dump(mode="json"),
         }
+
+    def training(self, cell: CellSpec) -> TrainingConfig:
+        """The cell's training settings: the suite's, with its method row's ``training`` applied."""
+        return self.suite.training_for(cell.method)
 
     def method_for(self, cell: CellSpec, data: CellData) -> Method:
         """The cell's method, configured for its data (its model not built yet)."""

@@ -75,7 +75,7 @@ class CostModel:
         if not services.cache.has_model(model_key(plan, cell, services.provenance.versions["torch"])):
             limit = suite.training.limit
             n_train = len(data.train) if limit is None else min(limit, len(data.train))
-            images += 3 * n_train * suite.training.epochs
+            images += 3 * n_train * plan.training(cell).epochs
         if any(m.uses_explanations for _, m in plan.metrics) and plan.explained_on(cell):
             explained = min(suite.evaluation.explain_limit or len(data.test), len(data.test))
             images += EXPLAIN_FORWARDS * explained * sum(plan.explains(name, cell) for name in plan.explainers)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from xbench.data.base import ImageSplit
 from xbench.errors import XBenchError
 from xbench.methods.base import Batch, Method
-from xbench.suite import TrainingConfig
+from xbench.suite import RandAugmentConfig, TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,33 @@ def random_crop(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
     return xp[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
-def augment(x: Tensor, kinds: Sequence[str], g: torch.Generator) -> Tensor:
+def augment(x: Tensor, kinds: Sequence[object], g: torch.Generator) -> Tensor:
+    """Random crop and horizontal flip, batched (``kinds`` may hold other augmentations: they are not these)."""
     if "crop" in kinds:
         x = random_crop(x, max(1, x.shape[-1] // 8), g)
     if "flip" in kinds:
         flip = torch.rand(x.shape[0], generator=g) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     return x
+
+
+def rand_augment(x: Tensor, cfg: RandAugmentConfig, g: torch.Generator) -> Tensor:
+    """torchvision's RandAugment on each image of a (B, C, H, W) batch in [0, 1].
+
+    A Python loop over images on purpose: torchvision draws the operations once per call, and
+    RandAugment's operations differ per image. Pixels are quantised to 8 bits, as the PIL images
+    of the usual pipelines are. torchvision draws from torch's global generator; it is seeded from
+    ``g`` inside ``fork_rng``, so the loop's own generator alone decides the result.
+    """
+    from torchvision.transforms import v2
+
+    augmenter = v2.RandAugment(cfg.num_ops, cfg.magnitude, cfg.num_magnitude_bins)
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    pixels = (x * 255).round().to(torch.uint8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = torch.stack([augmenter(image) for image in pixels])
+    return out.to(x.dtype) / 255
 
 
 def make_optimizer(cfg: TrainingConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -125,6 +145,12 @@ def train(
     Raises:
         TrainingError: on a non-finite loss, naming the epoch and step.
     """
+    randaugment = cfg.randaugment
+    if randaugment is not None and method.uses_masks(data):
+        raise TrainingError(
+            f"{desc}: training.augment: randaugment moves pixels but not the masks that {method.name} trains on; "
+            "drop randaugment for this method (methods[i].training.augment)"
+        )
     model.to(device).train()
     params = method.trainable_parameters(model)
     n = len(data)
@@ -175,6 +201,8 @@ def train(
                 else:  # masks move with their images
                     both = augment(torch.cat([x, mask.to(x.dtype)], dim=1), cfg.augment, g)
                     x, mask = both[:, : x.shape[1]], both[:, x.shape[1] :] > 0.5
+                if randaugment is not None:
+                    x, mask = rand_augment(x, randaugment, g), None  # its geometric operations do not move masks
             mask = mask.to(device, non_blocking=True) if mask is not None else None
             batch = Batch(x.to(device, non_blocking=True), data.labels[idx].to(device, non_blocking=True), idx, mask)
             loss = method.training_step(model, batch)
