@@ -364,7 +364,7 @@ def test_rand_augment_is_torchvision_per_image_seeded_by_the_loop_generator() ->
     expected = torch.stack([augmenter((img * 255).round().to(torch.uint8)) for img in x]).float() / 255
     torch.set_rng_state(before)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
-    assert out.shape == x.shape and out.dtype == x.dtype and 0 <= out.min() and out.max() <= 1
+    assert out.shape == x.shape and out.dtype == x.dtype and out.min() >= 0 and out.max() <= 1
     assert torch.equal((out * 255).round() / 255, out)  # 8-bit pixels, as PIL pipelines have
     changed = [not torch.equal(o, (i * 255).round() / 255) for o, i in zip(out, x, strict=True)]
     assert sum(changed) >= 4  # operations differ per image: most images change
