@@ -1,6 +1,6 @@
 """The package's layers: every import points down the stack, and no module imports itself back.
 
-    foundation (errors, params, registry, fileio, suite)
+    foundation (errors, params, registry, fileio, suite, claims)
       <- data, models <- methods <- explain <- metrics <- engine <- cli
     report <- foundation only (tables and plots are functions of records)
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "xbench"
-FOUNDATION = {"errors", "params", "registry", "fileio", "suite", "__init__"}
+FOUNDATION = {"errors", "params", "registry", "fileio", "suite", "claims", "__init__"}
 BELOW = {
     "foundation": set(),
     "data": {"foundation"},
