@@ -53,6 +53,25 @@ def test_the_attack_raises_the_loss_and_leaves_parameter_gradients_alone() -> No
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_the_attack_moves_pixels_at_the_bounds_of_the_image() -> None:
+    """Black (0) and white (1) background pixels move inwards: no clamp inside the graph kills their gradient."""
+    w = torch.tensor([1.0, -1.0])  # logits (s, -s) of the pixel sum s: raising s raises the CE of class 1
+
+    def logits(z: torch.Tensor) -> torch.Tensor:
+        return z.sum(dim=(1, 2, 3))[:, None] * w
+
+    x = torch.zeros(2, 1, 4, 4)
+    x[1] = 1.0  # a white image: its CE for class 0 rises as pixels get darker
+    y = torch.tensor([1, 0])
+    bg = torch.ones(2, 1, 4, 4)
+    bg[:, :, 0, 0] = 0  # one foreground pixel
+    x_hat = background_pgd(logits, x, y, bg, AttackParams(epsilon=0.1, step_size=0.05, steps=3))
+    expected = torch.full((2, 1, 4, 4), 0.1)
+    expected[1] = 0.9
+    expected[:, :, 0, 0] = x[:, :, 0, 0]
+    torch.testing.assert_close(x_hat, expected)
+
+
 def test_cam_is_the_class_weighted_sum_of_features() -> None:
     feats = torch.tensor([[[[1.0, 0.0], [0.0, 2.0]], [[0.0, 3.0], [1.0, 0.0]]]])  # (1, 2, 2, 2)
     weights = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

@@ -68,16 +68,21 @@ def background_pgd(
     """PGD-L∞ on cross-entropy that moves only pixels where ``background`` is 1; see the module docstring.
 
     Gradients are taken with respect to the perturbation only (``torch.autograd.grad``), so the
-    model's parameter gradients are left untouched, whatever mode the model is in.
+    model's parameter gradients are left untouched, whatever mode the model is in. The valid-image
+    constraint is a projection after each step (``x + δ`` clipped to [0, 1]), not a clamp inside the
+    graph: a clamp has zero gradient at its bounds, so every pixel at exactly 0 or 1 (most of a black
+    canvas) would never move. Until this was fixed, that attack left three quarters of the cluttered
+    data's background untouched and the consistency metric saturated near 1 for every method.
     """
     delta = torch.zeros_like(x)
     for _ in range(params.steps):
         delta.requires_grad_(True)
         with torch.enable_grad():
-            loss = F.cross_entropy(logits_fn((x + background * delta).clamp(0, 1)), y)
+            loss = F.cross_entropy(logits_fn(x + background * delta), y)
             (grad,) = torch.autograd.grad(loss, delta)
         delta = (delta.detach() + params.step_size * grad.sign()).clamp(-params.epsilon, params.epsilon)
-    return (x + background * delta.detach()).clamp(0, 1)
+        delta = (x + delta).clamp(0, 1) - x
+    return (x + background * delta).clamp(0, 1)
 
 
 def map_cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -126,4 +131,4 @@ class LogitsOf(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x).logits  # type: ignore[no-any-return]
+        return self.model(x).logits
