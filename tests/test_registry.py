@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import typing
 from importlib.metadata import EntryPoint
 
 import pytest
 
 import xbench.registry as registry_module
 from xbench.errors import DuplicateNameError, UnknownNameError, XBenchError
-from xbench.registry import BACKBONES, DATASETS, METHODS, METRICS, Registry
+from xbench.methods.base import Method
+from xbench.methods.baseline import Baseline
+from xbench.params import NoParams
+from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS, PluginTypeError, Registry
 
 GROUP = "xbench.test_plugins"
 
@@ -220,3 +225,148 @@ def test_global_registries_use_their_groups() -> None:
         "xbench.datasets",
         "xbench.backbones",
     ]
+
+
+# -- base classes ----------------------------------------------------------------------------
+BASE = "xbench.methods.base:Method"
+
+
+def test_decorator_refuses_a_non_subclass(no_entry_points: None) -> None:
+    reg: Registry[type[Method]] = Registry("method", GROUP, base=BASE)
+    with pytest.raises(PluginTypeError) as info:
+
+        @reg.register("foo", aliases=("f",))
+        class NotAMethod:
+            pass
+
+    message = str(info.value)
+    assert message.startswith("method 'foo': <class ")
+    assert "NotAMethod'> is not a subclass of xbench.methods.base.Method" in message
+    assert isinstance(info.value, XBenchError)
+    assert "foo" not in reg and "f" not in reg  # nothing of the refused registration stays
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [Thing(), lambda params, ctx: None, Method[NoParams], "xbench.methods.baseline:Baseline"],
+    ids=["instance", "function", "generic-alias", "string"],
+)
+def test_register_refuses_what_is_not_a_class(no_entry_points: None, obj: object) -> None:
+    reg: Registry[type[Method]] = Registry("method", GROUP, base=BASE)
+    with pytest.raises(PluginTypeError, match=r"^method 'foo': .* is not a subclass of xbench\.methods\.base\.Method$"):
+        reg.register("foo", obj)
+    assert reg.names() == []
+
+
+def test_a_subclass_registers(no_entry_points: None) -> None:
+    reg: Registry[type[Method]] = Registry("method", GROUP, base=BASE)
+
+    @reg.register("mine")
+    class Mine(Method[NoParams]):
+        pass
+
+    class Deeper(Baseline[NoParams]):
+        pass
+
+    assert reg.register("deeper", Deeper) is Deeper
+    assert reg.get("mine") is Mine and Mine.name == "mine"
+    assert reg.get("deeper") is Deeper and Deeper.name == "deeper"
+
+
+def test_entry_point_of_a_non_subclass_names_itself(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    module = "xbench_fake_plugin_types"
+    (tmp_path / f"{module}.py").write_text(
+        "from xbench.methods.baseline import Baseline\n\n"
+        "class Plugin:\n    '''Not a method.'''\n\n"
+        "class Good(Baseline):\n    '''A method.'''\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    fake_entry_points(
+        monkeypatch,
+        EntryPoint(name="bad", value=f"{module}:Plugin", group=GROUP),
+        EntryPoint(name="good", value=f"{module}:Good", group=GROUP),
+    )
+    reg: Registry[type[Method]] = Registry("method", GROUP, base=BASE)
+    assert reg.names() == ["bad", "good"]  # listing imports nothing, so it checks nothing
+    for _ in range(2):  # refused on every lookup, not once and then forgotten
+        with pytest.raises(PluginTypeError) as info:
+            reg.get("bad")
+        message = str(info.value)
+        assert message.startswith(f"method 'bad' (entry point '{module}:Plugin'): <class '{module}.Plugin'>")
+        assert message.endswith("is not a subclass of xbench.methods.base.Method")
+    assert "bad" in reg
+    good = reg.get("good")
+    assert good is sys.modules[module].Good and good.name == "good"
+    with pytest.raises(PluginTypeError):
+        dict(reg.items())
+    monkeypatch.delitem(sys.modules, module)
+
+
+GLOBAL_BASES = [
+    (METHODS, "method", "xbench.methods.base.Method"),
+    (METRICS, "metric", "xbench.metrics.base.Metric"),
+    (DATASETS, "dataset", "xbench.data.base.Dataset"),
+    (BACKBONES, "backbone", "xbench.models.base.Backbone"),
+    (EXPLAINERS, "explainer", "xbench.explain.base.Explainer"),
+]
+GLOBAL_IDS = ["methods", "metrics", "datasets", "backbones", "explainers"]
+
+
+@pytest.mark.parametrize(("registry", "kind", "base"), GLOBAL_BASES, ids=GLOBAL_IDS)
+def test_global_registries_refuse_other_kinds(registry: Registry, kind: str, base: str) -> None:
+    before = registry.names(include_aliases=True)
+    name = f"not_a_{kind}_for_test"
+    with pytest.raises(PluginTypeError, match=rf"^{kind} '{name}': <class .*Thing'> is not a subclass of {base}$"):
+        registry.register(name, Thing)
+    assert registry.names(include_aliases=True) == before
+
+
+@pytest.mark.parametrize(("registry", "kind", "base"), GLOBAL_BASES, ids=GLOBAL_IDS)
+def test_global_registries_hold_subclasses_of_their_base(registry: Registry, kind: str, base: str) -> None:
+    module, _, name = base.rpartition(".")
+    cls = getattr(sys.modules[module], name)
+    items = dict(registry.items())
+    assert items
+    assert all(isinstance(obj, type) and issubclass(obj, cls) for obj in items.values())
+
+
+def declared_params(cls: type) -> type | None:
+    """The ``P`` that ``cls`` or its nearest base passes to a generic plugin base (``Road(_Faithfulness[RoadParams])``).
+
+    None when that base is passed a type variable: the class is generic itself (``Baseline``).
+    """
+    for klass in cls.__mro__:
+        for base in vars(klass).get("__orig_bases__", ()):
+            args = typing.get_args(base)
+            if args:
+                return args[0] if isinstance(args[0], type) else None
+    return None
+
+
+@pytest.mark.parametrize(
+    "registry", [METHODS, METRICS, DATASETS, EXPLAINERS], ids=["methods", "metrics", "datasets", "explainers"]
+)
+def test_declared_params_type_is_the_runtime_params(registry: Registry) -> None:
+    """``self.params`` is typed by the class's generic argument and is an instance of ``Params``: they must agree."""
+    for name, cls in registry.items():
+        declared = declared_params(cls)
+        if declared is not None:
+            assert issubclass(cls.Params, declared), (
+                f"{name}: Params is {cls.Params}, but the class declares {declared}"
+            )
+
+
+def test_declared_params_finds_the_nearest_argument() -> None:
+    assert declared_params(METRICS.get("road")).__name__ == "RoadParams"
+    assert declared_params(METRICS.get("average_drop")).__name__ == "AdIcParams"  # through _AdIc
+    assert declared_params(METRICS.get("top1")) is NoParams
+    assert declared_params(METHODS.get("baseline")) is None
+
+
+def test_importing_the_registry_imports_no_plugin_code() -> None:
+    code = (
+        "import sys, xbench.registry; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('xbench')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['xbench', 'xbench.errors', 'xbench.registry']"

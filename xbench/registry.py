@@ -10,7 +10,10 @@ when looked up or listed::
     my_method = "my_package.module:MyMethod"
 
 Registering a name twice is an error, and an unknown name suggests the closest
-registered ones.
+registered ones. Each global registry holds one kind of plugin: whatever it registers
+(by decorator or through an entry point) must subclass that kind's base class
+(:class:`~xbench.methods.base.Method` for ``METHODS`` and so on), which it names lazily
+as ``"module:attr"`` and imports only to check a registration.
 """
 
 from __future__ import annotations
@@ -20,29 +23,49 @@ import importlib
 import logging
 from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from xbench.errors import DuplicateNameError, UnknownNameError, XBenchError
 
+if TYPE_CHECKING:  # the value types only: importing them here would import torch
+    from xbench.data.base import Dataset
+    from xbench.explain.base import Explainer
+    from xbench.methods.base import Method
+    from xbench.metrics.base import Metric
+    from xbench.models.base import Backbone
+
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+S = TypeVar("S")
 
 
-class Registry(Generic[T]):
+class PluginTypeError(XBenchError):
+    """A registered object is not a subclass of its registry's base class."""
+
+
+class Registry(Generic[T_co]):
     """A name -> object mapping with aliases, lazy entry points and suggestions.
+
+    ``Registry[T]`` hands out ``T``s (``METHODS.get(name)`` is a ``type[Method]``). What makes a
+    registered object a ``T`` is the check against ``base`` when it is registered, not its static
+    type: :meth:`register` accepts any object, and the registry is covariant, so code that handles
+    every kind at once (``xbench list``) sees a ``Registry[type[Method]]`` as a ``Registry[object]``.
 
     Args:
         kind: Human-readable kind in messages ("method", "metric", ...).
         group: Entry-point group that third-party packages register under.
         builtins: Module that registers the built-in plugins when imported.
+        base: The class every registered object must subclass, as ``"module:attr"``; it is
+            imported when something is registered, not before. None: anything registers.
     """
 
-    def __init__(self, kind: str, group: str, builtins: str | None = None) -> None:
+    def __init__(self, kind: str, group: str, builtins: str | None = None, *, base: str | None = None) -> None:
         self.kind = kind
         self.group = group
         self._builtins = builtins
-        self._items: dict[str, T] = {}
+        self._base = base
+        self._items: dict[str, T_co] = {}
         self._lazy: dict[str, EntryPoint] = {}
         self._aliases: dict[str, str] = {}
         self._origin: dict[str, str] = {}
@@ -50,21 +73,25 @@ class Registry(Generic[T]):
 
     # -- registration -------------------------------------------------------
     @overload
-    def register(self, name: str, obj: None = None, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]: ...
+    def register(self, name: str, obj: None = None, *, aliases: tuple[str, ...] = ()) -> Callable[[S], S]: ...
     @overload
-    def register(self, name: str, obj: T, *, aliases: tuple[str, ...] = ()) -> T: ...
+    def register(self, name: str, obj: S, *, aliases: tuple[str, ...] = ()) -> S: ...
 
-    def register(self, name: str, obj: T | None = None, *, aliases: tuple[str, ...] = ()) -> Any:
-        """Register ``obj`` under ``name``; without ``obj``, return a decorator."""
+    def register(self, name: str, obj: object = None, *, aliases: tuple[str, ...] = ()) -> Any:
+        """Register ``obj`` under ``name``; without ``obj``, return a decorator.
 
-        def add(target: T) -> T:
+        Raises :class:`PluginTypeError` if ``obj`` is not a subclass of the registry's base class.
+        """
+
+        def add(target: S) -> S:
+            item = self._checked(name, target)
             for key in (name, *aliases):
                 if key in self._items or key in self._lazy or key in self._aliases:
                     where = self._origin.get(self._aliases.get(key, key), "elsewhere")
                     raise DuplicateNameError(
                         f"{self.kind} {key!r} is already registered (by {where}); pick another name"
                     )
-            self._items[name] = target
+            self._items[name] = item
             self._origin[name] = getattr(target, "__module__", "?")
             _set_name(target, name)
             for alias in aliases:
@@ -74,6 +101,19 @@ class Registry(Generic[T]):
         if obj is None:
             return add
         return add(obj)
+
+    def _checked(self, name: str, obj: object, entry_point: str | None = None) -> T_co:
+        """``obj`` if it is a subclass of the registry's base class (or there is none), else raise."""
+        if self._base is None:
+            return cast(T_co, obj)
+        module, _, attr = self._base.partition(":")
+        base = getattr(importlib.import_module(module), attr)
+        if isinstance(obj, type) and issubclass(obj, base):
+            return cast(T_co, obj)
+        source = "" if entry_point is None else f" (entry point {entry_point!r})"
+        raise PluginTypeError(
+            f"{self.kind} {name!r}{source}: {obj!r} is not a subclass of {base.__module__}.{base.__qualname__}"
+        )
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (tests use this to keep the global registries clean)."""
@@ -104,19 +144,22 @@ class Registry(Generic[T]):
             self._origin[name] = ep.value
         self._loaded = True
 
-    def _resolve(self, name: str) -> T:
+    def _resolve(self, name: str) -> T_co:
         if name in self._lazy:
-            ep = self._lazy.pop(name)
+            ep = self._lazy[name]
             try:
                 obj = ep.load()
             except Exception as err:  # a broken plugin must name itself
+                del self._lazy[name]
                 raise XBenchError(f"{self.kind} plugin {name!r} ({ep.value}) failed to import: {err}") from err
-            self._items[name] = obj
+            item = self._checked(name, obj, ep.value)  # raises on every lookup: the entry point stays lazy
+            del self._lazy[name]
+            self._items[name] = item
             _set_name(obj, name)
         return self._items[name]
 
     # -- lookup -----------------------------------------------------------------
-    def get(self, name: str) -> T:
+    def get(self, name: str) -> T_co:
         """Return the object registered as ``name`` or raise with a suggestion."""
         self._ensure_loaded()
         key = self._aliases.get(name, name)
@@ -140,7 +183,7 @@ class Registry(Generic[T]):
             names |= set(self._aliases)
         return sorted(names)
 
-    def items(self) -> Iterator[tuple[str, T]]:
+    def items(self) -> Iterator[tuple[str, T_co]]:
         """Yield ``(name, object)`` for every plugin, importing lazy ones."""
         for name in self.names():
             yield name, self._resolve(name)
@@ -159,10 +202,20 @@ def _set_name(target: Any, name: str) -> None:
         target.name = name  # type: ignore[attr-defined]
 
 
-# The registries. Their value types live in the packages that register into
-# them; they are typed ``Any`` here so this module imports nothing heavy.
-METHODS: Registry[Any] = Registry("method", "xbench.methods", "xbench.methods")
-METRICS: Registry[Any] = Registry("metric", "xbench.metrics", "xbench.metrics")
-DATASETS: Registry[Any] = Registry("dataset", "xbench.datasets", "xbench.data")
-BACKBONES: Registry[Any] = Registry("backbone", "xbench.backbones", "xbench.models")
-EXPLAINERS: Registry[Any] = Registry("explainer", "xbench.explainers", "xbench.explain")
+# The registries. Their value types and base classes live in the packages that register
+# into them: the types are imported for type checking only, the base classes when checked.
+METHODS: Registry[type[Method]] = Registry(
+    "method", "xbench.methods", "xbench.methods", base="xbench.methods.base:Method"
+)
+METRICS: Registry[type[Metric]] = Registry(
+    "metric", "xbench.metrics", "xbench.metrics", base="xbench.metrics.base:Metric"
+)
+DATASETS: Registry[type[Dataset]] = Registry(
+    "dataset", "xbench.datasets", "xbench.data", base="xbench.data.base:Dataset"
+)
+BACKBONES: Registry[type[Backbone]] = Registry(
+    "backbone", "xbench.backbones", "xbench.models", base="xbench.models.base:Backbone"
+)
+EXPLAINERS: Registry[type[Explainer]] = Registry(
+    "explainer", "xbench.explainers", "xbench.explain", base="xbench.explain.base:Explainer"
+)

@@ -532,11 +532,12 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
     Returns the validated params per kind and row label, so callers need not
     validate them again.
     """
-    from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
+    from xbench.params import Configurable
+    from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS, Registry
 
     validated: dict[str, dict[str, BaseModel]] = {}
     prefix = f"{source}: " if source else ""
-    groups = [
+    groups: list[tuple[str, Registry[type[Configurable]], list[PluginSpec]]] = [
         ("datasets", DATASETS, suite.datasets),
         ("methods", METHODS, suite.methods),
         ("metrics", METRICS, suite.metrics),

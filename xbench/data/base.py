@@ -14,19 +14,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Generic, Literal, cast
 
 import torch
 from pydantic import BaseModel
 from torch import Tensor
 
-from xbench.params import NoParams
+from xbench.params import NoParams, P
 
 Split = Literal["train", "test"]
 
 
 @dataclass
-class ImageSplit(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class ImageSplit(torch.utils.data.Dataset):
     """One split of a dataset held as tensors.
 
     Attributes:
@@ -97,8 +97,10 @@ class ImageSplit(torch.utils.data.Dataset):  # type: ignore[type-arg]
         )
 
 
-class Dataset(ABC):
-    """A registered dataset. Subclasses set the class attributes and ``load``.
+class Dataset(ABC, Generic[P]):
+    """A registered dataset, generic over its parameters: ``class SyntheticShapes(Dataset[SyntheticShapesParams])``.
+
+    Subclasses set the class attributes and ``load``. ``Params`` is the same model at run time.
 
     Args:
         params: the validated ``Params`` of this dataset from the suite.
@@ -112,7 +114,7 @@ class Dataset(ABC):
     Params: ClassVar[type[BaseModel]] = NoParams
 
     def __init__(self, params: BaseModel, data_dir: Path | None = None, download: bool = True) -> None:
-        self.params = params
+        self.params = cast(P, params)  # an instance of ``Params``, the model the subclass declares as ``P``
         self.data_dir = data_dir
         self.download = download
 

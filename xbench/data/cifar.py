@@ -20,6 +20,7 @@ import torch
 from xbench.data.base import Dataset, ImageSplit, Split
 from xbench.data.locate import locate_dataset
 from xbench.errors import DataError
+from xbench.params import NoParams
 from xbench.registry import DATASETS
 
 # The only globals a CIFAR pickle needs: numpy's array reconstruction (numpy 1 and 2 module names;
@@ -91,7 +92,7 @@ def _batch(path: Path, key: str, num_classes: int) -> tuple[np.ndarray, np.ndarr
     return data, label_array
 
 
-class CifarDataset(Dataset):
+class CifarDataset(Dataset[NoParams]):
     """CIFAR from its python pickles; subclasses name the files and label keys."""
 
     has_masks: ClassVar[bool] = False

@@ -151,7 +151,7 @@ def render_cluttered(
 
 
 @DATASETS.register("fashion_mnist_cluttered")
-class FashionMNISTCluttered(Dataset):
+class FashionMNISTCluttered(Dataset[ClutteredParams]):
     """Fashion-MNIST items on a larger canvas among fragments of other items; object masks."""
 
     name: ClassVar[str] = "fashion_mnist_cluttered"
@@ -162,7 +162,6 @@ class FashionMNISTCluttered(Dataset):
     def load(self, split: Split) -> ImageSplit:
         """Generate ``split`` from the Fashion-MNIST split of the same name; bit-identical per params."""
         p = self.params
-        assert isinstance(p, ClutteredParams)
         if split not in ("train", "test"):
             raise DataError(f"fashion_mnist_cluttered has no split {split!r}; use 'train' or 'test'")
         base = FashionMNIST(NoParams(), data_dir=self.data_dir, download=self.download).load(split)

@@ -22,6 +22,7 @@ import torch
 from xbench.data.base import Dataset, ImageSplit, Split
 from xbench.data.locate import candidate_roots, expand, locate_dataset
 from xbench.errors import DataError, DataNotFoundError
+from xbench.params import NoParams
 from xbench.registry import DATASETS
 
 CLASSES = [
@@ -95,7 +96,7 @@ def find_idx(directory: Path, stem: str) -> Path | None:
 
 
 @DATASETS.register("fashion_mnist")
-class FashionMNIST(Dataset):
+class FashionMNIST(Dataset[NoParams]):
     """Fashion-MNIST from its IDX files; 1x28x28, 10 classes, no masks."""
 
     name: ClassVar[str] = "fashion_mnist"

@@ -106,7 +106,7 @@ def read_mask(path: Path) -> np.ndarray:
 
 
 @DATASETS.register("folder")
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(Dataset[FolderParams]):
     """Images in ImageFolder layout with optional per-image masks."""
 
     name: ClassVar[str] = "folder"
@@ -117,7 +117,6 @@ class ImageFolderDataset(Dataset):
     def load(self, split: Split) -> ImageSplit:
         """Load ``split`` from ``ROOT/<split>``, and its masks from ``ROOT/masks/<split>``."""
         p = self.params
-        assert isinstance(p, FolderParams)
         if split not in ("train", "test"):
             raise DataError(f"folder has no split {split!r}; use 'train' or 'test'")
         root = p.root.expanduser()

@@ -110,7 +110,7 @@ def _has_split(base: Path, split_file: str) -> bool:
 
 
 @DATASETS.register("oxford_iiit_pet")
-class OxfordIIITPet(Dataset):
+class OxfordIIITPet(Dataset[PetsParams]):
     """Oxford-IIIT Pet through torchvision; 3 x image_size x image_size, 37 breeds, trimap masks."""
 
     name: ClassVar[str] = "oxford_iiit_pet"
@@ -123,7 +123,6 @@ class OxfordIIITPet(Dataset):
     def load(self, split: Split) -> ImageSplit:
         """Load ``split`` ("train": the trainval list, "test": the test list) into tensors."""
         p = self.params
-        assert isinstance(p, PetsParams)
         if split not in SPLIT_FILES:
             raise DataError(f"oxford_iiit_pet has no split {split!r}; use 'train' or 'test'")
         split_file = SPLIT_FILES[split]

@@ -196,7 +196,7 @@ def derived_seed(seed: int, stream: str) -> int:
 
 
 @DATASETS.register("synthetic_shapes")
-class SyntheticShapes(Dataset):
+class SyntheticShapes(Dataset[SyntheticShapesParams]):
     """Procedural shapes with exact object masks; needs no files."""
 
     name: ClassVar[str] = "synthetic_shapes"
@@ -207,7 +207,6 @@ class SyntheticShapes(Dataset):
     def load(self, split: Split) -> ImageSplit:
         """Generate ``split``; the same params always give bit-identical tensors."""
         p = self.params
-        assert isinstance(p, SyntheticShapesParams)
         if split not in ("train", "test"):
             raise DataError(f"synthetic_shapes has no split {split!r}; use 'train' or 'test'")
         n = p.n_train if split == "train" else p.n_test
@@ -225,7 +224,6 @@ class SyntheticShapes(Dataset):
 
     def _render(self, n: int, seed: int) -> ShapeScenes:
         p = self.params
-        assert isinstance(p, SyntheticShapesParams)
         return render_shapes(
             n,
             image_size=p.image_size,
@@ -237,7 +235,6 @@ class SyntheticShapes(Dataset):
 
     def _stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         p = self.params
-        assert isinstance(p, SyntheticShapesParams)
         return _stats(p.image_size, p.channels, p.seed, p.noise, p.distractors)
 
 

@@ -13,22 +13,25 @@ that sum relevance (mass accuracy) get a common scale across explainers.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Generic, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from xbench.methods.base import Method
-from xbench.params import NoParams
+from xbench.params import NoParams, P
 from xbench.registry import EXPLAINERS
 
 #: The explainer name metrics report when no suite explainer was selected (hand-built contexts).
 METHOD_DEFAULT = "(method default)"
 
 
-class Explainer:
-    """Base class of every explainer; ``explain`` returns None when it does not apply."""
+class Explainer(Generic[P]):
+    """Base class of every explainer, generic over its parameters: ``class RandomMaps(Explainer[RandomParams])``.
+
+    ``explain`` returns None when it does not apply. ``Params`` is the same model at run time.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -38,7 +41,8 @@ class Explainer:
     reads_input: ClassVar[bool] = True
 
     def __init__(self, params: BaseModel | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+        # An instance of ``Params``, the model the subclass declares as ``P``.
+        self.params = cast(P, params if params is not None else self.Params())
 
     def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         """(B, H, W) maps of class ``target`` for images ``x``; None if this model has none."""
@@ -49,7 +53,7 @@ class Explainer:
 
 
 @EXPLAINERS.register("native")
-class Native(Explainer):
+class Native(Explainer[NoParams]):
     """The maps a method produces itself (EGT's final exit, ECR's CAM, LAP's scores, TAME's attention)."""
 
     description = "the method's own maps (Method.native_maps); skipped for methods without any"
@@ -60,7 +64,7 @@ class Native(Explainer):
 
 
 @EXPLAINERS.register("gradcam")
-class GradCam(Explainer):
+class GradCam(Explainer[NoParams]):
     """Grad-CAM (Selvaraju et al., ICCV 2017) through captum, on the backbone's last stage."""
 
     description = "Grad-CAM through captum's LayerGradCam on the backbone's last stage"
@@ -77,7 +81,7 @@ class RandomParams(BaseModel):
 
 
 @EXPLAINERS.register("random")
-class RandomMaps(Explainer):
+class RandomMaps(Explainer[RandomParams]):
     """Uniform random maps, seeded by the cell's seed: the chance level of every explanation metric."""
 
     description = "i.i.d. uniform maps (optionally blocky); the row every explainer must beat"
@@ -86,14 +90,14 @@ class RandomMaps(Explainer):
 
     def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         b, _, h, w = x.shape
-        c = self.params.cell  # type: ignore[attr-defined]
+        c = self.params.cell
         g = torch.Generator().manual_seed(seed)
         coarse = torch.rand(b, 1, -(-h // c), -(-w // c), generator=g)
         maps = nn.functional.interpolate(coarse, scale_factor=c, mode="nearest")[:, 0, :h, :w]
         return maps.to(x.device)
 
 
-class MethodDefault(Explainer):
+class MethodDefault(Explainer[NoParams]):
     """The method's own explanation (native maps, else Grad-CAM): the fallback without a suite explainer."""
 
     name = "method_default"

@@ -11,7 +11,7 @@ def _last_stage(model: nn.Module) -> nn.Module:
     stages = getattr(backbone, "stages", None)
     if stages is None:
         raise TypeError(f"{type(model).__name__} has no backbone.stages; override Method.explain to explain it")
-    return stages[-1]  # type: ignore[no-any-return]
+    return stages[-1]
 
 
 def grad_cam(model: nn.Module, x: Tensor, target: Tensor, layer: nn.Module | None = None) -> Tensor:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from xbench.data.base import ImageSplit
 from xbench.models.base import Backbone
 from xbench.models.exits import ExitSettings
-from xbench.params import NoParams
+from xbench.params import NoParams, P
 
 
 @dataclass
@@ -109,8 +109,11 @@ class MethodContext:
         return backbone
 
 
-class Method:
-    """Base class of every method; the defaults make a plain classifier.
+class Method(Generic[P]):
+    """Base class of every method, generic over its parameters: ``class EGT(Method[EGTParams])``.
+
+    The defaults make a plain classifier. ``Params`` is the same model at run time (the suite
+    validates a row's params with it).
 
     Args:
         params: this method's validated ``Params`` from the suite.
@@ -131,7 +134,7 @@ class Method:
     output_fields: ClassVar[tuple[OutputField[Any], ...]] = ()
 
     def __init__(self, params: BaseModel, ctx: MethodContext) -> None:
-        self.params = params
+        self.params = cast(P, params)  # an instance of ``Params``, the model the subclass declares as ``P``
         self.ctx = ctx
 
     def build(self) -> nn.Module:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from xbench.methods.base import Method, ModelOutput
 from xbench.models.base import Backbone
+from xbench.params import P
 from xbench.registry import METHODS
 
 
@@ -29,8 +30,12 @@ class Classifier(nn.Module):
 
 
 @METHODS.register("baseline")
-class Baseline(Method):
-    """Plain classifier: cross-entropy training, Grad-CAM explanations."""
+class Baseline(Method[P]):
+    """Plain classifier: cross-entropy training, Grad-CAM explanations.
+
+    It takes no params (``Params`` is ``NoParams``); it stays generic so that a method that reuses
+    its model with params of its own types them: ``class LabelSmoothing(Baseline[LabelSmoothingParams])``.
+    """
 
     paper = "— (plain backbone + linear head, cross-entropy)"
     description = "backbone, global average pooling, linear head; Grad-CAM through captum"

@@ -599,7 +599,7 @@ BRANCH_ENERGIES = OutputField("branch_energies", _read_energies, _merge_energies
 
 
 @METHODS.register("coded_resnext")
-class CodedResNeXtMethod(Method):
+class CodedResNeXtMethod(Method[CodedResNeXtParams]):
     """Coded ResNeXt: coding loss, DropSubNNs, early decoding, per-class binary sub-networks."""
 
     paper = (
@@ -611,7 +611,6 @@ class CodedResNeXtMethod(Method):
         "CE + coding loss, DropSubNNs, early decoding exits, per-class binary sub-networks; Grad-CAM on the last stage"
     )
     Params = CodedResNeXtParams
-    params: CodedResNeXtParams
     output_fields = (BRANCH_ENERGIES,)
 
     def exit_settings(self) -> ExitSettings:

@@ -71,7 +71,7 @@ def cam(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
 
 
 @METHODS.register("ecr")
-class ECR(Method):
+class ECR(Method[ECRParams]):
     """Cross-entropy reweighted by 1 − explanation consistency under background-only attacks."""
 
     paper = (
@@ -80,7 +80,6 @@ class ECR(Method):
     )
     description = "sample weights 1 − cos(CAM(x), CAM(x̂)), x̂ a background-only PGD copy; CAM explanations"
     Params = ECRParams
-    params: ECRParams
 
     def __init__(self, params: ECRParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)

@@ -192,7 +192,7 @@ def consistency_loss(maps: list[Tensor]) -> Tensor:
 
 
 @METHODS.register("egt")
-class EGT(Method):
+class EGT(Method[EGTParams]):
     """Early-exit network trained with an attention-consistency loss."""
 
     paper = (
@@ -200,7 +200,6 @@ class EGT(Method):
     )
     description = "early exits after each stage + loss aligning each exit's CAM with the final exit's"
     Params = EGTParams
-    params: EGTParams
 
     def exit_settings(self) -> ExitSettings:
         given = self.params.thresholds

@@ -168,13 +168,12 @@ def injected(index: Tensor, fraction: float) -> Tensor:
 
 
 @METHODS.register("lap")
-class LAP(Method):
+class LAP(Method[LAPParams]):
     """Local attention pooling in place of the backbone's downsampling and global pooling."""
 
     paper = "R. G. Modegh et al., LAP: An Attention-Based Module for Faithful Interpretation ..., arXiv 2201.11808"
     description = "attention-weighted local pooling; its score maps are the interpretation; optional mask injection"
     Params = LAPParams
-    params: LAPParams
 
     def build(self) -> nn.Module:
         return LAPNet(self.ctx.build_backbone(), self.ctx.num_classes, self.params)

@@ -218,7 +218,7 @@ def tv_term(r: Tensor, border: float) -> Tensor:
 
 
 @METHODS.register("tame")
-class TAME(Method):
+class TAME(Method[TAMEParams]):
     """Attention module on a frozen baseline's stage outputs, trained with masked-image CE, area and TV."""
 
     paper = (
@@ -227,7 +227,6 @@ class TAME(Method):
     )
     description = "trained attention maps (one per class) over a frozen baseline's last three stages"
     Params = TAMEParams
-    params: TAMEParams
     requires = "baseline"
     classifies_as_required = True  # the frozen baseline classifies; the attention module only explains
 

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
+from xbench.params import NoParams
 from xbench.registry import METRICS
 
 
@@ -18,7 +19,7 @@ def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
     return int(hit.sum()) / len(labels)  # exact in float64, no float32 mean
 
 
-class _TopK(Metric):
+class _TopK(Metric[NoParams]):
     k: ClassVar[int]
     per_exit: ClassVar[bool] = True
     category = "accuracy"

@@ -8,12 +8,12 @@ so that tables are pure functions of records.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, cast
 
 from pydantic import BaseModel
 
 from xbench.metrics.context import EvalContext
-from xbench.params import NoParams
+from xbench.params import NoParams, P
 
 
 @dataclass
@@ -26,11 +26,13 @@ class MetricResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-class Metric:
-    """Base class of every metric.
+class Metric(Generic[P]):
+    """Base class of every metric, generic over its parameters: ``class Top1(Metric[NoParams])``.
+
+    ``Params`` is the same model at run time (the suite validates a row's params with it).
 
     Args:
-        params: this metric's validated ``Params`` from the suite.
+        params: this metric's validated ``Params`` from the suite (its defaults if None).
     """
 
     name: ClassVar[str]
@@ -49,7 +51,8 @@ class Metric:
     Params: ClassVar[type[BaseModel]] = NoParams
 
     def __init__(self, params: BaseModel | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+        # An instance of ``Params``, the model the subclass declares as ``P``.
+        self.params = cast(P, params if params is not None else self.Params())
 
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
         """Measure the cell's model; one result, or one per exit."""

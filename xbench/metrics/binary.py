@@ -31,6 +31,7 @@ from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.metrics.efficiency import count_parameters
 from xbench.metrics.latency import LatencyParams, spin_up, time_calls, timing_setup
+from xbench.params import NoParams
 from xbench.registry import METRICS
 
 
@@ -193,10 +194,9 @@ def _evaluate_binary(ctx: EvalContext, model: BinarySubnetworks, params: BinaryE
     return result
 
 
-class _BinaryMetric(Metric):
+class _BinaryMetric(Metric[BinaryEvalParams]):
     requires_exits = True  # no values for models without binary sub-networks
     Params = BinaryEvalParams
-    params: BinaryEvalParams
     field: ClassVar[str]
 
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
@@ -241,7 +241,7 @@ class BinaryRecall(_BinaryMetric):
 
 
 @METRICS.register("binary_param_fraction")
-class BinaryParamFraction(Metric):
+class BinaryParamFraction(Metric[NoParams]):
     """Fraction of the model's parameters that class k's binary sub-network keeps (mean over k)."""
 
     category = "efficiency"
@@ -283,8 +283,8 @@ def binary_timings(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
         device = ctx.device
         n = min(params.repeats, len(ctx.data))
         singles = [ctx.data.images[i : i + 1].to(device) for i in range(n)]
-        spin_up(lambda x: model(x).logits, singles[0], params.spin_up_s, device)  # type: ignore[operator]
-        full = time_calls(lambda x: model(x).logits, singles, params.warmup, device)  # type: ignore[operator]
+        spin_up(lambda x: model(x).logits, singles[0], params.spin_up_s, device)
+        full = time_calls(lambda x: model(x).logits, singles, params.warmup, device)
         per_class = []
         for k in range(model.num_classes):
             sub = model.binary_classifier(k).to(device).eval()
@@ -292,18 +292,17 @@ def binary_timings(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
         return {
             "full_p50_ms": 1e3 * statistics.median(full),
             "per_class_p50_ms": per_class,
-            **timing_setup(device, n, params.warmup, params.spin_up_s, model),  # type: ignore[arg-type]
+            **timing_setup(device, n, params.warmup, params.spin_up_s, model),
         }
 
-    return ctx.memo("binary_latency:" + params.model_dump_json(), measure)  # type: ignore[no-any-return]
+    return ctx.memo("binary_latency:" + params.model_dump_json(), measure)
 
 
-class _BinaryLatency(Metric):
+class _BinaryLatency(Metric[LatencyParams]):
     category = "efficiency"
     requires_exits = True  # no values for models without binary sub-networks
     measures_time = True
     Params = LatencyParams
-    params: LatencyParams
 
 
 @METRICS.register("binary_latency")

@@ -33,6 +33,7 @@ from torch import Tensor
 from xbench.methods.coded_resnext import BRANCH_ENERGIES
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
+from xbench.params import NoParams
 from xbench.registry import METRICS
 
 #: Digits kept of the matrices in the record (they are for plots, not for further arithmetic).
@@ -68,7 +69,7 @@ def energy_shares(sums: Tensor, counts: Tensor) -> Tensor:
 
 
 @METRICS.register("branch_energy")
-class BranchEnergy(Metric):
+class BranchEnergy(Metric[NoParams]):
     """Mean share of a coded block's energy on the class's own branches (Coded ResNeXt; 1 = perfectly coded)."""
 
     category = "consistency"

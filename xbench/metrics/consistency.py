@@ -33,6 +33,7 @@ from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.metrics.localization import top_k, top_region
 from xbench.models.maps import normalise
+from xbench.params import NoParams, P
 from xbench.registry import METRICS
 
 
@@ -101,7 +102,7 @@ def top_iou(a: Tensor, b: Tensor, q: float) -> Tensor:
 
 
 # -- the metrics --------------------------------------------------------------------------------------
-class _Consistency(Metric):
+class _Consistency(Metric[P]):
     """Mean similarity of each early exit's map with the final exit's; subclasses define :meth:`similarity`."""
 
     category = "consistency"
@@ -135,7 +136,7 @@ class _Consistency(Metric):
 
 
 @METRICS.register("attention_consistency")
-class AttentionConsistency(_Consistency):
+class AttentionConsistency(_Consistency[NoParams]):
     """Mean cosine similarity of each early exit's attention map with the final exit's."""
 
     kind = "cosine"
@@ -147,7 +148,7 @@ class AttentionConsistency(_Consistency):
 
 
 @METRICS.register("attention_consistency_pearson")
-class AttentionConsistencyPearson(_Consistency):
+class AttentionConsistencyPearson(_Consistency[NoParams]):
     """Mean Pearson correlation of each early exit's attention map with the final exit's."""
 
     kind = "pearson"
@@ -166,7 +167,7 @@ class SSIMParams(BaseModel):
 
 
 @METRICS.register("attention_consistency_ssim")
-class AttentionConsistencySSIM(_Consistency):
+class AttentionConsistencySSIM(_Consistency[SSIMParams]):
     """Mean SSIM of each early exit's attention map with the final exit's."""
 
     kind = "ssim"
@@ -175,11 +176,11 @@ class AttentionConsistencySSIM(_Consistency):
     Params = SSIMParams
 
     def record(self, maps: list[Tensor]) -> dict[str, Any]:
-        win = ssim_window(maps[-1].shape[-2:], self.params.win_size)  # type: ignore[attr-defined]
+        win = ssim_window(maps[-1].shape[-2:], self.params.win_size)
         return {"win_size_used": win, "data_range": 1.0, "gaussian_weights": False}
 
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
-        return ssim(a, b, self.params.win_size)  # type: ignore[attr-defined]
+        return ssim(a, b, self.params.win_size)
 
 
 class IoUParams(BaseModel):
@@ -188,7 +189,7 @@ class IoUParams(BaseModel):
 
 
 @METRICS.register("attention_consistency_iou")
-class AttentionConsistencyIoU(_Consistency):
+class AttentionConsistencyIoU(_Consistency[IoUParams]):
     """Mean IoU of the top-q regions of each early exit's map and the final exit's."""
 
     kind = "top_q_iou"
@@ -197,8 +198,8 @@ class AttentionConsistencyIoU(_Consistency):
     Params = IoUParams
 
     def record(self, maps: list[Tensor]) -> dict[str, Any]:
-        k = top_k(self.params.q, maps[-1].shape[-2:])  # type: ignore[attr-defined]
+        k = top_k(self.params.q, maps[-1].shape[-2:])
         return {"k": k, "tie_break": "seeded permutation (seed 0)"}
 
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
-        return top_iou(a, b, self.params.q)  # type: ignore[attr-defined]
+        return top_iou(a, b, self.params.q)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, LogitsOnly
+from xbench.params import NoParams
 from xbench.registry import METRICS
 
 
@@ -68,7 +69,7 @@ def count_torch_flops(module: nn.Module, example: Tensor) -> tuple[int, dict[str
 
 
 @METRICS.register("params")
-class Params(Metric):
+class Params(Metric[NoParams]):
     """Number of parameters."""
 
     category = "efficiency"
@@ -84,7 +85,7 @@ class Params(Metric):
 
 
 @METRICS.register("flops")
-class Flops(Metric):
+class Flops(Metric[NoParams]):
     """Multiply-accumulates of one full forward pass of one image (fvcore)."""
 
     category = "efficiency"

@@ -22,6 +22,7 @@ from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, LogitsOnly
 from xbench.metrics.efficiency import count_macs
 from xbench.models.exits import ExitPolicy, policy_predictions
+from xbench.params import NoParams
 from xbench.registry import METRICS
 
 
@@ -57,7 +58,7 @@ def exit_costs(model: nn.Module, example: Tensor) -> tuple[list[int], int]:
     return [count_macs(_ExitForward(model, i), example)[0] for i in range(n)], full
 
 
-class _PolicyMetric(Metric):
+class _PolicyMetric(Metric[NoParams]):
     def policy(self, ctx: EvalContext) -> tuple[ExitPolicy | None, Tensor, Tensor]:
         """``(policy, predictions, exit_index)`` on the test split."""
         pred = ctx.predictions()

@@ -31,7 +31,7 @@ class ExplanationConsistencyParams(AttackParams):
 
 
 @METRICS.register("explanation_consistency")
-class ExplanationConsistency(Metric):
+class ExplanationConsistency(Metric[ExplanationConsistencyParams]):
     """Mean cos(A(x), A(x̂)) with x̂ a background-only PGD copy of x."""
 
     category = "consistency"
@@ -41,7 +41,6 @@ class ExplanationConsistency(Metric):
     decimals = 3
     description = "cosine of the maps of x and of a background-only adversarial copy x̂ (ECR's construction)"
     Params = ExplanationConsistencyParams
-    params: ExplanationConsistencyParams
 
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
         ctx = explained(ctx)

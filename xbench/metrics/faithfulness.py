@@ -79,7 +79,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -369,7 +369,11 @@ class FaithfulnessParams(BaseModel):
     n: int = Field(256, ge=1, description="score the first n explained images (a seeded subset)")
 
 
-class _Faithfulness(Metric):
+#: The params of a faithfulness metric.
+FP = TypeVar("FP", bound=FaithfulnessParams)
+
+
+class _Faithfulness(Metric[FP]):
     """Scores the first ``n`` explained images; subclasses define :meth:`scores`."""
 
     category = "faithfulness"
@@ -387,7 +391,7 @@ class _Faithfulness(Metric):
         if maps is None:
             return []
         data, targets = ctx.explain_data(), ctx.explain_targets()
-        n = min(self.params.n, len(data))  # type: ignore[attr-defined]
+        n = min(self.params.n, len(data))
         flat = maps[:n].flatten(1)
         constant = flat.amax(1) == flat.amin(1)
         idx = torch.nonzero(~constant)[:, 0]
@@ -436,7 +440,15 @@ def _quantus_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _QuantusFaithfulness(_Faithfulness):
+#: The params of a Quantus faithfulness metric: each declares ``softmax`` itself, with its own default.
+QP = TypeVar(
+    "QP",
+    bound="FaithfulnessCorrelationParams | PixelFlippingParams | RegionPerturbationParams | SelectivityParams"
+    " | MonotonicityCorrelationParams",
+)
+
+
+class _QuantusFaithfulness(_Faithfulness[QP]):
     """A Quantus 0.6.0 faithfulness metric run through :func:`run_quantus`."""
 
     quantus_class: ClassVar[str]
@@ -451,7 +463,7 @@ class _QuantusFaithfulness(_Faithfulness):
 
     def scores(self, ctx: EvalContext, idx: Tensor, x: Tensor, y: Tensor, maps: Tensor) -> tuple[np.ndarray, dict]:
         kwargs = self.quantus_kwargs(x.shape)
-        softmax = bool(self.params.softmax)  # type: ignore[attr-defined]
+        softmax = bool(self.params.softmax)
         metric = make_metric(self.quantus_class, **_quantus_kwargs(kwargs))
         raw = run_quantus(
             metric, ctx.logits_model(), x, y, maps, softmax=softmax, batch_size=ctx.batch_size, device=ctx.device,
@@ -475,7 +487,7 @@ class FaithfulnessCorrelationParams(FaithfulnessParams):
 
 
 @METRICS.register("faithfulness_correlation")
-class FaithfulnessCorrelation(_QuantusFaithfulness):
+class FaithfulnessCorrelation(_QuantusFaithfulness[FaithfulnessCorrelationParams]):
     """Pearson correlation of the map's mass on random subsets with the output drop they cause."""
 
     quantus_class = "FaithfulnessCorrelation"
@@ -488,9 +500,9 @@ class FaithfulnessCorrelation(_QuantusFaithfulness):
         p = self.params
         features = int(shape[1] * shape[2] * shape[3])
         return {
-            "nr_runs": p.nr_runs,  # type: ignore[attr-defined]
-            "subset_size": max(1, round(p.subset_fraction * features)),  # type: ignore[attr-defined]
-            "perturb_baseline": p.perturb_baseline,  # type: ignore[attr-defined]
+            "nr_runs": p.nr_runs,
+            "subset_size": max(1, round(p.subset_fraction * features)),
+            "perturb_baseline": p.perturb_baseline,
             "similarity_func": "pearson",
             "normalise": True,
             "abs": False,
@@ -504,7 +516,7 @@ class PixelFlippingParams(FaithfulnessParams):
 
 
 @METRICS.register("pixel_flipping")
-class PixelFlipping(_QuantusFaithfulness):
+class PixelFlipping(_QuantusFaithfulness[PixelFlippingParams]):
     """Area under the probability curve while the most relevant pixels are deleted first."""
 
     quantus_class = "PixelFlipping"
@@ -517,8 +529,8 @@ class PixelFlipping(_QuantusFaithfulness):
         p = self.params
         hw = int(shape[2] * shape[3])
         return {
-            "features_in_step": divisor_near(hw, hw / p.steps),  # type: ignore[attr-defined]
-            "perturb_baseline": p.perturb_baseline,  # type: ignore[attr-defined]
+            "features_in_step": divisor_near(hw, hw / p.steps),
+            "perturb_baseline": p.perturb_baseline,
             "return_auc_per_sample": True,
             "normalise": True,
             "abs": False,
@@ -539,7 +551,7 @@ class RegionPerturbationParams(FaithfulnessParams):
 
 
 @METRICS.register("region_perturbation")
-class RegionPerturbation(_QuantusFaithfulness):
+class RegionPerturbation(_QuantusFaithfulness[RegionPerturbationParams]):
     """AOPC: the mean drop of the class probability as the most relevant patches are deleted.
 
     Quantus 0.6.0 marks RegionPerturbation's score direction "lower", but its output is the drop
@@ -556,13 +568,13 @@ class RegionPerturbation(_QuantusFaithfulness):
     def quantus_kwargs(self, shape: torch.Size) -> dict[str, Any]:
         p = self.params
         side = min(int(shape[2]), int(shape[3]))
-        patch = p.patch_size or max(2, round(side / 7))  # type: ignore[attr-defined]
+        patch = p.patch_size or max(2, round(side / 7))
         patches = math.ceil(int(shape[2]) / patch) * math.ceil(int(shape[3]) / patch)
         return {
             "patch_size": patch,
-            "regions_evaluation": min(p.regions, patches),  # type: ignore[attr-defined]
+            "regions_evaluation": min(p.regions, patches),
             "order": "morf",
-            "perturb_baseline": p.perturb_baseline,  # type: ignore[attr-defined]
+            "perturb_baseline": p.perturb_baseline,
             "normalise": True,
             "abs": False,
         }
@@ -580,7 +592,7 @@ class SelectivityParams(FaithfulnessParams):
 
 
 @METRICS.register("selectivity")
-class Selectivity(_QuantusFaithfulness):
+class Selectivity(_QuantusFaithfulness[SelectivityParams]):
     """Area under the probability curve as every patch is deleted, most relevant first."""
 
     quantus_class = "Selectivity"
@@ -593,8 +605,8 @@ class Selectivity(_QuantusFaithfulness):
         p = self.params
         side = min(int(shape[2]), int(shape[3]))
         return {
-            "patch_size": p.patch_size or max(1, math.ceil(side / 4)),  # type: ignore[attr-defined]
-            "perturb_baseline": p.perturb_baseline,  # type: ignore[attr-defined]
+            "patch_size": p.patch_size or max(1, math.ceil(side / 4)),
+            "perturb_baseline": p.perturb_baseline,
             "normalise": True,
             "abs": False,
         }
@@ -612,7 +624,7 @@ class MonotonicityCorrelationParams(FaithfulnessParams):
 
 
 @METRICS.register("monotonicity_correlation")
-class MonotonicityCorrelation(_QuantusFaithfulness):
+class MonotonicityCorrelation(_QuantusFaithfulness[MonotonicityCorrelationParams]):
     """Spearman correlation of group relevance with the output variance its perturbation causes."""
 
     quantus_class = "MonotonicityCorrelation"
@@ -625,9 +637,9 @@ class MonotonicityCorrelation(_QuantusFaithfulness):
         p = self.params
         hw = int(shape[2] * shape[3])
         return {
-            "features_in_step": divisor_near(hw, hw / p.steps),  # type: ignore[attr-defined]
-            "nr_samples": p.nr_samples,  # type: ignore[attr-defined]
-            "eps": p.eps,  # type: ignore[attr-defined]
+            "features_in_step": divisor_near(hw, hw / p.steps),
+            "nr_samples": p.nr_samples,
+            "eps": p.eps,
             "perturb_baseline": "uniform",
             "similarity_func": "spearman",
             "normalise": True,
@@ -649,7 +661,7 @@ class RoadParams(FaithfulnessParams):
 
 
 @METRICS.register("road")
-class Road(_Faithfulness):
+class Road(_Faithfulness[RoadParams]):
     """ROAD (MoRF): how often the prediction survives imputing the most relevant pixels."""
 
     higher_is_better = False
@@ -658,7 +670,7 @@ class Road(_Faithfulness):
     Params = RoadParams
 
     def scores(self, ctx: EvalContext, idx: Tensor, x: Tensor, y: Tensor, maps: Tensor) -> tuple[np.ndarray, dict]:
-        p: RoadParams = self.params  # type: ignore[assignment]
+        p = self.params
         results = road_scores(
             ctx.logits_model(), x, y, maps, p.percentages, noise=p.noise, batch_size=ctx.batch_size,
             device=ctx.device, seed=ctx.seed, progress=ctx.progress,
@@ -686,7 +698,7 @@ class IrofParams(FaithfulnessParams):
 
 
 @METRICS.register("irof")
-class Irof(_Faithfulness):
+class Irof(_Faithfulness[IrofParams]):
     """IROF: area over the class-probability curve as superpixels are removed, most relevant first.
 
     Segments come from SLICO (``slic_zero``) by default: with [0, 1] grey images SLIC's fixed
@@ -702,7 +714,7 @@ class Irof(_Faithfulness):
     Params = IrofParams
 
     def scores(self, ctx: EvalContext, idx: Tensor, x: Tensor, y: Tensor, maps: Tensor) -> tuple[np.ndarray, dict]:
-        p: IrofParams = self.params  # type: ignore[assignment]
+        p = self.params
         n = p.n
         images = ctx.explain_data().images[:n]
         # Segments depend on the images only: computed once per cell, shared by every explainer.
@@ -735,7 +747,7 @@ class AdIcParams(FaithfulnessParams):
     softmax: bool = Field(True, description="probabilities (the definition) or logits")
 
 
-class _AdIc(_Faithfulness):
+class _AdIc(_Faithfulness[AdIcParams]):
     """Average drop / increase in confidence on the image masked by the map's top pixels (TAME's protocol)."""
 
     Params = AdIcParams
@@ -745,7 +757,7 @@ class _AdIc(_Faithfulness):
     column: ClassVar[int]
 
     def scores(self, ctx: EvalContext, idx: Tensor, x: Tensor, y: Tensor, maps: Tensor) -> tuple[np.ndarray, dict]:
-        p: AdIcParams = self.params  # type: ignore[assignment]
+        p = self.params
 
         def compute() -> tuple[Tensor, Tensor]:
             original = originals(ctx, p.n, p.softmax)[idx]
@@ -822,7 +834,11 @@ def blurred(x: Tensor, sigma: float) -> Tensor:
     return flat.view(n, c, h, w)
 
 
-class _InsertionDeletion(_Faithfulness):
+#: The params of an insertion or deletion metric.
+ID = TypeVar("ID", bound=InsertionDeletionParams)
+
+
+class _InsertionDeletion(_Faithfulness[ID]):
     """RISE's causal metrics: the class score along a path that changes pixels most relevant first."""
 
     insertion: ClassVar[bool]
@@ -831,7 +847,7 @@ class _InsertionDeletion(_Faithfulness):
         raise NotImplementedError
 
     def scores(self, ctx: EvalContext, idx: Tensor, x: Tensor, y: Tensor, maps: Tensor) -> tuple[np.ndarray, dict]:
-        p: InsertionDeletionParams = self.params  # type: ignore[assignment]
+        p = self.params
         n, hw = p.n, maps.shape[1] * maps.shape[2]
         counts = [round(k * hw / p.steps) for k in range(p.steps + 1)]
         images, targets = ctx.explain_data().images[:n], ctx.explain_targets()[:n]
@@ -867,7 +883,7 @@ class _InsertionDeletion(_Faithfulness):
 
 
 @METRICS.register("insertion_auc")
-class InsertionAuc(_InsertionDeletion):
+class InsertionAuc(_InsertionDeletion[InsertionParams]):
     """RISE insertion: AUC of the class probability as the most relevant pixels are inserted into a blurred copy."""
 
     insertion = True
@@ -877,14 +893,14 @@ class InsertionAuc(_InsertionDeletion):
     Params = InsertionParams
 
     def canvas(self, images: Tensor) -> Tensor:
-        p: InsertionParams = self.params  # type: ignore[assignment]
+        p = self.params
         if p.baseline == "zero":
             return torch.zeros_like(images)
         return blurred(images, p.blur_sigma * min(images.shape[-2:]))
 
 
 @METRICS.register("deletion_auc")
-class DeletionAuc(_InsertionDeletion):
+class DeletionAuc(_InsertionDeletion[DeletionParams]):
     """RISE deletion: AUC of the class probability as the most relevant pixels are set to the baseline."""
 
     insertion = False
@@ -894,5 +910,5 @@ class DeletionAuc(_InsertionDeletion):
     Params = DeletionParams
 
     def canvas(self, images: Tensor) -> Tensor:
-        p: DeletionParams = self.params  # type: ignore[assignment]
+        p = self.params
         return torch.full_like(images, p.baseline)

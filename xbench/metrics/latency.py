@@ -181,11 +181,10 @@ def timing_setup(device: torch.device, images: int, warmup: int, spin_up_s: floa
 STATISTIC = "policy: Σ_e share_e × median ms of the images leaving at exit e; full network: median"
 
 
-class _Latency(Metric):
+class _Latency(Metric[LatencyParams]):
     category = "efficiency"
     measures_time = True
     Params = LatencyParams
-    params: LatencyParams
 
     def timings(self, ctx: EvalContext) -> dict[str, Any]:
         key = "latency:" + self.params.model_dump_json()

@@ -37,6 +37,7 @@ from torch import Tensor
 from xbench.explain.base import METHOD_DEFAULT
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
+from xbench.params import NoParams, P
 from xbench.registry import METRICS
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def top_k(fraction: float, size: tuple[int, int] | torch.Size) -> int:
 
 
 # -- the metrics --------------------------------------------------------------------------------------
-class _Localisation(Metric):
+class _Localisation(Metric[P]):
     """Scores ``ctx.explanations()`` against the masks; subclasses define :meth:`scores`."""
 
     category = "localization"
@@ -176,7 +177,7 @@ class _Localisation(Metric):
         return [MetricResult(float(values.mean()), n, params=params)]
 
 
-class _QuantusLocalisation(_Localisation):
+class _QuantusLocalisation(_Localisation[P]):
     """A Quantus 0.6.0 localisation metric on precomputed maps."""
 
     quantus_class: ClassVar[str]
@@ -202,7 +203,7 @@ class _QuantusLocalisation(_Localisation):
 
 
 @METRICS.register("pointing_game")
-class PointingGame(_QuantusLocalisation):
+class PointingGame(_QuantusLocalisation[NoParams]):
     """Fraction of images whose maximum lies on the object (Zhang et al., IJCV 2018)."""
 
     quantus_class = "PointingGame"
@@ -214,7 +215,7 @@ class PointingGame(_QuantusLocalisation):
 
 
 @METRICS.register("attribution_localisation")
-class AttributionLocalisation(_QuantusLocalisation):
+class AttributionLocalisation(_QuantusLocalisation[NoParams]):
     """Share of the map's mass inside the mask (Kohlbrenner et al., IJCNN 2020), unweighted."""
 
     quantus_class = "AttributionLocalisation"
@@ -234,7 +235,7 @@ class TopKParams(BaseModel):
 
 
 @METRICS.register("top_k_intersection")
-class TopKIntersection(_QuantusLocalisation):
+class TopKIntersection(_QuantusLocalisation[TopKParams]):
     """Fraction of the map's k highest pixels inside the mask (Theiner et al., 2021)."""
 
     quantus_class = "TopKIntersection"
@@ -243,7 +244,7 @@ class TopKIntersection(_QuantusLocalisation):
     Params = TopKParams
 
     def quantus_kwargs(self, maps: Tensor) -> dict[str, Any]:
-        k = top_k(self.params.k_fraction, maps.shape[-2:])  # type: ignore[attr-defined]
+        k = top_k(self.params.k_fraction, maps.shape[-2:])
         # Quantus asserts k < H·W.
         return {
             **super().quantus_kwargs(maps),
@@ -253,7 +254,7 @@ class TopKIntersection(_QuantusLocalisation):
 
 
 @METRICS.register("relevance_rank_accuracy")
-class RelevanceRankAccuracy(_QuantusLocalisation):
+class RelevanceRankAccuracy(_QuantusLocalisation[NoParams]):
     """Fraction of the |S| highest pixels inside the mask S (Arras et al., 2022)."""
 
     quantus_class = "RelevanceRankAccuracy"
@@ -262,7 +263,7 @@ class RelevanceRankAccuracy(_QuantusLocalisation):
 
 
 @METRICS.register("relevance_mass_accuracy")
-class RelevanceMassAccuracy(_QuantusLocalisation):
+class RelevanceMassAccuracy(_QuantusLocalisation[NoParams]):
     """Share of the map's mass inside the mask (Arras et al., 2022)."""
 
     quantus_class = "RelevanceMassAccuracy"
@@ -271,7 +272,7 @@ class RelevanceMassAccuracy(_QuantusLocalisation):
 
 
 @METRICS.register("localisation_auc")
-class LocalisationAUC(_QuantusLocalisation):
+class LocalisationAUC(_QuantusLocalisation[NoParams]):
     """Area under the ROC curve of the map as a pixel classifier of the mask (Fawcett, 2006)."""
 
     quantus_class = "AUC"
@@ -295,7 +296,7 @@ class TopQParams(BaseModel):
 
 
 @METRICS.register("top_q_iou")
-class TopQIoU(_Localisation):
+class TopQIoU(_Localisation[TopQParams]):
     """IoU of the map's top-q region with the mask; xbench's own (Quantus has no IoU metric)."""
 
     label = "Top-q IoU"
@@ -305,12 +306,12 @@ class TopQIoU(_Localisation):
     def record(self, maps: Tensor) -> dict[str, Any]:
         return {
             "implementation": "xbench",
-            "k": top_k(self.params.q, maps.shape[-2:]),  # type: ignore[attr-defined]
+            "k": top_k(self.params.q, maps.shape[-2:]),
             "tie_break": "seeded permutation (seed 0)",
         }
 
     def scores(self, maps: Tensor, masks: Tensor) -> np.ndarray:
-        return top_q_iou(maps, masks, self.params.q).numpy()  # type: ignore[attr-defined]
+        return top_q_iou(maps, masks, self.params.q).numpy()
 
 
 #: every localisation metric by name (tests and docs)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -176,13 +176,17 @@ def _curve(ctx: EvalContext, p: RandomisationParams) -> RandomisationCurve | Non
 
 
 # -- the metrics ---------------------------------------------------------------------------------------------
-class _Randomisation(Metric):
+#: The params of a randomisation metric.
+R = TypeVar("R", bound=RandomisationParams)
+
+
+class _Randomisation(Metric[R]):
     category = "sanity"
     uses_explanations = True
     Params = RandomisationParams
 
     def curve(self, ctx: EvalContext) -> RandomisationCurve | None:
-        return randomisation_curve(explained(ctx), self.params)  # type: ignore[arg-type]
+        return randomisation_curve(explained(ctx), self.params)
 
     def base_params(self, curve: RandomisationCurve) -> dict[str, Any]:
         return {
@@ -194,7 +198,7 @@ class _Randomisation(Metric):
 
 
 @METRICS.register("parameter_randomisation")
-class ParameterRandomisation(_Randomisation):
+class ParameterRandomisation(_Randomisation[RandomisationParams]):
     """Similarity of the maps of the fully randomised model to the original maps (Adebayo et al., 2018)."""
 
     higher_is_better = False
@@ -213,7 +217,7 @@ class ParameterRandomisation(_Randomisation):
 
 
 @METRICS.register("randomisation_check")
-class RandomisationCheck(_Randomisation):
+class RandomisationCheck(_Randomisation[CheckParams]):
     """1 when the maps of the fully randomised model differ enough from the originals, else 0."""
 
     higher_is_better = True
@@ -226,5 +230,5 @@ class RandomisationCheck(_Randomisation):
         curve = self.curve(ctx)
         if curve is None:
             return []
-        passed = curve.final < self.params.threshold  # type: ignore[attr-defined]
+        passed = curve.final < self.params.threshold
         return [MetricResult(float(passed), curve.n, params={**self.base_params(curve), "final": curve.final})]
