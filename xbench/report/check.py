@@ -4,7 +4,7 @@ A *baseline* is a JSON file (``results/baselines/NAME.json``) that holds, for
 every row of a run, the seed-aggregated value of one (dataset, method,
 explainer, metric, exit): ``mean``, ``ci`` (95% Student-t half-width, ``null``
 with one seed) and ``n_seeds``, aggregated exactly as the leaderboards do
-(:func:`xbench.report.tables.leaderboard_frame`). :func:`make_baseline` builds
+(:func:`xbench.report.stats.statistics`). :func:`make_baseline` builds
 one from records, :func:`compare` checks records against one and
 :func:`to_markdown` renders the outcome.
 
@@ -74,7 +74,7 @@ import pandas as pd
 from xbench.errors import ConfigError, DataError
 from xbench.fileio import atomic_write_text
 from xbench.report.records import DISPLAY_DEFAULTS, Record
-from xbench.report.tables import leaderboard_frame
+from xbench.report.stats import arrow, as_statistics
 
 FORMAT = "xbench-baseline"
 VERSION = 1
@@ -250,35 +250,22 @@ def _float(value: Any) -> float | None:
 def aggregate(records: Iterable[Record]) -> dict[RowKey, Aggregate]:
     """Aggregate records over seeds per (dataset, method, explainer, metric, exit), in order of appearance.
 
-    Uses :func:`~xbench.report.tables.leaderboard_frame`, so the statistics,
-    the duplicate rule (the last record of a seed wins) and the refusal to mix
-    settings are those of the leaderboards.
+    The cells of :func:`~xbench.report.stats.statistics` (without the ground-truth-mask dagger,
+    so rows keep their names), so the statistics, the duplicate rule (the last record of a seed
+    wins) and the refusal to mix settings are those of the leaderboards.
     """
-    records = list(records)
-    tokens: dict[tuple[str, str | None], str] = {}
-    renamed = []
-    first: dict[RowKey, Record] = {}
-    for r in records:
-        # One leaderboard row per (method, explainer), named by a token so that the table code's
-        # explainer suffix and ground-truth-mask dagger do not change the names.
-        token = tokens.setdefault((r.method, r.explainer), f"row{len(tokens)}")
-        config = {k: v for k, v in r.config.items() if k != "uses_masks"}
-        renamed.append(r.model_copy(update={"method": token, "explainer": None, "config": config}))
-        first.setdefault((r.dataset, r.method, r.explainer, r.metric, r.exit), r)
-    frames = leaderboard_frame(renamed)
+    stats = as_statistics(records, mark_masks=False)
     out = {}
-    for key, r in first.items():
-        dataset, method, explainer, metric, exit = key
-        stats = frames[dataset].loc[tokens[(method, explainer)]]
-        column = metric if exit is None else f"{metric}@exit{exit}"
-        n_seeds = int(stats[(column, "n_seeds")])
-        out[key] = Aggregate(
-            mean=_float(stats[(column, "mean")]) if n_seeds else None,
-            ci=_float(stats[(column, "ci")]) if n_seeds else None,
+    for cell in stats.cells.itertuples(index=False):
+        r = stats.records[int(cell.first)]
+        n_seeds = int(cell.n_seeds)
+        out[(r.dataset, r.method, r.explainer, r.metric, r.exit)] = Aggregate(
+            mean=_float(cell.mean) if n_seeds else None,
+            ci=_float(cell.ci) if n_seeds else None,
             n_seeds=n_seeds,
-            n_failed=int(stats[(column, "n_failed")]),
+            n_failed=int(cell.n_failed),
             higher_is_better=r.higher_is_better,
-            display=_display(r.display, metric),
+            display=_display(r.display, r.metric),
             setup=r.setup,
         )
     return out
@@ -728,8 +715,7 @@ def _cell(text: str) -> str:
 
 
 def _metric_cell(row: Comparison) -> str:
-    arrow = {True: " ↑", False: " ↓", None: ""}[row.higher_is_better]
-    return f"{row.metric}{f' @exit {row.exit}' if row.exit is not None else ''}{arrow}"
+    return f"{row.metric}{f' @exit {row.exit}' if row.exit is not None else ''}{arrow(row.higher_is_better)}"
 
 
 def verdict(result: CheckResult) -> str:

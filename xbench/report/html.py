@@ -25,6 +25,7 @@ from PIL import Image
 from xbench.errors import DataError
 from xbench.fileio import atomic_write_text
 from xbench.report.records import Record
+from xbench.report.stats import as_statistics
 from xbench.report.tables import to_markdown
 
 _CSS = """
@@ -203,16 +204,19 @@ def _figure_html(path: Path) -> str:
 
 
 def render_html(records: Iterable[Record], plots: Iterable[str | Path], title: str) -> str:
-    """The report as one HTML string; see the module docstring for what it contains."""
-    records = list(records)
+    """The report as one HTML string; see the module docstring for what it contains.
+
+    ``records`` may be their :func:`~xbench.report.stats.statistics`, which the leaderboards then reuse.
+    """
+    stats = as_statistics(records)
     pngs = _pngs(plots)
     saliency = [p for p in pngs if p.stem.startswith("saliency_")]
     energy = [p for p in pngs if p.stem.startswith("branch_energy_")]
     others = [p for p in pngs if p not in saliency and p not in energy]
     sections = [
         f"<h1>{html.escape(title)}</h1>",
-        f'<section id="summary"><h2>Run summary</h2>{_summary_html(records)}</section>',
-        '<section id="leaderboard"><h2>Leaderboards</h2>' + markdown_to_html(to_markdown(records)) + "</section>",
+        f'<section id="summary"><h2>Run summary</h2>{_summary_html(stats.records)}</section>',
+        '<section id="leaderboard"><h2>Leaderboards</h2>' + markdown_to_html(to_markdown(stats)) + "</section>",
     ]
     if others:
         sections.append('<section id="plots"><h2>Plots</h2>' + "".join(_figure_html(p) for p in others) + "</section>")

@@ -8,6 +8,7 @@ from pathlib import Path
 from xbench.report.html import write_html
 from xbench.report.plots import write_plots
 from xbench.report.records import Record
+from xbench.report.stats import statistics
 from xbench.report.tables import write_leaderboard
 
 
@@ -23,9 +24,9 @@ def write_report(
         saliency: a folder of ``<dataset>.npz`` saliency samples (see
             :func:`xbench.report.plots.write_saliency`), or None.
     """
-    records = list(records)
+    stats = statistics(records)  # aggregated once, rendered by the tables, the plots and the HTML
     out_dir = Path(out_dir)
-    tables = write_leaderboard(records, out_dir)
-    plots = write_plots(records, out_dir, saliency if saliency is not None and saliency.exists() else None)
-    html = write_html(records, out_dir, [p for p in plots if p.suffix == ".png"], title)
+    tables = write_leaderboard(stats, out_dir)
+    plots = write_plots(stats, out_dir, saliency if saliency is not None and saliency.exists() else None)
+    html = write_html(stats, out_dir, [p for p in plots if p.suffix == ".png"], title)
     return [*tables, *plots, html]

@@ -45,9 +45,11 @@ Saliency file format (``RUN_DIR/saliency/<dataset>.npz``), written by
 * ``maps/<method>/<explainer>``: float32 (N, H, W) in [0, 1], one array per map set,
   in the order given. The method label may contain ``/``, the explainer label not.
 
-Values shown are means of successful records; duplicates of one (dataset, method,
-explainer, seed, metric, exit) keep the last record, as in the leaderboard. Methods
-trained with ground-truth masks (``config["uses_masks"]``) carry a dagger, as in the tables.
+Values shown are the cells of :func:`xbench.report.stats.statistics`, as in the
+leaderboard: means and CIs of the successful seeds, the last record of a duplicated
+measurement winning, rows and metrics in the tables' order, methods trained with
+ground-truth masks (``config["uses_masks"]``) marked with a dagger. Every function that
+takes records also takes their :class:`~xbench.report.stats.Statistics`.
 """
 
 from __future__ import annotations
@@ -77,69 +79,38 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from scipy import stats as scipy_stats
 
 from xbench.errors import DataError
 from xbench.fileio import atomic_write
-from xbench.report.records import Record, records_to_frame
+from xbench.report.records import Record
+from xbench.report.stats import CATEGORY_ORDER, Statistics, as_statistics, category_order, column_title
+from xbench.report.stats import mean_ci as mean_ci  # re-exported: the mean and CI of the tables
 
 #: Categories with a bar chart, in this order; categories not listed follow in order of appearance.
-CATEGORIES = ("accuracy", "efficiency", "localization", "faithfulness", "consistency", "sanity")
-#: Suffix of rows trained with ground-truth masks (same mark as the leaderboard).
-MASK_MARK = " †"
+CATEGORIES = CATEGORY_ORDER
 DEFAULT_DPI = 150
 MAX_SALIENCY_IMAGES = 8
-_DUPLICATE_KEY = ["dataset", "method", "explainer", "seed", "metric", "exit"]
 _FORMATS = ("png", "pdf")
 
 
 # ----------------------------------------------------------------------------- records
 
 
-def _frame(records: Iterable[Record]) -> pd.DataFrame:
-    """Successful records as a frame, masks-trained rows marked, duplicates resolved (last wins)."""
-    frame = records_to_frame(records)
-    masks = frame["config"].map(lambda c: bool(isinstance(c, dict) and c.get("uses_masks")))
-    frame.loc[masks, "method"] = frame.loc[masks, "method"] + MASK_MARK
-    # A re-run replaces the earlier row, failed or not; only then drop failures.
-    frame = frame.drop_duplicates(_DUPLICATE_KEY, keep="last")
-    return frame[frame["status"].eq("ok")].reset_index(drop=True)
+def _shown(stats: Statistics, dataset: str) -> pd.DataFrame:
+    """The cells of ``dataset`` with a successful seed (a plot shows nothing of a failure)."""
+    cells = stats.shown
+    return cells[cells["dataset"] == dataset]
 
 
-def mean_ci(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """Mean and 95% CI half-width (Student's t) of ``values``; the half-width is NaN below two values."""
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        return math.nan, math.nan
-    if x.size < 2:
-        return float(x.mean()), math.nan
-    t = float(scipy_stats.t.ppf(0.975, x.size - 1))
-    return float(x.mean()), t * float(x.std(ddof=1)) / math.sqrt(x.size)
-
-
-def _display(frame: pd.DataFrame, metric: str) -> tuple[str, str, float]:
-    """``(label, unit, scale)`` of the first record of ``metric`` in ``frame``."""
-    row = frame[frame["metric"] == metric].iloc[0]
-    return str(row["display_label"]), str(row["display_unit"]), float(row["display_scale"])
-
-
-def _axis_label(label: str, unit: str) -> str:
-    return f"{label} [{unit}]" if unit else label
-
-
-def _direction(value: Any) -> str:
-    if value is None or pd.isna(value):
-        return ""
-    return " ↑" if bool(value) else " ↓"
+def _display(cells: pd.DataFrame, metric: str) -> tuple[str, str, float]:
+    """``(label, unit, scale)`` of the first cell of ``metric`` in ``cells``."""
+    cell = cells[cells["metric"] == metric].iloc[0]
+    return str(cell["label"]), str(cell["unit"]), float(cell["scale"])
 
 
 def _overall(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the final output (no exit) that are not explanation metrics."""
+    """Rows (cells or measurements) of the final output (no exit) that are not explanation metrics."""
     return frame[frame["exit"].isna() & frame["explainer"].isna()]
-
-
-def _datasets(frame: pd.DataFrame) -> list[str]:
-    return [str(d) for d in frame["dataset"].unique()]
 
 
 # ----------------------------------------------------------------------------- saving
@@ -346,18 +317,17 @@ def figure_accuracy_vs_macs(records: Iterable[Record], dataset: str) -> Figure |
 
     None when no method of ``dataset`` has paired ``policy_top1`` / ``expected_flops`` records.
     """
-    return _accuracy_vs_macs(_frame(records), dataset)
+    return _accuracy_vs_macs(as_statistics(records), dataset)
 
 
-def _accuracy_vs_macs(frame: pd.DataFrame, dataset: str) -> Figure | None:
-    frame = _overall(frame)
-    frame = frame[frame["dataset"] == dataset]
-    points = _tradeoffs(frame)
+def _accuracy_vs_macs(stats: Statistics, dataset: str) -> Figure | None:
+    frame = _overall(stats.ok)
+    points = _tradeoffs(frame[frame["dataset"] == dataset])
     if not any(p.policy for p in points):
         return None
-    policy_rows = frame[frame["metric"].isin(["policy_top1", "expected_flops"])]
-    x_label, x_unit, x_scale = _display(policy_rows, "expected_flops")
-    y_label, y_unit, y_scale = _display(policy_rows, "policy_top1")
+    cells = _overall(_shown(stats, dataset))
+    x_label, x_unit, x_scale = _display(cells, "expected_flops")
+    y_label, y_unit, y_scale = _display(cells, "policy_top1")
 
     fig = _new_figure(6.0, 4.2)
     ax = fig.add_subplot()
@@ -400,8 +370,8 @@ def _accuracy_vs_macs(frame: pd.DataFrame, dataset: str) -> Figure | None:
     costs = np.asarray(all_cost) * x_scale
     if costs.min() > 0 and costs.max() / costs.min() > 20:
         ax.set_xscale("log")
-    ax.set_xlabel(_axis_label(x_label, x_unit) + " (lower is better)")
-    ax.set_ylabel(_axis_label(y_label, y_unit) + " (higher is better)")
+    ax.set_xlabel(column_title(x_label, x_unit) + " (lower is better)")
+    ax.set_ylabel(column_title(y_label, y_unit) + " (higher is better)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
     _suptitle(fig, f"{dataset}: {y_label} vs {x_label} (curves over exit thresholds, mean ± 95% CI over seeds)")
@@ -413,26 +383,24 @@ def _accuracy_vs_macs(frame: pd.DataFrame, dataset: str) -> Figure | None:
 
 def figure_accuracy_per_exit(records: Iterable[Record], dataset: str, metric: str = "top1") -> Figure | None:
     """``metric`` at each early exit on ``dataset``, one line per method (mean ± 95% CI over seeds)."""
-    return _accuracy_per_exit(_frame(records), dataset, metric)
+    return _accuracy_per_exit(as_statistics(records), dataset, metric)
 
 
-def _accuracy_per_exit(frame: pd.DataFrame, dataset: str, metric: str = "top1") -> Figure | None:
-    frame = frame[
-        (frame["dataset"] == dataset) & (frame["metric"] == metric) & frame["exit"].notna() & frame["explainer"].isna()
-    ]
-    if frame.empty:
+def _accuracy_per_exit(stats: Statistics, dataset: str, metric: str = "top1") -> Figure | None:
+    cells = _shown(stats, dataset)
+    cells = cells[(cells["metric"] == metric) & cells["exit"].notna() & ~cells["explained"]]
+    if cells.empty:
         return None
-    label, unit, scale = _display(frame, metric)
+    label, unit, scale = _display(cells, metric)
     fig = _new_figure(5.5, 3.8)
     ax = fig.add_subplot()
-    methods = [str(m) for m in frame["method"].unique()]
+    methods = [str(m) for m in cells["method"].unique()]
     colors = _colors(methods)
     for method in methods:
-        rows = frame[frame["method"] == method]
-        exits = sorted(int(e) for e in rows["exit"].unique())
-        stats = [mean_ci(rows.loc[rows["exit"] == e, "value"]) for e in exits]
-        means = np.array([s[0] for s in stats]) * scale
-        cis = np.array([s[1] for s in stats]) * scale
+        rows = cells[cells["method"] == method].sort_values("exit", kind="stable")
+        exits = [int(e) for e in rows["exit"]]
+        means = rows["mean"].to_numpy(dtype="float64") * scale
+        cis = rows["ci"].to_numpy(dtype="float64") * scale
         ax.errorbar(
             exits,
             means,
@@ -444,7 +412,7 @@ def _accuracy_per_exit(frame: pd.DataFrame, dataset: str, metric: str = "top1") 
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("exit")
-    ax.set_ylabel(_axis_label(label, unit) + " (higher is better)")
+    ax.set_ylabel(column_title(label, unit) + " (higher is better)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     _suptitle(fig, f"{dataset}: {label} at each exit (mean ± 95% CI over seeds)")
@@ -454,31 +422,24 @@ def _accuracy_per_exit(frame: pd.DataFrame, dataset: str, metric: str = "top1") 
 # ----------------------------------------------------------------------------- category bars
 
 
-def _categories(frame: pd.DataFrame) -> list[str]:
-    present = [str(c) for c in frame["category"].unique()]
-    return [c for c in CATEGORIES if c in present] + [c for c in present if c not in CATEGORIES]
-
-
 def figure_category(records: Iterable[Record], dataset: str, category: str) -> Figure | None:
     """Bar chart of the ``category`` metrics on ``dataset``: a facet per metric, a bar per row.
 
     Rows are methods, or ``method (explainer)`` for explanation metrics; bars are means
     in display units with 95% CI error bars over seeds. Per-exit values are left out.
     """
-    return _category(_frame(records), dataset, category)
+    return _category(as_statistics(records), dataset, category)
 
 
-def _category(frame: pd.DataFrame, dataset: str, category: str) -> Figure | None:
-    frame = frame[(frame["dataset"] == dataset) & (frame["category"] == category) & frame["exit"].isna()].copy()
-    if frame.empty:
+def _category(stats: Statistics, dataset: str, category: str) -> Figure | None:
+    cells = _shown(stats, dataset)
+    cells = cells[(cells["category"] == category) & cells["exit"].isna()]
+    if cells.empty:
         return None
-    frame["row"] = frame["method"].where(
-        frame["explainer"].isna(), frame["method"] + " (" + frame["explainer"].fillna("") + ")"
-    )
-    by_metric = {str(m): rows for m, rows in frame.groupby("metric", sort=False)}
+    by_metric = {str(m): rows for m, rows in cells.groupby("metric", sort=False)}
     metrics = list(by_metric)
-    rows_all = [str(r) for r in frame["row"].unique()]
-    names_of = {m: [str(r) for r in rows["row"].unique()] for m, rows in by_metric.items()}
+    rows_all = [str(r) for r in cells["row"].unique()]
+    names_of = {m: [str(r) for r in rows["row"]] for m, rows in by_metric.items()}
     # When every facet has the same rows in the same order, the bars of a line of facets line
     # up, so the row names are written once, left of each line, and the facets can be narrower.
     shared = len({tuple(names) for names in names_of.values()}) == 1
@@ -498,10 +459,8 @@ def _category(frame: pd.DataFrame, dataset: str, category: str) -> Figure | None
         rows = by_metric[metric]
         scale = _display(rows, metric)[2]
         names = names_of[metric]
-        values = dict(iter(rows.groupby("row", sort=False)["value"]))
-        stats = [mean_ci(values[r]) for r in names]
-        means = np.array([s[0] for s in stats]) * scale
-        cis = np.array([s[1] for s in stats]) * scale
+        means = rows["mean"].to_numpy(dtype="float64") * scale
+        cis = rows["ci"].to_numpy(dtype="float64") * scale
         _bars(ax, names, means, cis, [colors[n] for n in names], named=named[i])
         ax.set_title(titles[metric], fontsize="medium", y=1.0)
     return fig
@@ -509,7 +468,7 @@ def _category(frame: pd.DataFrame, dataset: str, category: str) -> Figure | None
 
 def _facet_title(rows: pd.DataFrame, metric: str) -> str:
     label, unit, _ = _display(rows, metric)
-    return _axis_label(label, unit) + _direction(rows["higher_is_better"].iloc[0])
+    return column_title(label, unit, higher_is_better=rows["higher_is_better"].iloc[0])
 
 
 @functools.cache
@@ -683,9 +642,10 @@ def _energy_maps(rows: pd.DataFrame) -> _EnergyMaps | None:
     return _EnergyMaps(classes, names, energy, codewords, shares, len(same))
 
 
-def _energy_rows(frame: pd.DataFrame, dataset: str) -> list[str]:
-    rows = frame[(frame["dataset"] == dataset) & (frame["metric"] == BRANCH_ENERGY) & frame["exit"].isna()]
-    return [str(m) for m in rows["method"].unique()]
+def _energy_rows(stats: Statistics, dataset: str) -> list[str]:
+    cells = _shown(stats, dataset)
+    cells = cells[(cells["metric"] == BRANCH_ENERGY) & cells["exit"].isna()]
+    return [str(m) for m in cells["method"].unique()]
 
 
 def figure_branch_energy(records: Iterable[Record], dataset: str, method: str) -> Figure | None:
@@ -695,7 +655,7 @@ def figure_branch_energy(records: Iterable[Record], dataset: str, method: str) -
     branch (rows sum to 1; mean over seeds); the branches of the class's codeword are outlined.
     None without ``branch_energy`` records carrying matrices.
     """
-    return _branch_energy(_frame(records), dataset, method)
+    return _branch_energy(as_statistics(records), dataset, method)
 
 
 def _heatmap(ax: Axes, matrix: np.ndarray, vmax: float, square: bool) -> None:
@@ -709,7 +669,8 @@ def _heatmap(ax: Axes, matrix: np.ndarray, vmax: float, square: bool) -> None:
         ax.spines[side].set_visible(False)
 
 
-def _branch_energy(frame: pd.DataFrame, dataset: str, method: str) -> Figure | None:
+def _branch_energy(stats: Statistics, dataset: str, method: str) -> Figure | None:
+    frame = stats.ok
     rows = frame[
         (frame["dataset"] == dataset)
         & (frame["method"] == method)
@@ -1035,18 +996,18 @@ def write_plots(
         The written paths, a PNG followed by its PDF, in the order of the module docstring.
     """
     plots_dir = Path(out_dir) / "plots"
-    frame = _frame(records)
+    stats = as_statistics(records)
     # Each figure is built just before it is saved and dropped after, so only one is alive at a time.
     figures: list[tuple[str, Callable[[], Figure | None]]] = []
-    for dataset in _datasets(frame):
-        figures.append((f"accuracy_vs_macs_{dataset}", functools.partial(_accuracy_vs_macs, frame, dataset)))
-        figures.append((f"accuracy_per_exit_{dataset}", functools.partial(_accuracy_per_exit, frame, dataset)))
-        overall = frame[(frame["dataset"] == dataset) & frame["exit"].isna()]
-        for category in _categories(overall):
-            figures.append((f"{category}_{dataset}", functools.partial(_category, frame, dataset, category)))
-        for method in _energy_rows(frame, dataset):
+    for dataset in [str(d) for d in stats.shown["dataset"].unique()]:
+        figures.append((f"accuracy_vs_macs_{dataset}", functools.partial(_accuracy_vs_macs, stats, dataset)))
+        figures.append((f"accuracy_per_exit_{dataset}", functools.partial(_accuracy_per_exit, stats, dataset)))
+        overall = _shown(stats, dataset)
+        for category in category_order(overall.loc[overall["exit"].isna(), "category"]):
+            figures.append((f"{category}_{dataset}", functools.partial(_category, stats, dataset, category)))
+        for method in _energy_rows(stats, dataset):
             stem = f"{BRANCH_ENERGY}_{dataset}_{method}"
-            figures.append((stem, functools.partial(_branch_energy, frame, dataset, method)))
+            figures.append((stem, functools.partial(_branch_energy, stats, dataset, method)))
     for path in _saliency_files(saliency):  # read up front: a bad file fails before any plot is written
         grid = functools.partial(figure_saliency_grid, read_saliency(path), path.stem)
         figures.append((f"saliency_{path.stem}", grid))

@@ -19,7 +19,7 @@ Rules a record keeps:
 When records of several runs are merged and the same (dataset, method, seed,
 metric, exit) appears twice, the leaderboard keeps the last row, so a re-run of a
 failed cell replaces it. Rows whose ``setup`` differs are never merged: see
-:func:`xbench.report.tables.leaderboard_frame`.
+:func:`xbench.report.stats.statistics`, which every table and plot is rendered from.
 """
 
 from __future__ import annotations

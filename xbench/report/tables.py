@@ -16,7 +16,9 @@ or ``metric@exit{k}`` for a value measured at early exit ``k``. Its header is
 
 Cells. Each cell aggregates the seeds of one (row, column): the mean and, from two
 seeds on, ± the half-width of the 95% confidence interval of the mean with Student's t,
-``t.ppf(0.975, n - 1) * std(ddof=1) / sqrt(n)``. Values are shown as
+``t.ppf(0.975, n - 1) * std(ddof=1) / sqrt(n)``, as :mod:`xbench.report.stats` computes
+them for the tables, the plots and the regression check alike (every function here that
+takes records also takes their :class:`~xbench.report.stats.Statistics`). Values are shown as
 ``value * display.scale`` with ``display.decimals`` decimals. A zero-width interval
 (a count no seed changes) is not shown. The number of seeds is stated in the caption.
 
@@ -66,20 +68,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
-from xbench.errors import DataError
 from xbench.fileio import atomic_write_text
 from xbench.report import significance as sig
-from xbench.report.records import Record, records_to_frame
+from xbench.report.records import Record
+from xbench.report.stats import (
+    MASK_MARK,
+    STATS,
+    Statistics,
+    as_statistics,
+    category_order,
+    column_title,
+    direction_of,
+)
 
-STATS = ("mean", "ci", "n_seeds", "n_failed")
-MASK_MARK = " †"  # appended to rows whose training used ground-truth masks
 EXPLANATIONS = " · explanations"  # suffix of the section name of explanation metrics
-#: Order of metric groups; categories not listed follow in order of appearance.
-CATEGORY_ORDER = ("accuracy", "efficiency", "localization", "faithfulness", "consistency", "sanity")
-# Identifies one measurement; later duplicates replace earlier ones.
-_RECORD_KEY = ["dataset", "row", "seed", "key"]
 
 
 @dataclass(frozen=True)
@@ -136,107 +139,54 @@ class _Table:
     def groups(self) -> list[tuple[str, list[str]]]:
         """(category, column keys) in category order, keys in column order."""
         categories = self.columns["category"]
-        return [(c, list(categories.index[categories == c])) for c in _category_order(categories)]
+        return [(c, list(categories.index[categories == c])) for c in category_order(categories)]
 
 
-def _category_order(categories: Iterable[str]) -> list[str]:
-    seen = list(dict.fromkeys(categories))
-    return [c for c in CATEGORY_ORDER if c in seen] + [c for c in seen if c not in CATEGORY_ORDER]
-
-
-def _column_keys(frame: pd.DataFrame) -> pd.Series:
-    return frame["metric"] + ("@exit" + frame["exit"].astype("string")).fillna("")
-
-
-def _stats(frame: pd.DataFrame, rows: list[str], keys: list[str]) -> pd.DataFrame:
-    failed = frame["status"].eq("failed")
-    grouped = frame.assign(failed=failed).groupby(["row", "key"], sort=False)
-    # Failed records have value NaN, so mean/std/count see the successful seeds only.
-    agg = grouped.agg(
-        mean=("value", "mean"), std=("value", "std"), n_seeds=("value", "count"), n_failed=("failed", "sum")
-    )
-    n = agg["n_seeds"].to_numpy()
-    t = scipy_stats.t.ppf(0.975, np.maximum(n - 1, 1))
-    agg["ci"] = np.where(n >= 2, t * agg["std"].to_numpy() / np.sqrt(n), np.nan)
-    wide = agg[list(STATS)].unstack("key").swaplevel(axis=1)
-    full = pd.MultiIndex.from_product([keys, STATS], names=["key", "stat"])
-    wide = wide.reindex(index=pd.Index(rows, name="method"), columns=full)
-    counts = [c for c in full if c[1] in ("n_seeds", "n_failed")]
-    wide[counts] = wide[counts].fillna(0).astype("int64")
-    return wide
-
-
-def _table(dataset: str, frame: pd.DataFrame, explained: bool) -> _Table:
-    rows = list(frame["row"].unique())
+def _table(dataset: str, explained: bool, stats: Statistics) -> _Table:
+    cells = stats.cells[(stats.cells["dataset"] == dataset) & (stats.cells["explained"] == explained)]
+    rows = list(cells["row"].unique())
     # Metrics in the order of the row that reports the most of them (a baseline skips the
     # early-exit metrics, which would otherwise trail behind everything), then by first
     # appearance; a metric's per-exit columns follow its overall one; then grouped by category.
-    per_row = [list(g["metric"].unique()) for _, g in frame.groupby("row", sort=False)]
+    per_row = [list(g["metric"].unique()) for _, g in cells.groupby("row", sort=False)]
     reference = max(per_row, key=len)
-    rest = [m for m in frame["metric"].unique() if m not in reference]
+    rest = [m for m in cells["metric"].unique() if m not in reference]
     metric_order = {m: i for i, m in enumerate([*reference, *rest])}
-    firsts = frame.drop_duplicates("key")
-    category_rank = {c: i for i, c in enumerate(_category_order(firsts["category"]))}
+    firsts = cells.drop_duplicates("key")  # cells are in order of their first record
+    category_rank = {c: i for i, c in enumerate(category_order(firsts["category"]))}
     order = firsts.assign(
         _category=firsts["category"].map(category_rank),
         _metric=firsts["metric"].map(metric_order),
         _exit=firsts["exit"].fillna(-1),
     )
     keys = list(order.sort_values(["_category", "_metric", "_exit"], kind="stable")["key"])
-    meta = [
-        "metric",
-        "exit",
-        "category",
-        "display_label",
-        "display_unit",
-        "display_scale",
-        "display_decimals",
-        "higher_is_better",
-    ]
+    meta = ["metric", "exit", "category", "label", "unit", "scale", "decimals", "higher_is_better"]
     columns = firsts.set_index("key")[meta].reindex(keys)
-    latest = frame.drop_duplicates(_RECORD_KEY, keep="last")
-    ok = latest[latest["status"].eq("ok")]
+    wide = cells.set_index(["row", "key"])[list(STATS)].unstack("key").swaplevel(axis=1)
+    full = pd.MultiIndex.from_product([keys, STATS], names=["key", "stat"])
+    wide = wide.reindex(index=pd.Index(rows, name="method"), columns=full)
+    counts = [c for c in full if c[1] in ("n_seeds", "n_failed")]
+    wide[counts] = wide[counts].fillna(0).astype("int64")
+    values = stats.ok
+    ok = values[(values["dataset"] == dataset) & (values["explained"] == explained)]
     seeds = {
         key: group.pivot(index="row", columns="seed", values="value").reindex(rows).astype("float64")
         for key, group in ok.groupby("key", sort=False)
     }
     for key in keys:  # a column with failures only still gets an (empty) frame
         seeds.setdefault(key, pd.DataFrame(index=pd.Index(rows), dtype="float64"))
-    row_meta = frame.drop_duplicates("row").set_index("row")[["method", "explainer"]].reindex(rows)
-    return _Table(dataset, explained, _stats(latest, rows, keys), columns, seeds, row_meta)
-
-
-def _check_setups(frame: pd.DataFrame) -> None:
-    """Refuse to average seeds trained or measured with different settings into one row."""
-    if "setup" not in frame:
-        return
-    setups = frame.dropna(subset=["setup"]).groupby(["dataset", "method"], sort=False)["setup"].unique()
-    for (dataset, method), values in setups.items():
-        if len(values) > 1:
-            raise DataError(
-                f"records of method {method!r} on {dataset!r} come from different settings "
-                f"(setups {', '.join(sorted(values))}); report those runs separately or give the rows distinct labels"
-            )
+    row_meta = cells.drop_duplicates("row").set_index("row")[["method", "explainer"]].reindex(rows)
+    return _Table(dataset, explained, wide, columns, seeds, row_meta)
 
 
 def _tables(records: Iterable[Record]) -> list[_Table]:
-    frame = records_to_frame(records)
-    _check_setups(frame)
-    frame["key"] = _column_keys(frame)
-    # Rows trained with ground-truth masks (weak supervision) carry a dagger; the caption says so.
-    masks = frame["config"].map(lambda c: bool(isinstance(c, dict) and c.get("uses_masks")))
-    frame.loc[masks, "method"] = frame.loc[masks, "method"] + MASK_MARK
-    explained = frame["explainer"].notna()
-    # Explanation metrics get their own section: one row per (method, explainer), so a
-    # method's native maps, Grad-CAM and the random chance level read side by side.
-    frame["row"] = frame["method"].where(~explained, frame["method"] + " (" + frame["explainer"] + ")")
+    stats = as_statistics(records)
     tables = []
-    for name, group in frame.groupby("dataset", sort=False):
-        is_explained = group["explainer"].notna()
-        if (~is_explained).any():
-            tables.append(_table(str(name), group[~is_explained], explained=False))
-        if is_explained.any():
-            tables.append(_table(str(name), group[is_explained], explained=True))
+    for dataset, cells in stats.cells.groupby("dataset", sort=False):
+        # A dataset's model metrics, then its explanation metrics.
+        for explained in (False, True):
+            if cells["explained"].eq(explained).any():
+                tables.append(_table(str(dataset), explained, stats))
     return tables
 
 
@@ -285,9 +235,7 @@ def _number(x: float, decimals: int) -> str:
 
 
 def _direction(column: pd.Series) -> bool | None:
-    """``higher_is_better`` as a Python bool or None (pandas may hand back numpy bools)."""
-    value = column["higher_is_better"]
-    return None if pd.isna(value) else bool(value)
+    return direction_of(column["higher_is_better"])
 
 
 def _reference_row(table: _Table, settings: Significance) -> str | None:
@@ -326,7 +274,7 @@ def _analyse(table: _Table, settings: Significance) -> _Analysis:
     p_best = p_reference.copy()
     tested = untested = False
     for key, column in table.columns.iterrows():
-        scale, decimals = float(column["display_scale"]), int(column["display_decimals"])
+        scale, decimals = float(column["scale"]), int(column["decimals"])
         direction = _direction(column)
         stats = table.stats[key]
         ok = stats["n_seeds"] > 0
@@ -418,12 +366,7 @@ def _title(category: str) -> str:
 
 
 def _header(column: pd.Series) -> str:
-    text = str(column["display_label"])
-    if pd.notna(column["exit"]):
-        text += f" @exit {column['exit']}"
-    if column["display_unit"]:
-        text += f" [{column['display_unit']}]"
-    return text + {True: " ↑", False: " ↓", None: ""}[_direction(column)]
+    return column_title(column["label"], column["unit"], column["exit"], column["higher_is_better"])
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -497,7 +440,7 @@ def _csv(tables: list[_Table]) -> str:
     for table in tables:
         columns: dict[str, object] = {}  # built at once: column-by-column inserts fragment the frame
         for key, column in table.columns.iterrows():
-            scale = float(column["display_scale"])
+            scale = float(column["scale"])
             columns[f"{key}_mean"] = table.stats[(key, "mean")] * scale
             columns[f"{key}_ci"] = table.stats[(key, "ci")] * scale
             columns[f"{key}_n_seeds"] = table.stats[(key, "n_seeds")]
@@ -555,7 +498,7 @@ def _long_csv(prepared: _Prepared) -> str:
     rows = []
     for table, analysis in prepared:
         for key, column in table.columns.iterrows():
-            scale = float(column["display_scale"])
+            scale = float(column["scale"])
             stats = table.stats[key]
             for row in table.stats.index:
                 n_seeds, n_failed = int(stats.loc[row, "n_seeds"]), int(stats.loc[row, "n_failed"])
@@ -570,8 +513,8 @@ def _long_csv(prepared: _Prepared) -> str:
                         "category": column["category"],
                         "metric": column["metric"],
                         "exit": column["exit"],
-                        "label": column["display_label"],
-                        "unit": column["display_unit"],
+                        "label": column["label"],
+                        "unit": column["unit"],
                         "direction": _direction_name(_direction(column)),
                         "mean": stats.loc[row, "mean"] * scale,
                         "ci": stats.loc[row, "ci"] * scale,
