@@ -370,3 +370,21 @@ def test_importing_the_registry_imports_no_plugin_code() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['xbench', 'xbench.errors', 'xbench.registry']"
+
+
+def test_every_method_claim_names_registered_metrics_and_its_own_method() -> None:
+    """Claims are data a report checks against records: their names must be real ones."""
+    from xbench.registry import METHODS, METRICS
+
+    ids = []
+    for name, cls in METHODS.items():
+        for claim in cls.claims:
+            for c in (claim, *claim.also):
+                ids.append(c.id)
+                assert c.metric in METRICS and (c.reference_metric is None or c.reference_metric in METRICS), c.id
+                assert c.subject.method == name and c.id.startswith(f"{name}."), c.id
+                for rows in (c.subject, c.reference):
+                    if rows is not None:
+                        known = METHODS.get(rows.method).Params.model_fields
+                        assert set(rows.params) <= set(known), (c.id, rows.params)
+    assert len(ids) == len(set(ids)) and len(ids) >= 10

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -123,3 +125,48 @@ def test_claims_come_from_records_once_and_render() -> None:
     md = to_markdown(found)
     assert md.startswith("## Claims") and "| early exits run faster | fmnist |" in md and "| supported |" in md
     assert to_markdown([]) == ""
+
+
+def test_every_output_format_has_the_claims_first(tmp_path: Any) -> None:
+    import json
+
+    from xbench.report.claims import write_claims
+    from xbench.report.html import render_html
+    from xbench.report.tables import write_leaderboard
+
+    records = series("egt", "latency_speedup", [1.8, 2.0, 2.2], claims=(SPEEDUP,)) + series("egt", "top1", [0.9] * 3)
+    write_leaderboard(records, tmp_path)
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert md.index("## Claims") < md.index("## fmnist")  # first, right under the title
+    assert "| early exits run faster | fmnist | latency_speedup[egt (lam=1.0)] >= 1.5 | 1.97x |" in md
+    tex = (tmp_path / "leaderboard.tex").read_text()
+    assert tex.index(r"\label{tab:claims}") < tex.index("fmnist") and "early exits run faster" in tex
+    page = render_html(records, [], "t")
+    assert page.index('id="claims"') < page.index('id="summary"') and "<td>supported</td>" in page
+    (path,) = write_claims(records, tmp_path)
+    (entry,) = json.loads(path.read_text())
+    assert entry["verdict"] == "supported" and entry["seeds"] == 3 and entry["claim"]["id"] == "egt.speedup"
+    assert entry["mean"] == pytest.approx(2.0)
+    assert write_claims(series("egt", "top1", [0.9] * 3), tmp_path / "none") == []  # no claims: no file
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_the_latex_claims_table_compiles_within_the_text_width(tmp_path: Any) -> None:
+    from xbench.report.tables import write_leaderboard
+
+    records = [
+        *series("egt", "attention_consistency", [0.9, 0.8, 0.1], claims=(BETTER, SPEEDUP)),  # inconclusive
+        *series("egt (lam=0)", "attention_consistency", [0.5, 0.6, 0.55], lam=0.0),
+        *series("egt", "latency_speedup", [1.0, 1.1, 1.2]),  # not supported
+    ]
+    write_leaderboard(records, tmp_path)
+    tex = (tmp_path / "leaderboard.tex").read_text()
+    assert "inconclusive" in tex and "not supported" in tex
+    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{siunitx}\n\\begin{document}\n"
+    (tmp_path / "doc.tex").write_text(doc + tex + "\n\\end{document}\n")
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "Overfull \\hbox" not in (tmp_path / "doc.log").read_text()

@@ -9,6 +9,7 @@ from typing import Any
 from xbench.engine.keys import explainer_identity, setup_hash
 from xbench.engine.plan import CellSpec, Plan
 from xbench.metrics.base import Metric, MetricResult
+from xbench.registry import METHODS
 from xbench.report.records import Record
 from xbench.suite import PluginSpec
 
@@ -24,9 +25,17 @@ class Provenance:
 
 
 def cell_identity(plan: Plan, cell: CellSpec, data_source: str | None, uses_masks: bool) -> tuple[dict[str, Any], str]:
-    """``(config with data source, setup hash)`` of a cell, as every record of it carries."""
+    """``(config with data source, setup hash)`` of a cell, as every record of it carries.
+
+    A method's paper claims (``Method.claims``) ride along under ``claims``, outside the setup
+    hash (they say what to test, not how the cell was made), so reports can judge them from records.
+    """
     config = plan.cell_config(cell)
-    return {**config, "data_source": data_source, "uses_masks": uses_masks}, setup_hash(config)
+    extra: dict[str, Any] = {"data_source": data_source, "uses_masks": uses_masks}
+    claims = METHODS.get(cell.method.name).claims
+    if claims:
+        extra["claims"] = [c.model_dump(mode="json") for c in claims]
+    return {**config, **extra}, setup_hash(config)
 
 
 def make_record(

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import Tensor, nn
 
+from xbench.claims import Claim
 from xbench.data.base import ImageSplit
 from xbench.models.base import Backbone
 from xbench.models.exits import ExitSettings
@@ -132,6 +133,9 @@ class Method(Generic[P]):
     classifies_as_required: ClassVar[bool] = False
     #: Method-specific outputs the evaluation pass over the test split keeps for metrics.
     output_fields: ClassVar[tuple[OutputField[Any], ...]] = ()
+    #: The paper's checkable claims (:class:`xbench.claims.Claim`); records carry them and every
+    #: report gives each a verdict (supported / not supported / inconclusive) over the run's seeds.
+    claims: ClassVar[tuple[Claim, ...]] = ()
 
     def __init__(self, params: BaseModel, ctx: MethodContext) -> None:
         self.params = cast(P, params)  # an instance of ``Params``, the model the subclass declares as ``P``

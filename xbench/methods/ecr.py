@@ -39,6 +39,7 @@ from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from xbench.claims import Claim, Rows
 from xbench.data.base import ImageSplit
 from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
 from xbench.methods.baseline import Classifier
@@ -80,6 +81,26 @@ class ECR(Method[ECRParams]):
     )
     description = "sample weights 1 − cos(CAM(x), CAM(x̂)), x̂ a background-only PGD copy; CAM explanations"
     Params = ECRParams
+    claims = (
+        Claim(
+            id="ecr.localisation",
+            statement="ECR training localises the object better than the baseline's (Grad-CAM of each)",
+            paper="better box localisation on CUB (no figure here)",
+            metric="pointing_game",
+            subject=Rows(method="ecr", explainer="gradcam"),
+            reference=Rows(method="baseline", explainer="gradcam"),
+            relation=">",
+        ),
+        Claim(
+            id="ecr.consistency",
+            statement="ECR training makes explanations more consistent under background attacks",
+            paper="higher explanation consistency (no figure here)",
+            metric="explanation_consistency",
+            subject=Rows(method="ecr", explainer="gradcam"),
+            reference=Rows(method="baseline", explainer="gradcam"),
+            relation=">",
+        ),
+    )
 
     def __init__(self, params: ECRParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)

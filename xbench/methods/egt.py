@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from xbench.claims import Claim, Rows
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.models.base import Backbone
 from xbench.models.exits import Confidence, ExitSettings
@@ -200,6 +201,39 @@ class EGT(Method[EGTParams]):
     )
     description = "early exits after each stage + loss aligning each exit's CAM with the final exit's"
     Params = EGTParams
+    claims = (
+        Claim(
+            id="egt.speedup",
+            statement="early exits run at least 1.97x faster at the baseline's accuracy",
+            paper="1.97x, accuracy equal to the baseline's",
+            metric="latency_speedup",
+            subject=Rows(method="egt", params={"lam": 1.0}),
+            relation=">=",
+            threshold=1.97,
+            also=[
+                Claim(
+                    id="egt.speedup.accuracy",
+                    statement="at most 0.5 points below the baseline's top-1",
+                    paper="equal accuracy",
+                    metric="policy_top1",
+                    reference_metric="top1",
+                    subject=Rows(method="egt", params={"lam": 1.0}),
+                    reference=Rows(method="baseline"),
+                    relation=">=",
+                    threshold=-0.005,
+                )
+            ],
+        ),
+        Claim(
+            id="egt.consistency",
+            statement="the consistency loss makes the first exit's attention more consistent with the final exit's",
+            paper="up to +18.5%",
+            metric="attention_consistency",
+            subject=Rows(method="egt", params={"lam": 1.0}, exit=0),
+            reference=Rows(method="egt", params={"lam": 0.0}, exit=0),
+            relation=">",
+        ),
+    )
 
     def exit_settings(self) -> ExitSettings:
         given = self.params.thresholds

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from xbench.claims import Claim, Rows
 from xbench.data.base import ImageSplit
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.models.base import Backbone
@@ -174,6 +175,27 @@ class LAP(Method[LAPParams]):
     paper = "R. G. Modegh et al., LAP: An Attention-Based Module for Faithful Interpretation ..., arXiv 2201.11808"
     description = "attention-weighted local pooling; its score maps are the interpretation; optional mask injection"
     Params = LAPParams
+    claims = (
+        Claim(
+            id="lap.faithfulness",
+            statement="LAP's own maps are more faithful to the model than Grad-CAM of the same model",
+            paper="more faithful than white-box explainers (no figure found)",
+            metric="faithfulness_correlation",
+            subject=Rows(method="lap", explainer="native"),
+            reference=Rows(method="lap", explainer="gradcam"),
+            relation=">",
+        ),
+        Claim(
+            id="lap.accuracy",
+            statement="LAP costs at most 0.5 points of top-1 against the baseline",
+            paper="no performance loss (v5)",
+            metric="top1",
+            subject=Rows(method="lap"),
+            reference=Rows(method="baseline"),
+            relation=">=",
+            threshold=-0.005,
+        ),
+    )
 
     def build(self) -> nn.Module:
         return LAPNet(self.ctx.build_backbone(), self.ctx.num_classes, self.params)

@@ -89,6 +89,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
+from xbench.claims import Claim, Rows
 from xbench.methods.base import Batch, Method, ModelOutput
 from xbench.methods.baseline import Classifier
 from xbench.models.base import Backbone
@@ -229,6 +230,26 @@ class TAME(Method[TAMEParams]):
     Params = TAMEParams
     requires = "baseline"
     classifies_as_required = True  # the frozen baseline classifies; the attention module only explains
+    claims = (
+        Claim(
+            id="tame.ad",
+            statement="TAME's maps give a lower Average Drop than Grad-CAM of the same frozen network",
+            paper="TAME below Grad-CAM (ImageNet; VGG-16, ResNet-50)",
+            metric="average_drop",
+            subject=Rows(method="tame", explainer="native"),
+            reference=Rows(method="baseline", explainer="gradcam"),
+            relation="<",
+        ),
+        Claim(
+            id="tame.ic",
+            statement="TAME's maps give a higher Increase in Confidence than Grad-CAM of the same frozen network",
+            paper="TAME above Grad-CAM (ImageNet; VGG-16, ResNet-50)",
+            metric="increase_in_confidence",
+            subject=Rows(method="tame", explainer="native"),
+            reference=Rows(method="baseline", explainer="gradcam"),
+            relation=">",
+        ),
+    )
 
     def build(self) -> nn.Module:
         backbone = self.ctx.build_backbone()

@@ -19,15 +19,17 @@ decided by its value.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from scipy import stats
-
 from xbench.claims import Claim, Rows
+from xbench.fileio import atomic_write_text
 from xbench.report.records import Record
+from xbench.report.stats import mean_ci
 
 VerdictName = Literal["supported", "not supported", "inconclusive"]
 #: Seeds needed for a confidence interval (and so for any verdict but "inconclusive").
@@ -69,8 +71,9 @@ def claims_in(records: Iterable[Record]) -> list[Claim]:
     seen: dict[str, Claim] = {}
     for r in records:
         for raw in (r.config or {}).get("claims", []) or []:
-            claim = Claim.model_validate(raw)
-            seen.setdefault(claim.id, claim)
+            if raw.get("id") not in seen:
+                claim = Claim.model_validate(raw)
+                seen[claim.id] = claim
     return list(seen.values())
 
 
@@ -98,13 +101,9 @@ def _values(records: list[Record], rows: Rows, metric: str) -> dict[str, dict[in
 
 
 def interval(values: list[float]) -> tuple[float, float | None]:
-    """Mean and 95 % CI half-width (Student's t, n − 1 df); no half-width below :data:`MIN_SEEDS` values."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < MIN_SEEDS:
-        return mean, None
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    """Mean and 95 % CI half-width (the leaderboard's, :func:`xbench.report.stats.mean_ci`); no half-width below 2."""
+    mean, ci = mean_ci(values)
+    return mean, None if math.isnan(ci) else ci
 
 
 def decide(mean: float, ci: float | None, relation: str, threshold: float) -> tuple[VerdictName, str]:
@@ -140,7 +139,8 @@ def evaluate(claim: Claim, records: list[Record], dataset: str) -> list[Verdict]
             if not references:
                 verdicts.append(Verdict(claim, dataset, row, None, None, 0, OPEN, "no reference rows", display))
                 continue
-            ref = next(iter(references.values()))  # the first reference row in the records' order
+            # The subject's own row when the reference is another explainer of it, else the first reference row.
+            ref = references.get(row, next(iter(references.values())))
             seeds = sorted(values.keys() & ref.keys())
             diffs = [values[s] - ref[s] for s in seeds]
         else:
@@ -201,3 +201,29 @@ def to_markdown(found: list[Verdict]) -> str:
         "*not supported*: the CI excludes it; *inconclusive*: the CI straddles it or there are too few seeds."
     )
     return "## Claims\n\n" + caption + "\n\n" + "\n".join(lines) + "\n"
+
+
+def to_json(found: list[Verdict]) -> list[dict[str, Any]]:
+    """Machine-readable verdicts: the claim itself, our numbers (raw units) and the verdict with its reason."""
+    return [
+        {
+            "claim": v.claim.model_dump(mode="json"),
+            "dataset": v.dataset,
+            "row": v.row,
+            "mean": v.mean,
+            "ci": v.ci,
+            "seeds": v.seeds,
+            "verdict": v.verdict,
+            "reason": v.reason,
+            "parts": to_json(v.parts),
+        }
+        for v in found
+    ]
+
+
+def write_claims(records: Iterable[Record], out_dir: str | Path) -> list[Path]:
+    """``claims.json`` with every verdict, if any record carries a claim; the path written, or nothing."""
+    found = verdicts(records)
+    if not found:
+        return []
+    return [atomic_write_text(Path(out_dir) / "claims.json", json.dumps(to_json(found), indent=1, allow_nan=False))]

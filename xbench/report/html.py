@@ -24,6 +24,8 @@ from PIL import Image
 
 from xbench.errors import DataError
 from xbench.fileio import atomic_write_text
+from xbench.report.claims import to_markdown as claims_markdown
+from xbench.report.claims import verdicts as claim_verdicts
 from xbench.report.records import Record
 from xbench.report.stats import as_statistics
 from xbench.report.tables import to_markdown
@@ -213,8 +215,10 @@ def render_html(records: Iterable[Record], plots: Iterable[str | Path], title: s
     saliency = [p for p in pngs if p.stem.startswith("saliency_")]
     energy = [p for p in pngs if p.stem.startswith("branch_energy_")]
     others = [p for p in pngs if p not in saliency and p not in energy]
+    claims = claims_markdown(claim_verdicts(stats))
     sections = [
         f"<h1>{html.escape(title)}</h1>",
+        *([f'<section id="claims">{markdown_to_html(claims, heading_offset=0)}</section>'] if claims else []),
         f'<section id="summary"><h2>Run summary</h2>{_summary_html(stats.records)}</section>',
         '<section id="leaderboard"><h2>Leaderboards</h2>' + markdown_to_html(to_markdown(stats)) + "</section>",
     ]

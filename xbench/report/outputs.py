@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from xbench.report.claims import write_claims
 from xbench.report.html import write_html
 from xbench.report.plots import write_plots
 from xbench.report.records import Record
@@ -15,7 +16,7 @@ from xbench.report.tables import write_leaderboard
 def write_report(
     records: Iterable[Record], out_dir: str | Path, title: str, saliency: Path | None = None
 ) -> list[Path]:
-    """Write the leaderboards, the plots (``plots/``) and ``report.html`` into ``out_dir``.
+    """Write the leaderboards, the plots (``plots/``), ``report.html`` and ``claims.json`` into ``out_dir``.
 
     Args:
         records: the records to report.
@@ -29,4 +30,5 @@ def write_report(
     tables = write_leaderboard(stats, out_dir)
     plots = write_plots(stats, out_dir, saliency if saliency is not None and saliency.exists() else None)
     html = write_html(stats, out_dir, [p for p in plots if p.suffix == ".png"], title)
-    return [*tables, *plots, html]
+    claims = write_claims(stats, out_dir)
+    return [*tables, *plots, html, *claims]

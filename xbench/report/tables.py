@@ -71,6 +71,10 @@ import pandas as pd
 
 from xbench.fileio import atomic_write_text
 from xbench.report import significance as sig
+from xbench.report.claims import Verdict
+from xbench.report.claims import to_markdown as claims_markdown
+from xbench.report.claims import to_rows as claim_rows
+from xbench.report.claims import verdicts as claim_verdicts
 from xbench.report.records import Record
 from xbench.report.stats import (
     MASK_MARK,
@@ -402,8 +406,10 @@ def to_markdown(
     return _markdown(_prepare(records, significance), title)
 
 
-def _markdown(prepared: _Prepared, title: str | None) -> str:
+def _markdown(prepared: _Prepared, title: str | None, claims: str = "") -> str:
     parts = [f"# {title}\n"] if title else []
+    if claims:
+        parts.append(claims)
     for table, analysis in prepared:
         section = [f"## {table.name}\n\n{_md_caption(_caption(table, analysis))}\n"]
         first = "Method (explainer)" if table.explained else "Method"
@@ -681,10 +687,46 @@ def to_latex(
     return _latex(_prepare(records, significance), caption, label, max_columns)
 
 
-def _latex(prepared: _Prepared, caption: str | None, label: str | None, max_columns: int = 6) -> str:
+def _latex_claims(found: list[Verdict]) -> str:
+    """The Claims table: wrapped text columns that fit ``\\textwidth`` (``tabularx``-free, plain ``p{}``)."""
+    rows = claim_rows(found)
+    head = ["Claim", "Dataset", "Paper", "Ours (mean ± 95% CI)", "Seeds", "Verdict"]
+    # Six columns and five column gaps (2·\tabcolsep each) fit \linewidth in a standard article.
+    widths = ["0.22", "0.11", "0.12", "0.14", "0.07", "0.15"]
+    spec = "".join(f"p{{{w}\\linewidth}}" for w in widths)
+    body = [" & ".join(latex_escape(r[h]) for h in head) + r" \\" for r in rows]
+    return (
+        "\n".join(
+            [
+                r"\begin{table}[htbp]",
+                r"\centering\small",
+                r"\caption{Paper claims tested on this run (mean $\pm$ 95\% CI over seeds; supported: the CI satisfies "
+                r"the claim; not supported: the CI excludes it; inconclusive: it straddles it or too few seeds).}",
+                r"\label{tab:claims}",
+                rf"\begin{{tabular}}{{@{{}}{spec}@{{}}}}",
+                r"\toprule",
+                " & ".join(latex_escape(h) for h in head) + r" \\",
+                r"\midrule",
+                *body,
+                r"\bottomrule",
+                r"\end{tabular}",
+                r"\end{table}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def _latex(
+    prepared: _Prepared,
+    caption: str | None,
+    label: str | None,
+    max_columns: int = 6,
+    claims: list[Verdict] | None = None,
+) -> str:
     if max_columns < 1:
         raise ValueError(f"max_columns must be at least 1, got {max_columns}")
-    parts = []
+    parts = [_latex_claims(claims)] if claims else []
     for table, analysis in prepared:
         text = _latex_caption(_caption(table, analysis))
         for category, keys in table.groups:
@@ -721,11 +763,13 @@ def write_leaderboard(
     Returns:
         The four paths, in that order.
     """
-    prepared = _prepare(records, significance)  # aggregated and tested once for the four files
+    stats = as_statistics(records)
+    prepared = _prepare(stats, significance)  # aggregated and tested once for the four files
+    found = claim_verdicts(stats)  # the papers' claims come first: what a reader looks for
     out_dir = Path(out_dir)
     return [
-        atomic_write_text(out_dir / "leaderboard.md", _markdown(prepared, "Leaderboard")),
+        atomic_write_text(out_dir / "leaderboard.md", _markdown(prepared, "Leaderboard", claims_markdown(found))),
         atomic_write_text(out_dir / "leaderboard.csv", _csv([table for table, _ in prepared])),
         atomic_write_text(out_dir / "leaderboard_long.csv", _long_csv(prepared)),
-        atomic_write_text(out_dir / "leaderboard.tex", _latex(prepared, None, None)),
+        atomic_write_text(out_dir / "leaderboard.tex", _latex(prepared, None, None, claims=found)),
     ]
