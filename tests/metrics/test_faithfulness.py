@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
 from xbench.explain.base import Explainer
-from xbench.methods.base import ModelOutput
+from xbench.methods.base import MethodContext, ModelOutput
+from xbench.methods.baseline import Baseline
 from xbench.metrics import faithfulness as F
 from xbench.metrics.context import EvalContext
 from xbench.metrics.quantus_compat import make_metric, run_quantus
@@ -82,10 +83,17 @@ def region(h: int, w: int, rows: slice, cols: slice, c: int = 1) -> Tensor:
     return m
 
 
+# The method only tells the context which extra output fields to read (the baseline has none).
+METHOD = Baseline(
+    Baseline.Params(),
+    MethodContext(2, 1, (4, 4), (0.0,), (1.0,), "resnet_cifar", {"depth": 8, "width": 4}),
+)
+
+
 def context(model: nn.Module, images: Tensor, maps: Tensor, batch_size: int = 2) -> EvalContext:
     data = ImageSplit(images, torch.zeros(len(images), dtype=torch.long), None, ["a", "b"])
     ctx = EvalContext(
-        Wrapped(model), None, data, torch.device("cpu"), batch_size, progress=False,  # type: ignore[arg-type]
+        Wrapped(model), METHOD, data, torch.device("cpu"), batch_size, progress=False,
         explainers={"fixed": FixedMaps(images, maps)},
     )  # fmt: skip
     return ctx.with_explainer("fixed")

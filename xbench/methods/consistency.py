@@ -98,6 +98,7 @@ def explanation_consistency(
     params: AttackParams,
     maps: Tensor | None = None,
     explain_perturbed: ExplainFn | None = None,
+    similarity: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(E, x̂)``: per-sample consistency of the explanation of ``y`` under a background-only attack.
 
@@ -109,11 +110,12 @@ def explanation_consistency(
         params: threshold and PGD budget.
         maps: the clean maps, if already computed.
         explain_perturbed: explains x̂ (default ``explain``), e.g. with another seed for random maps.
+        similarity: (B,) similarity of two batches of maps; :func:`map_cosine` (ECR's) by default.
     """
     clean = normalise(maps if maps is not None else explain(x, y))
     x_hat = background_pgd(logits_fn, x, y, background_mask(clean, params.threshold), params)
     perturbed = normalise((explain_perturbed or explain)(x_hat, y))
-    return map_cosine(clean, perturbed), x_hat
+    return (similarity or map_cosine)(clean, perturbed), x_hat
 
 
 def consistency_weights(consistency: Tensor) -> Tensor:

@@ -2,17 +2,28 @@
 
 For every evaluated image x, with the current explainer's map A(x) of the predicted class
 y: background B = 1[A(x) < τ], x̂ = PGD-L∞ on the cross-entropy of y moving only background
-pixels, and the score is cos(A(x), A(x̂)) (the ECR construction; see
+pixels, and the score is sim(A(x), A(x̂)) (the ECR construction; see
 :mod:`xbench.methods.consistency`, shared with the ECR method). Averaged over images;
 higher is better. A map that follows the object stays put when only the background
 changes.
 
+``similarity``: Spearman's rank correlation by default, or ECR's cosine. The cosine of two
+non-negative maps is high by construction: 0.75 for two independent uniform maps
+(E[u]² / E[u²] = (1/4)/(1/3)), 0.70-0.94 for a Grad-CAM map and the map of *another* image
+on the quick suite's cluttered data, so every trained method scored 0.97-0.99 and the metric
+hardly separated them. Spearman puts unrelated maps at 0 and, in a study on the quick suite's
+models (256 images, 9 method/explainer rows), separated the rows twice as well (ratio of
+between-row variance to squared standard error 39 vs 18; split-half rank reliability 0.91 vs
+0.90) and did not penalise well-localised maps as the cosine did.
+
 The perturbed image is explained with another seed than the clean one, so the random
 explainer's two maps are independent and its score is the chance level of two unrelated
-maps (≈ 0.75 for i.i.d. uniform pixels, E[u]² / E[u²] = (1/4)/(1/3)), not a perfect 1.
+maps, not a perfect 1.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from pydantic import ConfigDict, Field
@@ -21,6 +32,7 @@ from torch import Tensor
 from xbench.methods.consistency import AttackParams, LogitsOf, explanation_consistency, map_cosine
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
+from xbench.metrics.sanity import spearman
 from xbench.models.maps import normalise
 from xbench.registry import METRICS
 
@@ -28,18 +40,28 @@ from xbench.registry import METRICS
 class ExplanationConsistencyParams(AttackParams):
     model_config = ConfigDict(extra="forbid")
     n: int | None = Field(None, ge=1, description="score this many of the explained images (null: all)")
+    similarity: Literal["spearman", "cosine"] = Field(
+        "spearman", description="of the clean and attacked maps: Spearman's ρ (unrelated maps: 0) or ECR's cosine"
+    )
+
+
+def _spearman(a: Tensor, b: Tensor) -> Tensor:
+    return spearman(a.detach().cpu(), b.detach().cpu()).float().to(a.device)
+
+
+SIMILARITIES = {"spearman": _spearman, "cosine": map_cosine}
 
 
 @METRICS.register("explanation_consistency")
 class ExplanationConsistency(Metric[ExplanationConsistencyParams]):
-    """Mean cos(A(x), A(x̂)) with x̂ a background-only PGD copy of x."""
+    """Mean similarity of A(x) and A(x̂), x̂ a background-only PGD copy of x (Spearman's ρ, or cosine)."""
 
     category = "consistency"
     higher_is_better = True
     uses_explanations = True
     label = "Expl. consistency"
     decimals = 3
-    description = "cosine of the maps of x and of a background-only adversarial copy x̂ (ECR's construction)"
+    description = "Spearman ρ (or cosine) of the maps of x and of a background-only adversarial copy x̂ (ECR's)"
     Params = ExplanationConsistencyParams
 
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
@@ -52,6 +74,7 @@ class ExplanationConsistency(Metric[ExplanationConsistencyParams]):
         n = len(data) if self.params.n is None else min(self.params.n, len(data))
         explainer = ctx.explainers[ctx.explainer]
         logits = LogitsOf(ctx.model)
+        similarity = SIMILARITIES[self.params.similarity]
         scores = []
         for s in range(0, n, ctx.batch_size):
             e = min(n, s + ctx.batch_size)
@@ -66,13 +89,14 @@ class ExplanationConsistency(Metric[ExplanationConsistencyParams]):
 
             if explainer.reads_input:
                 score, _ = explanation_consistency(
-                    explain_hat, logits, x, y, self.params, maps=maps[s:e].to(ctx.device), explain_perturbed=explain_hat
-                )
+                    explain_hat, logits, x, y, self.params, maps=maps[s:e].to(ctx.device),
+                    explain_perturbed=explain_hat, similarity=similarity,
+                )  # fmt: skip
             else:  # maps that ignore the pixels are the same for x̂ as for x: the attack would change nothing
-                score = map_cosine(normalise(maps[s:e].to(ctx.device)), explain_hat(x, y))
+                score = similarity(normalise(maps[s:e].to(ctx.device)), explain_hat(x, y))
             scores.append(score.detach().cpu())
         values = torch.cat(scores)
-        params = {"target": "predicted class", "similarity": "cosine"}
+        params = {"target": "predicted class", "similarity": self.params.similarity}
         if not explainer.reads_input:
             params["attack"] = "skipped: the explainer's maps do not depend on the pixels"
         return [MetricResult(float(values.mean()), n, params=params)]
