@@ -37,6 +37,14 @@ def test_network_has_an_exit_after_every_stage_and_the_final_exit_is_the_logits(
     assert custom.exit_stages == [1, 2]
 
 
+def test_exit_weights_must_match_the_exits_the_backbone_has() -> None:
+    # ResNet-8 has 3 stages: 2 early exits + the final one need 3 weights, found when the model is built.
+    with pytest.raises(ValueError, match=r"exit_weights needs 3 values \(2 early exits \+ final\), got 2"):
+        make_method(exit_weights=[1, 1]).build()
+    assert make_method(exit_weights=[0.5, 0.5, 1]).build().num_exits == 3
+    assert make_method(exits=[1], exit_weights=[0.5, 1]).build().num_exits == 2
+
+
 def test_forward_exit_matches_forward_and_skips_later_stages() -> None:
     model = make_method().build().eval()
     x = batch().x

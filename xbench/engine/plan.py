@@ -95,7 +95,8 @@ class Plan:
         spec = next(spec for spec in self.suite.explainers if spec.display == explainer)
         if spec.methods is not None and cell.method.display not in spec.methods:
             return False
-        if spec.name != "native" and METHODS.get(cell.method.name).classifies_as_required:
+        method = METHODS.get(cell.method.name)
+        if spec.name != "native" and method.classifies_like_required(self.row_params("methods", cell.method)):
             required = self.required_cell(cell)
             if required is not None and required.id in {c.id for c in self.cells()}:
                 return not self.explains(explainer, required)

@@ -179,6 +179,11 @@ class Method(Generic[P]):
         """Parameters the optimiser updates; all of them by default."""
         return [p for p in model.parameters() if p.requires_grad]
 
+    @classmethod
+    def classifies_like_required(cls, params: BaseModel) -> bool:
+        """``classifies_as_required`` for a row's validated params (a method may depend on them)."""
+        return cls.classifies_as_required
+
     def exit_settings(self) -> ExitSettings:
         """How the early-exit policy is set for this method's model (used only if it has exits)."""
         return ExitSettings()

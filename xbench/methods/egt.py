@@ -247,6 +247,11 @@ class EGT(Method[EGTParams]):
             raise ValueError(f"egt: exits must be stages before the last ({last}), got {exits}")
         if self.params.thresholds is not None and len(self.params.thresholds) != len(exits):
             raise ValueError(f"egt: thresholds needs {len(exits)} values, one per early exit")
+        given = self.params.exit_weights
+        if given is not None and len(given) != len(exits) + 1:  # zip(strict=True) would fail at the first loss
+            raise ValueError(
+                f"egt: exit_weights needs {len(exits) + 1} values ({len(exits)} early exits + final), got {len(given)}"
+            )
         return EarlyExitNet(backbone, self.ctx.num_classes, exits, self.params.head_conv)
 
     def loss(self, output: ModelOutput, batch: Batch) -> Tensor:

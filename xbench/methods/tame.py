@@ -53,18 +53,37 @@ R is chosen by ``masking``:
   in the batch is regularised. The official masked forward pass still uses each sample's
   own label map (a ``gather``), so the cross-entropy term is the same in both modes.
 
-Inference: one forward pass; the map of the target class (the runner passes the
-prediction), upsampled bilinearly to the input size and min-max normalised per sample.
+Inference (``maps``), as the official evaluation (``scripts/eval_script.py``) does it: one
+forward pass, the target class's map of the **pre-sigmoid** output C (``get_c``, not
+``get_a``), min-max normalised at the module's resolution h × w (``normalizeMinMax``), then
+upsampled bilinearly to the input size; the runner passes the prediction as the target, as
+the official code passes the arg-max class. ``maps: sigmoid`` reads A = σ(C) instead. The
+sigmoid is monotone, so both give the same pixel order (same deletion/insertion curves) but
+different values: on random weights A's maps differ from C's by 0.16 on average after min-max
+normalisation (σ flattens large logits), which moves Average Drop, Increase in Confidence
+and every score that multiplies the image by the map.
 
 Where xbench deviates from the official code, and why:
 
-* The frozen classifier stays in eval mode throughout training (``TAMENet.train``
-  overrides ``nn.Module.train``). The official script calls ``model.train()`` on the
-  whole composite model, so the frozen backbone's BatchNorm layers normalise with batch
-  statistics and keep updating their running statistics (and VGG's dropout is active)
-  although its weights are frozen. xbench keeps them in eval mode so that the model TAME
-  explains is bit for bit the trained baseline, during training and after it; the
-  attention module's own BatchNorm layers train normally.
+* ``classifier_mode: eval`` (default): the frozen classifier stays in eval mode throughout
+  training (``TAMENet.train`` overrides ``nn.Module.train``). The official script calls
+  ``model.train()`` on the whole composite model, so the frozen backbone's BatchNorm layers
+  normalise with batch statistics and keep updating their running statistics (and VGG's
+  dropout is active) although its weights are frozen. xbench keeps them in eval mode so that
+  the model TAME explains is bit for bit the trained baseline, during training and after it:
+  the claims compare TAME's maps with Grad-CAM *of the same network*, and the TAME row's
+  accuracy is the baseline's. ``classifier_mode: train`` is the official behaviour; the
+  classifier then drifts from the baseline (its BN statistics absorb the masked images), so
+  its accuracy is measured on its own and Grad-CAM is scored on it as on any other model.
+  The attention module's own BatchNorm layers train normally in both modes.
+* ``masking: diagonal`` (default): the area and TV terms regularise each sample's own label
+  map. The official ``get_a(labels)`` regularises B × B maps (every sample's map of every
+  label in the batch), which makes the loss depend on the batch's label mix and size: with
+  the official batch of 32 on 1000 classes the off-diagonal maps are mostly of classes the
+  image does not show, pushed to zero area, while on a 10-class dataset at batch 128 every
+  class appears in every batch and each image's own map is regularised ~13 times over. The
+  diagonal form is what T-TAME (the follow-up by the same authors) writes down, and does not
+  change with the suite's batch size. ``masking: official`` is the official form.
 * The optimiser, schedule, batch size and epochs are the suite's (the training loop is
   shared; only the attention module's parameters are trained). A paper-faithful suite
   would set SGD with Nesterov momentum 0.9, weight decay 5e-4, a OneCycle schedule with
@@ -112,6 +131,12 @@ class TAMEParams(BaseModel):
     tv_weight: float = Field(0.01, ge=0, description="λ_tv, weight of the total-variation term")
     tv_border: float = Field(0.3, ge=0, description="β, weight of the squared border pixels in the TV term")
     max_map_size: int | None = Field(56, ge=1, description="cap on each side of the map resolution (official: 56)")
+    maps: Literal["logits", "sigmoid"] = Field(
+        "logits", description="explanation maps from the pre-sigmoid class maps C (official evaluation) or σ(C)"
+    )
+    classifier_mode: Literal["eval", "train"] = Field(
+        "eval", description="frozen classifier's mode while training: eval (stays the baseline) or train (official)"
+    )
 
     @field_validator("taps")
     @classmethod
@@ -155,9 +180,17 @@ class TAMENet(nn.Module):
     ones of the loss, see :meth:`TAME.training_step`).
     """
 
-    def __init__(self, classifier: Classifier, taps: list[int], num_classes: int, max_map_size: int | None) -> None:
+    def __init__(
+        self,
+        classifier: Classifier,
+        taps: list[int],
+        num_classes: int,
+        max_map_size: int | None,
+        classifier_mode: Literal["eval", "train"] = "eval",
+    ) -> None:
         super().__init__()
         self.classifier = classifier
+        self.classifier_mode = classifier_mode
         self.taps = list(taps)
         channels = [classifier.backbone.stage_channels[t] for t in self.taps]
         self.attention = TAMEAttention(channels, num_classes, max_map_size)
@@ -169,14 +202,14 @@ class TAMENet(nn.Module):
         return self.classifier.backbone
 
     def freeze(self) -> None:
-        """No gradient into the classifier and its BatchNorm statistics never updated."""
+        """No gradient into the classifier; in ``classifier_mode`` eval its BatchNorm statistics never update."""
         self.classifier.requires_grad_(False)
-        self.classifier.eval()
+        self.classifier.train(self.training and self.classifier_mode == "train")
 
     def train(self, mode: bool = True) -> TAMENet:
-        """Set the attention module's mode; the frozen classifier stays in eval mode always."""
+        """Set the attention module's mode; the frozen classifier follows only in ``classifier_mode`` train."""
         super().train(mode)
-        self.classifier.eval()
+        self.classifier.train(mode and self.classifier_mode == "train")
         return self
 
     def classify(self, x: Tensor) -> Tensor:
@@ -258,7 +291,7 @@ class TAME(Method[TAMEParams]):
         if taps[-1] >= n:
             raise ValueError(f"tame: taps must be stage indices below {n}, got {taps}")
         classifier = Classifier(backbone, self.ctx.num_classes)
-        return TAMENet(classifier, taps, self.ctx.num_classes, self.params.max_map_size)
+        return TAMENet(classifier, taps, self.ctx.num_classes, self.params.max_map_size, self.params.classifier_mode)
 
     def load_required(self, model: nn.Module, state: dict[str, Any]) -> None:
         """Load the baseline's weights into the frozen classifier (strict) and freeze it again."""
@@ -299,9 +332,16 @@ class TAME(Method[TAMEParams]):
     def loss(self, output: ModelOutput, batch: Batch) -> Tensor:
         raise TypeError("tame: the loss needs the frozen classifier; call training_step(model, batch) or objective()")
 
+    @classmethod
+    def classifies_like_required(cls, params: BaseModel) -> bool:
+        """Only while the classifier stays in eval mode is it bit for bit the baseline."""
+        return isinstance(params, TAMEParams) and params.classifier_mode == "eval"
+
     def native_maps(self, model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
-        """The target class's map, upsampled to the input size, min-max normalised per sample."""
+        """The target class's map of C (or σ(C)), min-max normalised at h × w, upsampled to the input size."""
         with torch.no_grad():
-            a = model(x).maps[0]
-            m = F.interpolate(label_maps(a, target), size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
-            return normalise(m[:, 0])
+            out = model(x)
+            maps = out.extras["class_logit_maps"] if self.params.maps == "logits" else out.maps[0]
+            m = normalise(label_maps(maps, target)[:, 0])
+            up = F.interpolate(m[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+            return up[:, 0]
