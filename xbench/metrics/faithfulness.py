@@ -76,6 +76,7 @@ Why some are xbench's own implementations (each tested against Quantus where Qua
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Sequence
@@ -89,6 +90,7 @@ from tqdm.auto import tqdm
 
 from xbench.explain.base import METHOD_DEFAULT
 from xbench.metrics.base import Metric, MetricResult
+from xbench.metrics import perturb
 from xbench.metrics.context import EvalContext, explained
 from xbench.metrics.quantus_compat import QUANTUS_VERSION, make_metric, run_quantus
 from xbench.registry import METRICS
@@ -440,6 +442,14 @@ def _quantus_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class QuantusParams(FaithfulnessParams):
+    backend: Literal["torch", "quantus"] = Field(
+        "torch",
+        description="'torch': xbench.metrics.perturb, batched on the model's device, Quantus's inputs, draws and"
+        " values; 'quantus': Quantus 0.6.0 itself (the reference, slower)",
+    )
+
+
 #: The params of a Quantus faithfulness metric: each declares ``softmax`` itself, with its own default.
 QP = TypeVar(
     "QP",
@@ -461,25 +471,41 @@ class _QuantusFaithfulness(_Faithfulness[QP]):
         """Per-image values from Quantus's per-image output."""
         return raw
 
+    def raw_scores(self, ctx: EvalContext, x: Tensor, y: Tensor, maps: Tensor, kwargs: dict[str, Any]) -> np.ndarray:
+        """What ``quantus.<quantus_class>`` returns per image, from the backend the params select."""
+        softmax = bool(self.params.softmax)
+        model = ctx.logits_model()
+        if self.params.backend == "quantus":
+            metric = make_metric(self.quantus_class, **_quantus_kwargs(kwargs))
+            return run_quantus(
+                metric, model, x, y, maps, softmax=softmax, batch_size=ctx.batch_size, device=ctx.device,
+                seed=ctx.seed,
+            )  # fmt: skip
+        function = perturb.BACKENDS[self.quantus_class]
+        seeded = {"seed": ctx.seed} if "seed" in inspect.signature(function).parameters else {}
+        return function(
+            model, x, y, maps, softmax=softmax, batch_size=ctx.batch_size, device=ctx.device, **seeded, **kwargs
+        )
+
     def scores(self, ctx: EvalContext, idx: Tensor, x: Tensor, y: Tensor, maps: Tensor) -> tuple[np.ndarray, dict]:
         kwargs = self.quantus_kwargs(x.shape)
-        softmax = bool(self.params.softmax)
-        metric = make_metric(self.quantus_class, **_quantus_kwargs(kwargs))
-        raw = run_quantus(
-            metric, ctx.logits_model(), x, y, maps, softmax=softmax, batch_size=ctx.batch_size, device=ctx.device,
-            seed=ctx.seed,
-        )  # fmt: skip
+        raw = self.raw_scores(ctx, x, y, maps, kwargs)
+        torch_backend = self.params.backend == "torch"
         settings = {
-            "implementation": f"quantus.{self.quantus_class}",
+            "implementation": (
+                f"xbench.metrics.perturb (torch, batched) of quantus.{self.quantus_class}: Quantus's inputs and draws"
+                if torch_backend
+                else f"quantus.{self.quantus_class}"
+            ),
             "quantus_version": QUANTUS_VERSION,
-            "softmax": softmax,
+            "softmax": bool(self.params.softmax),
             "seed": ctx.seed,
             **kwargs,
         }
         return self.summarise(raw, kwargs, x.shape), settings
 
 
-class FaithfulnessCorrelationParams(FaithfulnessParams):
+class FaithfulnessCorrelationParams(QuantusParams):
     nr_runs: int = Field(20, ge=2, description="random subsets per image (Quantus: 100)")
     subset_fraction: float = Field(0.05, gt=0, lt=1, description="subset size as a fraction of the C·H·W entries")
     perturb_baseline: float = Field(0.0, description="value the subset is set to (0: black)")
@@ -509,7 +535,7 @@ class FaithfulnessCorrelation(_QuantusFaithfulness[FaithfulnessCorrelationParams
         }
 
 
-class PixelFlippingParams(FaithfulnessParams):
+class PixelFlippingParams(QuantusParams):
     steps: int = Field(16, ge=2, description="deletion steps for grey images (features_in_step ≈ H·W/steps)")
     perturb_baseline: float = Field(0.0, description="value deleted pixels take (0: black)")
     softmax: bool = Field(True, description="probabilities (Quantus's default) or logits")
@@ -543,7 +569,7 @@ class PixelFlipping(_QuantusFaithfulness[PixelFlippingParams]):
         return raw / k
 
 
-class RegionPerturbationParams(FaithfulnessParams):
+class RegionPerturbationParams(QuantusParams):
     patch_size: int | None = Field(None, ge=1, description="patch side in px; null: round(side/7) (4 at 28, 9 at 64)")
     regions: int = Field(16, ge=1, description="patches deleted (most relevant first)")
     perturb_baseline: float = Field(0.0, description="value deleted patches take (0: black)")
@@ -585,7 +611,7 @@ class RegionPerturbation(_QuantusFaithfulness[RegionPerturbationParams]):
         return raw.sum(axis=1) / (raw.shape[1] + 1)
 
 
-class SelectivityParams(FaithfulnessParams):
+class SelectivityParams(QuantusParams):
     patch_size: int | None = Field(None, ge=1, description="patch side in px; null: ⌈side/4⌉ (16 patches)")
     perturb_baseline: float = Field(0.0, description="value deleted patches take (0: black)")
     softmax: bool = Field(True, description="probabilities (Quantus's default) or logits")
@@ -616,7 +642,7 @@ class Selectivity(_QuantusFaithfulness[SelectivityParams]):
         return curve_auc(raw, np.arange(1, raw.shape[1] + 1) / raw.shape[1])
 
 
-class MonotonicityCorrelationParams(FaithfulnessParams):
+class MonotonicityCorrelationParams(QuantusParams):
     steps: int = Field(16, ge=3, description="groups of pixels (features_in_step ≈ H·W/steps)")
     nr_samples: int = Field(2, ge=1, description="random values per group (Quantus: 100)")
     eps: float = Field(1e-5, gt=0, description="Quantus's guard against dividing by a zero prediction")
