@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +12,15 @@ from torch import nn
 
 from xbench.data.base import ImageSplit
 from xbench.methods.base import Batch, MethodContext
-from xbench.methods.lap import LAP, LAPParams, LocalAttentionPool, injected, local_attention_pool, window_weights
+from xbench.methods.lap import (
+    LAP,
+    LAPParams,
+    LocalAttentionPool,
+    distance_pool,
+    injected,
+    local_attention_pool,
+    window_weights,
+)
 
 CTX = MethodContext(
     num_classes=3, in_channels=1, image_size=(16, 16), mean=(0.5,), std=(0.5,),
@@ -122,3 +133,98 @@ def test_injection_pulls_scores_toward_the_mask() -> None:
         opt.step()
     maps = method.native_maps(model.eval(), x, y)
     assert maps[:, :8, :8].mean() > maps[:, 8:, 8:].mean() + 0.3
+
+
+# -- the distance form (third-party code citing the paper) -----------------------------------------
+def test_distance_pool_by_hand() -> None:
+    # One channel, one 2x2 window with values 0, 1, 2, 4 and α = 0.5: w_j = exp(-0.25·(4 - x_j)²).
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    alpha = torch.tensor([0.5])
+    w = [math.exp(-0.25 * (4 - v) ** 2) for v in (0.0, 1.0, 2.0, 4.0)]
+    y, weights = distance_pool(x, alpha, 2)
+    assert float(y) == pytest.approx(sum(wi * v for wi, v in zip(w, (0, 1, 2, 4), strict=True)) / 4, rel=1e-6)
+    torch.testing.assert_close(weights, torch.tensor(w).view(1, 1, 2, 2))
+    g, _ = distance_pool(x, alpha, None)  # the global layer over the same four values
+    assert float(g) == pytest.approx(float(y), rel=1e-6)
+
+
+def test_distance_pool_at_alpha_zero_is_average_pooling_and_overhanging_windows_average_real_pixels() -> None:
+    x = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(0))
+    y, w = distance_pool(x, torch.tensor([0.0]), 2)
+    assert y.shape == (2, 3, 3, 2) and w.shape == (2, 3, 5, 4)
+    torch.testing.assert_close(y, F.avg_pool2d(x, 2, ceil_mode=True))
+    torch.testing.assert_close(w, torch.ones_like(x))
+    big, _ = distance_pool(x, torch.tensor([1e4]), 2)  # α → ∞ keeps only each window's maximum
+    torch.testing.assert_close(big * torch.tensor([4.0, 4.0, 2.0])[:, None], F.max_pool2d(x, 2, ceil_mode=True))
+
+
+def test_distance_form_builds_trains_and_explains() -> None:
+    method = LAP(LAPParams(form="distance"), CTX)
+    model = method.build()
+    assert not any(isinstance(m, LocalAttentionPool) for m in model.modules())
+    alphas = [p for n, p in model.named_parameters() if n.endswith("alpha")]
+    assert len(alphas) == 3  # two downsampling layers and the global one
+    x = torch.randn(4, 1, 16, 16)
+    loss = method.loss(model(x), Batch(x, torch.tensor([0, 1, 2, 0]), torch.arange(4)))
+    loss.backward()
+    assert all(a.grad is not None and float(a.grad.abs()) > 0 for a in alphas)
+    maps = method.native_maps(model.eval(), x, torch.zeros(4, dtype=torch.long))
+    assert maps.shape == (4, 16, 16) and float(maps.amax()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="injection needs form: score"):
+        LAPParams(form="distance", injection=1.0)
+
+
+# -- added to a trained CNN ------------------------------------------------------------------------
+def test_from_pretrained_requires_the_baseline_and_copies_its_weights() -> None:
+    from xbench.methods.baseline import Baseline
+    from xbench.params import NoParams
+
+    assert LAP.required_method(LAPParams()) is None
+    assert LAP.required_method(LAPParams(from_pretrained="baseline")) == "baseline"
+    torch.manual_seed(3)
+    base = Baseline(NoParams(), CTX).build()
+    method = LAP(LAPParams(from_pretrained="baseline"), CTX)
+    torch.manual_seed(4)
+    model = method.build()
+    method.load_required(model, base.state_dict())
+    state = model.state_dict()
+    for k, v in base.state_dict().items():
+        assert torch.equal(state[k], v), k
+    with pytest.raises(RuntimeError, match="do not fit"):
+        method.load_required(model, {**base.state_dict(), "extra.weight": torch.zeros(1)})
+    wider = MethodContext(3, 1, (16, 16), (0.5,), (0.5,), "resnet_cifar", {"depth": 8, "width": 8})
+    with pytest.raises(RuntimeError):
+        method.load_required(model, Baseline(NoParams(), wider).build().state_dict())
+
+
+def test_a_suite_row_from_pretrained_builds_on_the_baseline_cell(tmp_path: Path) -> None:
+    from xbench.engine.driver import RunOptions, run_suite
+    from xbench.engine.keys import model_key
+    from xbench.engine.plan import Plan
+    from xbench.suite import Suite
+
+    suite = Suite.model_validate(
+        {
+            "name": "tiny-lap",
+            "datasets": [{"name": "synthetic_shapes", "params": {"n_train": 96, "n_test": 32, "image_size": 16}}],
+            "backbone": {"name": "resnet_cifar", "params": {"depth": 8, "width": 4}},
+            "methods": ["lap", {"name": "lap", "params": {"from_pretrained": "baseline"}, "label": "lap (pretrained)"}],
+            "metrics": ["top1"],
+            "explainers": ["native"],
+            "training": {"epochs": 1, "batch_size": 32, "lr": 0.05, "schedule": "constant"},
+            "device": "cpu",
+            "output": str(tmp_path / "out"),
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
+    plan = Plan(suite)
+    plain, pretrained = (c for c in plan.cells() if c.method.name == "lap")
+    assert plan.required_cell(plain) is None
+    required = plan.required_cell(pretrained)
+    assert required is not None and required.method.name == "baseline"
+    assert model_key(plan, pretrained, "t") != model_key(plan, plain, "t")  # the baseline's key is part of it
+    lines: list[str] = []
+    result = run_suite(suite, RunOptions(progress=False, fail_fast=True, echo=lines.append))
+    assert result.failed_cells == [], lines
+    assert {r.method for r in result.records if r.metric == "top1"} == {"lap", "lap (pretrained)"}
+    assert len(list((tmp_path / "cache" / "models").rglob("*.pt"))) == 3  # both LAP rows and the baseline

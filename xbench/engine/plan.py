@@ -77,7 +77,7 @@ class Plan:
 
     def required_cell(self, cell: CellSpec) -> CellSpec | None:
         """The cell whose trained model ``cell``'s method builds on (same dataset and seed), if any."""
-        requires = METHODS.get(cell.method.name).requires
+        requires = METHODS.get(cell.method.name).required_method(self.row_params("methods", cell.method))
         if requires is None:
             return None
         # The suite's own row of that method (its label and params) if it lists one, else the defaults.

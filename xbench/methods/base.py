@@ -169,7 +169,8 @@ class Method(Generic[P]):
 
     def load_required(self, model: nn.Module, state: dict[str, Any]) -> None:
         """Load the trained weights of the ``requires`` cell (same dataset, backbone, seed) into ``model``."""
-        raise NotImplementedError(f"{self.name} declares requires={self.requires!r} but does not load it")
+        required = self.required_method(self.params)
+        raise NotImplementedError(f"{self.name} declares requires={required!r} but does not load it")
 
     def uses_masks(self, data: ImageSplit) -> bool:
         """Whether training on ``data`` uses its ground-truth masks (weak supervision); such rows are marked."""
@@ -178,6 +179,11 @@ class Method(Generic[P]):
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """Parameters the optimiser updates; all of them by default."""
         return [p for p in model.parameters() if p.requires_grad]
+
+    @classmethod
+    def required_method(cls, params: BaseModel) -> str | None:
+        """``requires`` for a row's validated params (LAP: only with ``from_pretrained``)."""
+        return cls.requires
 
     @classmethod
     def classifies_like_required(cls, params: BaseModel) -> bool:

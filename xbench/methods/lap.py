@@ -5,18 +5,25 @@ for Faithful Interpretation and Knowledge Injection in Convolutional Neural Netw
 arXiv 2201.11808 (v1–v3, 2022; v5, 2023, retitles it "... Concept Based
 Self-Interpretation ..."). No official code was found.
 
-Which version this follows: xbench implements the layer and the weakly supervised
-knowledge injection described in the abstract of v1–v3 (an attention-based pooling
-layer that replaces a CNN's pooling layers, can be added to an already trained
-network, whose score maps are the model's own interpretation, and which accepts
-knowledge injection with weak supervision). The full text was not available offline
-when this was written, so the layer's form is the issue's specification, not the
-paper's equations; PAPERS.md records a third-party form (per channel,
-w_j = exp(−α²(max_window x − x_j)²), output mean_j w_j·x_j) that cites the paper but is
-unconfirmed, and xbench does not use it. Check the paper before reading these numbers
-as the paper's.
+Which version this follows. The paper's full text (any version) could not be read here:
+the search tool holds only its abstract (v1–v3 and v5 wording), and no section or
+equation of it. So neither form below is confirmed as the paper's equations; both are
+named, and a suite says which one it scores (``form``):
 
-The layer. A head scores every location of the input feature map x (C × H × W):
+* ``form: score`` (default): a learned score map, one per layer, with a softmax per window
+  shared across channels (the LIP-style layer of xbench's first specification). It is the
+  default because it is the form that carries what the abstract claims of LAP: one spatial
+  map per layer that *is* the model's interpretation (the pooling weights every channel
+  uses), and that weak supervision can act on (knowledge injection pulls that map toward
+  a mask). The distance form has no single map per layer to interpret or supervise.
+* ``form: distance``: the form of third-party public code that cites the paper (a
+  TensorFlow ``LAP_2D`` layer): per channel and window, w_j = exp(−α² (max_W x − x_j)²)
+  with one learnable α per layer (initialised at 0.1), output mean_{j∈W} w_j·x_j, not
+  normalised. xbench's interpretation of it is the channel mean of w, the share of the
+  channels for which a location is near its window's maximum. It does not support
+  knowledge injection (there is no score to supervise).
+
+The score layer. A head scores every location of the input feature map x (C × H × W):
 
     s = conv1×1(ReLU(conv3×3(x)))                       (1 × H × W)
 
@@ -25,8 +32,9 @@ output is the weighted average of the features, per channel:
 
     w_j = exp(s_j) / Σ_{i∈W} exp(s_i),    y_c = Σ_{j∈W} w_j · x_{c,j}
 
-With constant scores every w_j = 1/k² and LAP is average pooling. A global LAP layer
-uses one window covering the whole map and replaces global average pooling.
+With constant scores every w_j = 1/k² and LAP is average pooling; the distance layer is
+average pooling at α = 0. A global LAP layer uses one window covering the whole map and
+replaces global average pooling.
 
 Where it goes in xbench's backbones. CIFAR ResNets have no pooling layers but the final
 global average pool; they downsample with stride-2 convolutions. ``downsample: true``
@@ -34,15 +42,22 @@ global average pool; they downsample with stride-2 convolutions. ``downsample: t
 LAP layer in front of that stage, so the stage sees the same resolution and costs the
 same; the final global pool is always a global LAP layer. The stem is left alone.
 
-Interpretation (``native_maps``): the score map s of the last (global) LAP layer,
-upsampled bilinearly to the input and min-max normalised (``interpretation: last``),
-or the product of every LAP layer's normalised, upsampled score map (``product``). The
-maps are class-agnostic: LAP scores locations before the classifier sees them.
+Added to an already trained CNN (``from_pretrained: baseline``), as the paper says LAP
+can be: the cell builds on the baseline cell of the same dataset and seed (trained first
+if needed, like TAME's), copies every backbone and classifier weight into the LAP model
+(strictly: every baseline tensor must fit), and trains the whole model with the row's
+training settings (e.g. ``training: {epochs: 2, lr: 0.01}`` to fine-tune).
 
-Knowledge injection (optional, ``injection > 0``): on a fixed fraction of training
-samples (chosen by a hash of the sample's index) that have a ground-truth mask, every
-LAP layer's scores are pulled toward the mask with a binary cross-entropy against the
-fraction of object pixels in each score cell:
+Interpretation (``native_maps``): the map of the last (global) LAP layer (``score``: its
+scores; ``distance``: its channel-mean weights), upsampled bilinearly to the input and
+min-max normalised (``interpretation: last``), or the product of every LAP layer's
+normalised, upsampled map (``product``). The maps are class-agnostic: LAP weighs
+locations before the classifier sees them.
+
+Knowledge injection (optional, ``injection > 0``, score form): on a fixed fraction of
+training samples (chosen by a hash of the sample's index) that have a ground-truth mask,
+every LAP layer's scores are pulled toward the mask with a binary cross-entropy against
+the fraction of object pixels in each score cell:
 
     L = CE(z, y) + injection · mean_l BCE(s_l, avgpool(mask)_l)
 
@@ -55,7 +70,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from xbench.claims import Claim, Rows
@@ -73,6 +88,18 @@ class LAPParams(BaseModel):
     interpretation: Literal["last", "product"] = "last"
     injection: float = Field(0.0, ge=0, description="weight of the mask loss (0: no knowledge injection)")
     injection_fraction: float = Field(0.1, gt=0, le=1, description="fraction of training samples whose masks are used")
+    form: Literal["score", "distance"] = Field(
+        "score", description="score: learned score map, window softmax; distance: exp(−α²(max − x)²) per channel"
+    )
+    from_pretrained: Literal["baseline"] | None = Field(
+        None, description="start from the trained baseline cell's weights (LAP added to a trained CNN)"
+    )
+
+    @model_validator(mode="after")
+    def _injection_needs_scores(self) -> LAPParams:
+        if self.injection > 0 and self.form != "score":
+            raise ValueError("injection needs form: score (the distance form has no score map to supervise)")
+        return self
 
 
 def window_weights(scores: Tensor, kernel: int) -> Tensor:
@@ -81,13 +108,7 @@ def window_weights(scores: Tensor, kernel: int) -> Tensor:
     Maps whose sides are not multiples of k are padded on the bottom/right with −∞
     scores, which get zero weight (like ``ceil_mode`` pooling).
     """
-    b, _, h, w = scores.shape
-    ph, pw = (-h) % kernel, (-w) % kernel
-    if ph or pw:
-        scores = F.pad(scores, (0, pw, 0, ph), value=float("-inf"))
-    hh, ww = (h + ph) // kernel, (w + pw) // kernel
-    windows = scores.view(b, hh, kernel, ww, kernel).permute(0, 1, 3, 2, 4).reshape(b, hh, ww, kernel * kernel)
-    return windows.softmax(dim=-1)
+    return _windows(scores, kernel, float("-inf"))[:, 0].softmax(dim=-1)
 
 
 def local_attention_pool(x: Tensor, scores: Tensor, kernel: int | None) -> Tensor:
@@ -95,14 +116,17 @@ def local_attention_pool(x: Tensor, scores: Tensor, kernel: int | None) -> Tenso
     if kernel is None:
         w = scores.flatten(2).softmax(dim=-1)  # (B, 1, HW)
         return (x.flatten(2) * w).sum(dim=-1)
-    b, c, h, wd = x.shape
-    weights = window_weights(scores, kernel)  # (B, h', w', k²)
-    ph, pw = (-h) % kernel, (-wd) % kernel
+    return (_windows(x, kernel, 0.0) * window_weights(scores, kernel)[:, None]).sum(dim=-1)
+
+
+def _windows(x: Tensor, kernel: int, fill: float) -> Tensor:
+    """(B, C, H/k, W/k, k·k) non-overlapping k×k windows of ``x``, the bottom/right padded with ``fill``."""
+    b, c, h, w = x.shape
+    ph, pw = (-h) % kernel, (-w) % kernel
     if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph))
-    hh, ww = (h + ph) // kernel, (wd + pw) // kernel
-    xw = x.view(b, c, hh, kernel, ww, kernel).permute(0, 1, 2, 4, 3, 5).reshape(b, c, hh, ww, kernel * kernel)
-    return (xw * weights[:, None]).sum(dim=-1)
+        x = F.pad(x, (0, pw, 0, ph), value=fill)
+    hh, ww = (h + ph) // kernel, (w + pw) // kernel
+    return x.view(b, c, hh, kernel, ww, kernel).permute(0, 1, 2, 4, 3, 5).reshape(b, c, hh, ww, kernel * kernel)
 
 
 class LocalAttentionPool(nn.Module):
@@ -116,6 +140,54 @@ class LocalAttentionPool(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         scores = self.head(x)
         return local_attention_pool(x, scores, self.kernel), scores
+
+
+def _unwindow(windows: Tensor, h: int, w: int) -> Tensor:
+    """Inverse of :func:`_windows`: (B, C, H', W', k·k) back to (B, C, h, w), the padding dropped."""
+    b, c, hh, ww, kk = windows.shape
+    k = int(round(kk**0.5))
+    full = windows.view(b, c, hh, ww, k, k).permute(0, 1, 2, 4, 3, 5).reshape(b, c, hh * k, ww * k)
+    return full[..., :h, :w]
+
+
+def distance_pool(x: Tensor, alpha: Tensor, kernel: int | None) -> tuple[Tensor, Tensor]:
+    """``(y, w)``: y_c = mean_{j∈W} w_cj·x_cj with w_cj = exp(−α²(max_W x_c − x_cj)²), and w (B, C, H, W).
+
+    ``kernel=None`` pools the whole map (y is (B, C)); otherwise k×k windows with stride k,
+    bottom/right windows that overhang the map averaged over their real pixels only.
+    """
+    b, c, h, wd = x.shape
+    if kernel is None:
+        flat = x.flatten(2)
+        w = torch.exp(-(alpha**2) * (flat.amax(dim=-1, keepdim=True) - flat) ** 2)
+        return (w * flat).mean(dim=-1), w.view(b, c, h, wd)
+    xw = _windows(x, kernel, float("-inf"))
+    real = torch.isfinite(xw)
+    peak = xw.amax(dim=-1, keepdim=True)
+    xw = torch.where(real, xw, torch.zeros_like(xw))
+    w = torch.where(real, torch.exp(-(alpha**2) * (peak - xw) ** 2), torch.zeros_like(xw))
+    y = (w * xw).sum(dim=-1) / real.sum(dim=-1).clamp_min(1)
+    return y, _unwindow(w, h, wd)
+
+
+class DistancePool(nn.Module):
+    """A LAP layer of the distance form; returns ``(pooled, weight map)``, the map the channel mean of w."""
+
+    def __init__(self, kernel: int | None, alpha: float = 0.1) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.alpha = nn.Parameter(torch.tensor([alpha]))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, w = distance_pool(x, self.alpha, self.kernel)
+        return y, w.mean(dim=1, keepdim=True)
+
+
+def lap_layer(params: LAPParams, channels: int, kernel: int | None) -> nn.Module:
+    """One LAP layer of the configured ``form``."""
+    if params.form == "distance":
+        return DistancePool(kernel)
+    return LocalAttentionPool(channels, params.hidden, kernel)
 
 
 def _unstride(stage: nn.Module) -> bool:
@@ -138,18 +210,18 @@ class LAPNet(nn.Module):
         for i, stage in enumerate(backbone.stages):
             c_in = backbone.stage_channels[i - 1] if i > 0 else None
             if params.downsample and c_in is not None and _unstride(stage):
-                pools.append(LocalAttentionPool(c_in, params.hidden, 2))
+                pools.append(lap_layer(params, c_in, 2))
             else:
                 pools.append(nn.Identity())
         self.pools = nn.ModuleList(pools)
-        self.global_pool = LocalAttentionPool(backbone.out_channels, params.hidden, None)
+        self.global_pool = lap_layer(params, backbone.out_channels, None)
         self.fc = nn.Linear(backbone.out_channels, num_classes)
 
     def forward(self, x: Tensor) -> ModelOutput:
         h = self.backbone.stem(x)
         scores = []
         for pool, stage in zip(self.pools, self.backbone.stages, strict=True):
-            if isinstance(pool, LocalAttentionPool):
+            if not isinstance(pool, nn.Identity):
                 h, s = pool(h)
                 scores.append(s)
             h = stage(h)
@@ -199,6 +271,22 @@ class LAP(Method[LAPParams]):
 
     def build(self) -> nn.Module:
         return LAPNet(self.ctx.build_backbone(), self.ctx.num_classes, self.params)
+
+    @classmethod
+    def required_method(cls, params: BaseModel) -> str | None:
+        return params.from_pretrained if isinstance(params, LAPParams) else None
+
+    def load_required(self, model: nn.Module, state: dict[str, Tensor]) -> None:
+        """Copy the trained baseline's backbone and classifier into the LAP model; every tensor must fit."""
+        assert isinstance(model, LAPNet)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        own = ("pools.", "global_pool.")
+        left = [k for k in missing if not k.startswith(own)]
+        if unexpected or left:
+            raise RuntimeError(
+                f"lap: the {self.params.from_pretrained} weights do not fit: "
+                f"unexpected {sorted(unexpected)[:3]}, missing {sorted(left)[:3]}"
+            )
 
     def uses_masks(self, data: ImageSplit) -> bool:
         return self.params.injection > 0 and data.masks is not None
