@@ -25,6 +25,7 @@ EXAMPLES = {
   python -m xbench run suites/smoke.yaml --set training.epochs=1 --set seeds=[0,1]
   python -m xbench run suites/quick.yaml --data-dir ~/data --device cpu
   python -m xbench run suites/quick.yaml --jobs 2                       # two cells at a time, one thread each
+  python -m xbench run suites/smoke.yaml --view full                    # tables with every column
   python -m xbench run suites/cifar100.yaml --executor ray --address auto   # on an existing Ray cluster""",
     "list": """examples:
   python -m xbench list methods
@@ -34,7 +35,8 @@ EXAMPLES = {
   python -m xbench validate suites/quick.yaml --set methods[1].params.lam=0.5""",
     "report": """examples:
   python -m xbench report results/quick
-  python -m xbench report results/quick -o /tmp/tables""",
+  python -m xbench report results/quick -o /tmp/tables
+  python -m xbench report results/quick -o /tmp/full --view full   # every column, one per exit""",
     "check": """examples:
   python -m xbench check results/quick --baseline results/baselines/quick.json
   python -m xbench check results/quick -b results/baselines/quick.json --output summary.md
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="auto|HOST:PORT",
         help="--executor ray: the cluster to join (default: start a Ray instance on this machine)",
     )
+    _add_view_arg(run, "the suite's report.view, paper unless set")
     run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -165,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a results folder")
     rep.add_argument("-o", "--output", type=Path, help="where to write the tables (default: the RUN_DIR)")
+    _add_view_arg(rep, "the report.view of the first RUN_DIR's config.yaml, paper without one")
 
     chk = sub.add_parser(
         "check",
@@ -194,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="baseline JSON file to write")
     _add_tolerance_arg(base, "set a tolerance in the file")
     return parser
+
+
+VIEW_CHOICES = ("paper", "full")  # xbench.report.views.VIEWS, without importing pandas for --help
+
+
+def _add_view_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--view",
+        choices=VIEW_CHOICES,
+        help="what the Markdown, LaTeX and HTML tables show: paper (compact, per-exit values in their own "
+        f"tables) or full (every column; the CSVs always have every column); default: {default}",
+    )
 
 
 def _add_tolerance_arg(p: argparse.ArgumentParser, what: str) -> None:
@@ -235,6 +251,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # --output and --device are taken literally (not parsed as YAML like --set values).
     if args.output is not None:
         suite = suite.model_copy(update={"output": args.output})
+    if args.view is not None:
+        suite = suite.model_copy(update={"report": suite.report.model_copy(update={"view": args.view})})
     if args.device is not None:
         try:
             suite = Suite.model_validate({**suite.model_dump(), "device": args.device})
@@ -316,9 +334,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     first = args.run_dirs[0] if args.run_dirs[0].is_dir() else args.run_dirs[0].parent
     out = args.output or first
     title = "xbench: " + ", ".join(sorted({r.suite for r in records}))
-    for path in write_report(records, out, title, saliency=first / "saliency"):
+    view = args.view or _suite_view(first / "config.yaml")
+    for path in write_report(records, out, title, saliency=first / "saliency", view=view):
         print(f"wrote {path}")
     return 0
+
+
+def _suite_view(config: Path) -> str:
+    """The ``report.view`` of a results folder's ``config.yaml`` (the suite that made it), else the default."""
+    from xbench.report.views import DEFAULT_VIEW
+    from xbench.suite import read_yaml
+
+    if not config.is_file():
+        return DEFAULT_VIEW
+    report = read_yaml(config).get("report")
+    view = report.get("view") if isinstance(report, dict) else None
+    if view is None:
+        return DEFAULT_VIEW
+    if view not in VIEW_CHOICES:
+        from xbench.errors import ConfigError
+
+        raise ConfigError(f"{config}: report.view: unknown view {view!r} (known: {', '.join(VIEW_CHOICES)})")
+    return str(view)
 
 
 def _run_records(run_dir: Path) -> tuple[Path, list[Record]]:

@@ -24,6 +24,7 @@ A suite file::
     evaluation: {limit: null, batch_size: 500}
     device: auto                   # auto | cpu | cuda | cuda:N
     output: results/quick
+    report: {view: paper}          # paper | full: what the tables show
 """
 
 from __future__ import annotations
@@ -185,6 +186,16 @@ class ResourcesConfig(_Strict):
         return v
 
 
+class ReportConfig(_Strict):
+    """What the run's report shows (``xbench report --view`` and ``xbench run --view`` override it)."""
+
+    view: Literal["paper", "full"] = Field(
+        "paper",
+        description="paper: compact tables (at most 7 metric columns per category, per-exit values in their "
+        "own method x exit tables); full: every column, one per exit. The CSV files hold everything either way",
+    )
+
+
 class Suite(_Strict):
     """A resolved suite: datasets × methods × seeds, and how to train and measure them."""
 
@@ -208,6 +219,7 @@ class Suite(_Strict):
     cache_dir: Path | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("name")
     @classmethod

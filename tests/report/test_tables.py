@@ -231,7 +231,7 @@ def test_latex_escapes_and_uses_booktabs_and_siunitx() -> None:
     assert r"Method & {Top-1 [\%] $\uparrow$} & {Error [\%] $\downarrow$} \\" in latex
     assert r"\caption{Results 100\% \{new\} (fmnist: Accuracy). Mean $\pm$ 95\% CI" in latex
     assert r"\label{tab:quick:fmnist:accuracy}" in latex
-    assert r"\begin{tabular}{lS[table-format=2.2(4)]S[table-format=2.1]}" in latex  # ci = 25.41: 82.00(2541)
+    assert r"\begin{tabular}{@{}lS[table-format=2.2(4)]S[table-format=2.1]@{}}" in latex  # ci = 25.41: 82.00(2541)
     assert r"\sisetup{separate-uncertainty = true, detect-weight = true}" in latex
     for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{table}", r"\end{table}"):
         assert latex.count(command) == 1
@@ -268,22 +268,23 @@ def test_latex_has_one_table_per_dataset_and_category_with_distinct_labels() -> 
     assert r"Method (explainer) & {Pointing game $\uparrow$} \\" in latex
 
 
-def test_write_leaderboard_writes_the_four_formats(tmp_path: Path) -> None:
+def test_write_leaderboard_writes_the_five_files(tmp_path: Path) -> None:
     records = [*seeds("egt", "top1", [0.8, 0.9]), rec("tame", 0, "top1", None)]
     paths = write_leaderboard(iter(records), tmp_path / "out")
-    names = ["leaderboard.md", "leaderboard.csv", "leaderboard_long.csv", "leaderboard.tex"]
+    names = ["leaderboard.md", "leaderboard.csv", "leaderboard_long.csv", "leaderboard.tex", "leaderboard_twocolumn.tex"]
     assert [p.name for p in paths] == names
-    assert paths[0].read_text() == to_markdown(records, title="Leaderboard")
+    assert paths[0].read_text() == to_markdown(records, title="Leaderboard", view="paper")
     assert paths[1].read_text() == to_csv(records)
     assert paths[2].read_text() == to_long_csv(records)
-    assert paths[3].read_text() == to_latex(records)
+    assert paths[3].read_text() == to_latex(records, view="paper")
+    assert paths[4].read_text() == to_latex(records, view="paper", layout="twocolumn")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)
 
 
 def test_write_leaderboard_passes_the_significance_settings_on(tmp_path: Path) -> None:
     records = [*seeds("baseline", "top1", [0.5, 0.6, 0.7]), *seeds("egt", "top1", [0.8, 0.85, 0.95])]
     settings = Significance(reference="egt", test="wilcoxon", alpha=0.1)
-    md, _, long, tex = write_leaderboard(records, tmp_path, significance=settings)
+    md, _, long, tex, _ = write_leaderboard(records, tmp_path, significance=settings)
     assert "Wilcoxon signed-rank test across seeds, two-sided, α = 0.1" in md.read_text()
     assert "better/worse than egt" in md.read_text() and "better/worse than egt" in tex.read_text()
     assert set(pd.read_csv(long)["test"]) == {"wilcoxon"}
@@ -358,6 +359,7 @@ def _braced(cell: str) -> bool:
     return False
 
 
+_INTERCOLUMN = re.compile(r"@\{(?:[^{}]|\{[^{}]*\})*\}")
 _S_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?: \\pm \d+(?:\.\d+)?)?")
 
 
@@ -379,9 +381,10 @@ def check_latex_structure(latex: str) -> int:
     assert not stack, f"unclosed environments {stack}"
     tabulars = re.findall(r"\\begin\{tabular\}\{(.*?)\}\n(.*?)\\end\{tabular\}", body, re.S)
     for spec, content in tabulars:
+        spec = _INTERCOLUMN.sub("", spec)  # @{} and @{\hspace{..}} between columns
         columns = re.findall(r"S\[[^\]]*\]|[lcrS]", spec)
         assert "".join(columns) == spec, f"unknown column spec {spec!r}"
-        lines = content.strip().splitlines()
+        lines = [line for line in content.strip().splitlines() if line != r"\addlinespace"]
         assert lines[0] == r"\toprule" and lines[2] == r"\midrule" and lines[-1] == r"\bottomrule", lines
         for line in [lines[1], *lines[3:-1]]:
             assert line.endswith(r" \\"), line
@@ -725,10 +728,10 @@ def test_wide_latex_groups_are_split_into_blocks() -> None:
     latex = to_latex(records, max_columns=2)
     assert latex.count(r"\begin{table}") == 1 and latex.count(r"\begin{tabular}") == 3
     assert check_latex_structure(latex) == 3
-    assert re.findall(r"\\begin\{tabular\}\{([^}]*)\}", latex) == [
-        "lS[table-format=1.1]" * 1 + "S[table-format=1.1]",
-        "lS[table-format=1.1]S[table-format=1.1]",
-        "lS[table-format=1.1]",
+    assert re.findall(r"\\begin\{tabular\}\{(.*)\}$", latex, re.M) == [
+        "@{}lS[table-format=1.1]S[table-format=1.1]@{}",
+        "@{}lS[table-format=1.1]S[table-format=1.1]@{}",
+        "@{}lS[table-format=1.1]@{}",
     ]
     with pytest.raises(ValueError):
         to_latex(records, max_columns=0)

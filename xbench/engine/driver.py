@@ -250,7 +250,7 @@ class Driver:
                     staging / "saliency" / f"{dataset}.npz",
                     sample["images"], sample["labels"], sample["masks"], sample["maps"],
                 )  # fmt: skip
-        write_report(records, staging, f"xbench: {self.suite.name}", staging / "saliency")
+        write_report(records, staging, f"xbench: {self.suite.name}", staging / "saliency", self.suite.report.view)
 
     def merge_saliency(self, cell: CellSpec, sample: dict[str, Any] | None) -> None:
         """Add a cell's saliency sample to its dataset's grid (every cell of a dataset explains the same images)."""

@@ -29,6 +29,7 @@ from xbench.report.claims import verdicts as claim_verdicts
 from xbench.report.records import Record
 from xbench.report.stats import as_statistics
 from xbench.report.tables import to_markdown
+from xbench.report.views import DEFAULT_VIEW, View
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0; color: #1d1d1f;
@@ -205,10 +206,13 @@ def _figure_html(path: Path) -> str:
     )
 
 
-def render_html(records: Iterable[Record], plots: Iterable[str | Path], title: str) -> str:
+def render_html(
+    records: Iterable[Record], plots: Iterable[str | Path], title: str, view: str | View = DEFAULT_VIEW
+) -> str:
     """The report as one HTML string; see the module docstring for what it contains.
 
-    ``records`` may be their :func:`~xbench.report.stats.statistics`, which the leaderboards then reuse.
+    ``records`` may be their :func:`~xbench.report.stats.statistics`, which the leaderboards then reuse;
+    ``view`` picks what the tables show (:mod:`xbench.report.views`).
     """
     stats = as_statistics(records)
     pngs = _pngs(plots)
@@ -220,7 +224,9 @@ def render_html(records: Iterable[Record], plots: Iterable[str | Path], title: s
         f"<h1>{html.escape(title)}</h1>",
         *([f'<section id="claims">{markdown_to_html(claims, heading_offset=0)}</section>'] if claims else []),
         f'<section id="summary"><h2>Run summary</h2>{_summary_html(stats.records)}</section>',
-        '<section id="leaderboard"><h2>Leaderboards</h2>' + markdown_to_html(to_markdown(stats)) + "</section>",
+        '<section id="leaderboard"><h2>Leaderboards</h2>'
+        + markdown_to_html(to_markdown(stats, view=view))
+        + "</section>",
     ]
     if others:
         sections.append('<section id="plots"><h2>Plots</h2>' + "".join(_figure_html(p) for p in others) + "</section>")
@@ -245,7 +251,13 @@ def render_html(records: Iterable[Record], plots: Iterable[str | Path], title: s
     )
 
 
-def write_html(records: Iterable[Record], out_dir: str | Path, plots: Iterable[str | Path], title: str) -> Path:
+def write_html(
+    records: Iterable[Record],
+    out_dir: str | Path,
+    plots: Iterable[str | Path],
+    title: str,
+    view: str | View = DEFAULT_VIEW,
+) -> Path:
     """Write the self-contained report to ``out_dir/report.html`` atomically and return its path.
 
     Args:
@@ -254,8 +266,9 @@ def write_html(records: Iterable[Record], out_dir: str | Path, plots: Iterable[s
         plots: plot files to embed (e.g. what :func:`xbench.report.plots.write_plots` returned);
             PNGs are embedded, a PDF stands for the PNG next to it.
         title: the page title and heading.
+        view: what the tables show (:mod:`xbench.report.views`).
 
     Raises:
         DataError: a listed PNG does not exist.
     """
-    return atomic_write_text(Path(out_dir) / "report.html", render_html(records, plots, title))
+    return atomic_write_text(Path(out_dir) / "report.html", render_html(records, plots, title, view))

@@ -85,6 +85,15 @@ from xbench.report.stats import (
     column_title,
     direction_of,
 )
+from xbench.report.texwidth import (
+    ONE_COLUMN_TEXTWIDTH,
+    TABCOLSEP,
+    TWO_COLUMN_COLUMNWIDTH,
+    TWO_COLUMN_TEXTWIDTH,
+    number_width,
+    text_width,
+)
+from xbench.report.views import DEFAULT_VIEW, FULL, View, get_view
 
 EXPLANATIONS = " · explanations"  # suffix of the section name of explanation metrics
 
@@ -373,6 +382,135 @@ def _header(column: pd.Series) -> str:
     return column_title(column["label"], column["unit"], column["exit"], column["higher_is_better"])
 
 
+def _metric_header(column: pd.Series) -> str:
+    """A per-exit table's column: the metric without its exit (the rows say which exit)."""
+    return column_title(column["label"], column["unit"], None, column["higher_is_better"])
+
+
+# --------------------------------------------------------------------------- views
+
+EXIT_NOTE = (
+    "One row per early exit (0 is the first). Each exit is ranked among the methods that have it: "
+    "best in bold, second best underlined."
+)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One printed table of a section, as a view chose it.
+
+    ``keys`` are its column keys; a per-exit table (``metrics`` not empty) has one column per
+    metric and one row per (row, exit), its ``keys`` are those metrics' per-exit keys.
+    ``hidden`` are the keys of its category that the view leaves out.
+    """
+
+    heading: str
+    slug: str
+    keys: list[str]
+    metrics: list[str] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
+
+    @property
+    def per_exit(self) -> bool:
+        return bool(self.metrics)
+
+
+def _chosen(table: _Table, category: str, keys: list[str], view: View) -> list[str]:
+    """The keys of a category's table the view shows, in table order."""
+    if view.max_columns is None or len(keys) <= view.max_columns:
+        return keys
+    preferred = view.preferred.get(category, ())
+    metrics = table.columns["metric"]
+
+    def priority(key: str) -> tuple[int, int]:
+        metric = str(metrics[key])
+        return (preferred.index(metric) if metric in preferred else len(preferred), keys.index(key))
+
+    shown = set(sorted(keys, key=priority)[: view.max_columns])
+    return [k for k in keys if k in shown]
+
+
+def _per_exit_groups(table: _Table, keys: list[str], view: View) -> list[_Group]:
+    """Per-exit keys as long tables: whole categories packed while they fit, one column per metric."""
+    if not keys:
+        return []
+    columns = table.columns.loc[keys]
+    room = max((view.max_columns or len(keys)) - 1, 1)  # the Exit column takes one
+    chunks: list[tuple[list[str], list[str]]] = []  # (categories, metrics)
+    for category in category_order(columns["category"]):
+        metrics = list(dict.fromkeys(columns.loc[columns["category"] == category, "metric"]))
+        for i in range(0, len(metrics), room):
+            part = metrics[i : i + room]
+            if chunks and len(chunks[-1][1]) + len(part) <= room and len(metrics) <= room:
+                chunks[-1][0].append(category)
+                chunks[-1][1].extend(part)
+            else:
+                chunks.append(([category], part))
+    suffix = " (explanations)" if table.explained else ""
+    groups = []
+    for categories, metrics in chunks:
+        names = list(dict.fromkeys(categories))
+        heading = "Per exit: " + ", ".join(names) + suffix
+        group_keys = [k for k in keys if columns.loc[k, "metric"] in metrics]
+        groups.append(_Group(heading, "per-exit-" + "-".join(names), group_keys, metrics))
+    return groups
+
+
+def _groups(table: _Table, view: View) -> list[_Group]:
+    """The tables a view prints for one section, in order: categories, then per-exit tables."""
+    suffix = " (explanations)" if table.explained else ""
+    if not view.per_exit_table and view.max_columns is None:
+        return [_Group(_title(c) + suffix, c, keys) for c, keys in table.groups]
+    groups, exit_keys = [], []
+    for category, keys in table.groups:
+        final = keys
+        if view.per_exit_table:
+            final = [k for k in keys if pd.isna(table.columns.loc[k, "exit"])]
+            exit_keys += [k for k in keys if k not in final]
+        if final:
+            shown = _chosen(table, category, final, view)
+            groups.append(
+                _Group(_title(category) + suffix, category, shown, hidden=[k for k in final if k not in shown])
+            )
+    return groups + _per_exit_groups(table, exit_keys, view)
+
+
+def _exit_rows(table: _Table, group: _Group) -> list[tuple[str, int]]:
+    """(row, exit) pairs of a per-exit table that have a value or a failure, rows in table order."""
+    counts = table.stats.xs("n_seeds", axis=1, level="stat") + table.stats.xs("n_failed", axis=1, level="stat")
+    exits = table.columns["exit"]
+    pairs = []
+    for row in table.stats.index:
+        found = {int(exits[k]) for k in group.keys if counts.loc[row, k] > 0}
+        pairs += [(str(row), e) for e in sorted(found)]
+    return pairs
+
+
+def _exit_cells(table: _Table, analysis: _Analysis, group: _Group, row: str, exit: int) -> list[_Cell]:
+    """The cells of one (row, exit) line of a per-exit table, one per metric."""
+    columns = table.columns.loc[group.keys]
+    cells = []
+    for metric in group.metrics:
+        match = columns.index[(columns["metric"] == metric) & (columns["exit"] == exit)]
+        cells.append(analysis.cells.loc[row, match[0]] if len(match) else _Cell("missing"))
+    return cells
+
+
+def _metric_columns(table: _Table, group: _Group) -> list[pd.Series]:
+    """A per-exit table's column metadata: the first per-exit key of each metric."""
+    columns = table.columns.loc[group.keys]
+    return [columns[columns["metric"] == m].iloc[0] for m in group.metrics]
+
+
+def _group_note(table: _Table, group: _Group) -> str:
+    """What a view's table says under its heading: the per-exit layout, the columns it leaves out."""
+    notes = [EXIT_NOTE] if group.per_exit else []
+    if group.hidden:
+        names = ", ".join(_header(table.columns.loc[k]) for k in group.hidden)
+        notes.append(f"Not in this view: {names} (the full view has every column).")
+    return " ".join(notes)
+
+
 # --------------------------------------------------------------------------- Markdown
 
 _MD_MARKS = {sig.BETTER: "+", sig.WORSE: "\u2212", sig.TIED: "*"}
@@ -400,31 +538,58 @@ def _markdown_escape(text: str) -> str:
 
 
 def to_markdown(
-    records: Iterable[Record], title: str | None = None, significance: Significance = DEFAULT_SIGNIFICANCE
+    records: Iterable[Record],
+    title: str | None = None,
+    significance: Significance = DEFAULT_SIGNIFICANCE,
+    view: str | View = FULL,
 ) -> str:
-    """GitHub-flavoured Markdown: per section a ``## section`` heading, its caption and one table per category."""
-    return _markdown(_prepare(records, significance), title)
+    """GitHub-flavoured Markdown: per section a ``## section`` heading, its caption and its tables.
+
+    ``view`` (:mod:`xbench.report.views`) picks the tables: ``full`` (the default here) one per
+    category with every column, ``paper`` compact ones and per-exit tables.
+    """
+    return _markdown(_prepare(records, significance), title, view=get_view(view))
 
 
-def _markdown(prepared: _Prepared, title: str | None, claims: str = "") -> str:
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _md_group(table: _Table, analysis: _Analysis, group: _Group) -> list[str]:
+    first = "Method (explainer)" if table.explained else "Method"
+    if group.per_exit:
+        header = [first, "Exit", *(_metric_header(c) for c in _metric_columns(table, group))]
+        body = [
+            _md_row(
+                [
+                    _markdown_escape(row),
+                    str(exit),
+                    *(_md_cell(c) for c in _exit_cells(table, analysis, group, row, exit)),
+                ]
+            )
+            for row, exit in _exit_rows(table, group)
+        ]
+        align = "|:---|---:|" + "---:|" * len(group.metrics)
+    else:
+        header = [first, *(_header(table.columns.loc[k]) for k in group.keys)]
+        body = [
+            _md_row([_markdown_escape(str(row)), *(_md_cell(c) for c in cells)])
+            for row, cells in zip(table.stats.index, analysis.cells[group.keys].to_numpy().tolist(), strict=True)
+        ]
+        align = "|:---|" + "---:|" * len(group.keys)
+    return [_md_row([_markdown_escape(h) for h in header]), align, *body]
+
+
+def _markdown(prepared: _Prepared, title: str | None, claims: str = "", view: View = FULL) -> str:
     parts = [f"# {title}\n"] if title else []
     if claims:
         parts.append(claims)
     for table, analysis in prepared:
         section = [f"## {table.name}\n\n{_md_caption(_caption(table, analysis))}\n"]
-        first = "Method (explainer)" if table.explained else "Method"
-        for category, keys in table.groups:
-            header = [first, *(_header(table.columns.loc[k]) for k in keys)]
-            lines = [
-                "| " + " | ".join(_markdown_escape(h) for h in header) + " |",
-                "|:---|" + "---:|" * len(keys),
-                *(
-                    "| " + " | ".join([_markdown_escape(str(row)), *(_md_cell(c) for c in cells)]) + " |"
-                    for row, cells in zip(table.stats.index, analysis.cells[keys].to_numpy().tolist(), strict=True)
-                ),
-            ]
-            heading = _title(category) + (" (explanations)" if table.explained else "")
-            section.append(f"### {heading}\n\n" + "\n".join(lines) + "\n")
+        for group in _groups(table, view):
+            note = _group_note(table, group)
+            lines = _md_group(table, analysis, group)
+            section.append(f"### {group.heading}\n\n" + (f"{note}\n\n" if note else "") + "\n".join(lines) + "\n")
         parts.append("\n".join(section))
     return "\n".join(parts) if parts else "No records.\n"
 
@@ -645,26 +810,146 @@ def _latex_caption(parts: list[str | _Mark]) -> str:
     )
 
 
-def _tabular(table: _Table, analysis: _Analysis, keys: list[str]) -> list[str]:
-    specs = []
-    for key in keys:
-        fmt = _table_format(list(analysis.cells[key]))
-        specs.append(f"S[table-format={fmt}]" if fmt else "c")
-    header = ["Method (explainer)" if table.explained else "Method"]
-    header += ["{" + latex_escape(_header(table.columns.loc[k])) + "}" for k in keys]
-    rows = [
-        " & ".join([latex_escape(str(row)), *(_latex_cell(c) for c in cells)]) + r" \\"
-        for row, cells in zip(table.stats.index, analysis.cells[keys].to_numpy().tolist(), strict=True)
+@dataclass(frozen=True)
+class _LatexColumn:
+    """One column of a LaTeX table: its spec, header, cells and estimated width in pt.
+
+    ``overhang`` is how far the zero-width significance marks of its cells reach past it.
+    """
+
+    spec: str
+    header: str
+    cells: list[str]
+    width: float
+    overhang: float = 0.0
+
+
+def _mark_width(marks: str) -> float:
+    # \textsuperscript at \small sets in 6 pt: two thirds of the 9-pt widths, plus a little air.
+    return text_width("".join(_LATEX_MARKS[m].strip("$") for m in marks)) * 2 / 3 + 1.0 if marks else 0.0
+
+
+def _header_lines(text: str, width: float) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` where a word allows."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and text_width(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+#: Headers wrap into lines at least this wide (pt), so that short labels stay on one line.
+_HEADER_LINE = 34.0
+
+
+def _latex_header(text: str, width: float | None) -> tuple[str, float]:
+    r"""A header in lines (``\shortstack``) about ``width`` wide (None: one line), braced, and its width."""
+    widest_word = max(text_width(w) for w in text.split(" "))
+    lines = [text] if width is None else _header_lines(text, max(width, widest_word, _HEADER_LINE))
+    # A line starting with "[" would be read as the optional argument of the \\ before it.
+    escaped = [("{}" if i and line.startswith("[") else "") + latex_escape(line) for i, line in enumerate(lines)]
+    body = escaped[0] if len(escaped) == 1 else r"\shortstack{" + r"\\".join(escaped) + "}"
+    return "{" + body + "}", max(text_width(line) for line in lines)
+
+
+def _number_column(title: str, cells: list[_Cell], wrap: bool) -> _LatexColumn:
+    """An S column (a c column when no cell has a number) fitted to its values and header (wrapped: in lines)."""
+    fmt = _table_format(cells)
+    ok = [c for c in cells if c.state == "ok"]
+    numbers = 0.0
+    if ok:
+        numbers = number_width(
+            max(_digits(c.mean)[0] for c in ok),
+            max(_digits(c.mean)[1] for c in ok),
+            negative=any(c.mean.startswith("-") for c in ok),
+            uncertainty=max((len(c.ci.replace(".", "")) for c in ok if c.ci), default=0),
+        )
+    words = {"failed": "failed", "missing": "–"}
+    texts = max((text_width(words[c.state]) for c in cells if c.state != "ok"), default=0.0)
+    header, header_width = _latex_header(title, max(numbers, texts) if wrap else None)
+    overhang = max((_mark_width(c.marks) for c in cells), default=0.0)
+    spec = f"S[table-format={fmt}]" if fmt else "c"
+    return _LatexColumn(spec, header, [_latex_cell(c) for c in cells], max(numbers, texts, header_width), overhang)
+
+
+def _label_column(title: str, labels: list[str], spec: str = "l") -> _LatexColumn:
+    width = max([text_width(title), *(text_width(label) for label in labels)])
+    return _LatexColumn(spec, latex_escape(title), [latex_escape(label) for label in labels], width)
+
+
+def _tabular_width(columns: list[_LatexColumn]) -> float:
+    """Estimated width of a tabular of ``columns`` as :func:`_tabular_lines` sets it (``@{}`` at both edges)."""
+    gaps = 2 * TABCOLSEP * (len(columns) - 1)
+    inner = sum(max(c.overhang - 2 * TABCOLSEP, 0.0) for c in columns[:-1])
+    return sum(c.width for c in columns) + gaps + inner + columns[-1].overhang
+
+
+def _tabular_lines(columns: list[_LatexColumn], rules: list[int] = ()) -> list[str]:  # type: ignore[assignment]
+    """A booktabs tabular of ``columns``; ``rules`` are body rows after which an ``\addlinespace`` goes."""
+    spec = "@{}"
+    for i, column in enumerate(columns):
+        spec += column.spec
+        last = i == len(columns) - 1
+        # A column whose marks reach past its cells gets the room before the next column.
+        reach = column.overhang if last else max(column.overhang, 2 * TABCOLSEP)
+        if last:
+            spec += f"@{{\\hspace{{{reach:.1f}pt}}}}" if reach else "@{}"
+        elif column.overhang > 2 * TABCOLSEP:
+            spec += f"@{{\\hspace{{{reach:.1f}pt}}}}"
+    header = " & ".join(c.header for c in columns) + r" \\"
+    body = []
+    for i, row in enumerate(zip(*(c.cells for c in columns), strict=True)):
+        if i in rules:
+            body.append(r"\addlinespace")
+        body.append(" & ".join(row) + r" \\")
+    return [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", header, r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
+
+
+def _blocks(
+    labels: list[_LatexColumn], columns: list[_LatexColumn], width: float, most: int
+) -> list[list[_LatexColumn]]:
+    """``columns`` in order, packed into blocks that fit ``width`` beside the label columns (at most ``most`` each)."""
+    blocks: list[list[_LatexColumn]] = []
+    for column in columns:
+        if blocks and len(blocks[-1]) < most and _tabular_width([*labels, *blocks[-1], column]) <= width:
+            blocks[-1].append(column)
+        else:
+            blocks.append([column])
+    return blocks
+
+
+def _latex_columns(
+    table: _Table, analysis: _Analysis, group: _Group, wrap: bool
+) -> tuple[list[_LatexColumn], list[_LatexColumn], list[int]]:
+    """(label columns, metric columns, body rows before which a method's rows start) of one group.
+
+    ``wrap`` sets the metric headers in lines about as wide as their numbers.
+    """
+    first = "Method (explainer)" if table.explained else "Method"
+    if not group.per_exit:
+        labels = [_label_column(first, [str(row) for row in table.stats.index])]
+        metrics = [_number_column(_header(table.columns.loc[k]), list(analysis.cells[k]), wrap) for k in group.keys]
+        return labels, metrics, []
+    pairs = _exit_rows(table, group)
+    # A method's name on its first exit only; a little space between methods.
+    names = [row if i == 0 or pairs[i - 1][0] != row else "" for i, (row, _) in enumerate(pairs)]
+    starts = [i for i, (row, _) in enumerate(pairs) if i and pairs[i - 1][0] != row]
+    labels = [_label_column(first, names), _label_column("Exit", [str(e) for _, e in pairs], "c")]
+    lines = [_exit_cells(table, analysis, group, row, exit) for row, exit in pairs]
+    metrics = [
+        _number_column(_metric_header(column), [line[j] for line in lines], wrap)
+        for j, column in enumerate(_metric_columns(table, group))
     ]
-    return [
-        rf"\begin{{tabular}}{{l{''.join(specs)}}}",
-        r"\toprule",
-        " & ".join(header) + r" \\",
-        r"\midrule",
-        *rows,
-        r"\bottomrule",
-        r"\end{tabular}",
-    ]
+    return labels, metrics, starts
+
+
+#: Page layouts of :func:`to_latex`: (float, width in pt) of a table that fits one column, and of
+#: one that does not (None: there is no wider float).
+LAYOUTS = {"onecolumn": ("table", ONE_COLUMN_TEXTWIDTH), "twocolumn": ("table", TWO_COLUMN_COLUMNWIDTH)}
+#: What a table is allowed to fill of its line width, for the estimate's errors.
+_FILL = 0.97
 
 
 def to_latex(
@@ -673,8 +958,13 @@ def to_latex(
     label: str | None = None,
     significance: Significance = DEFAULT_SIGNIFICANCE,
     max_columns: int = 6,
+    view: str | View = FULL,
+    layout: str = "onecolumn",
 ) -> str:
-    """One booktabs ``table`` per (section, category); needs ``booktabs`` and ``siunitx``.
+    """One booktabs ``table`` per table of the view; needs ``booktabs`` and ``siunitx``.
+
+    Every table fits the line width of a standard 10-pt ``article`` (see
+    :mod:`xbench.report.texwidth`): its columns are split into stacked ``tabular`` blocks that do.
 
     Args:
         records: the records to tabulate.
@@ -682,23 +972,31 @@ def to_latex(
         label: prefix of every ``\\label``; a table's label is ``{label}:{section}:{category}``
             (default prefix ``tab:xbench``), reduced to ``[A-Za-z0-9.:-]``.
         significance: reference rows, test and level of the significance marks.
-        max_columns: metric columns per ``tabular``; wider groups are split into stacked blocks.
+        max_columns: metric columns per ``tabular`` at most.
+        view: which tables and columns (:mod:`xbench.report.views`; ``full`` by default here).
+        layout: ``onecolumn`` (tables fit ``\\textwidth``) or ``twocolumn`` (a ``table`` fits
+            ``\\columnwidth``; a table that needs more than one block there is a ``table*``
+            fitting the two-column ``\\textwidth``).
     """
-    return _latex(_prepare(records, significance), caption, label, max_columns)
+    return _latex(_prepare(records, significance), caption, label, max_columns, view=get_view(view), layout=layout)
 
 
-def _latex_claims(found: list[Verdict]) -> str:
-    """The Claims table: wrapped text columns that fit ``\\textwidth`` (``tabularx``-free, plain ``p{}``)."""
+def _latex_claims(found: list[Verdict], layout: str = "onecolumn") -> str:
+    """The Claims table: wrapped text columns that fit ``\\textwidth`` (``tabularx``-free, plain ``p{}``).
+
+    In two columns it spans both (``table*``): six wrapped columns do not fit one.
+    """
     rows = claim_rows(found)
     head = ["Claim", "Dataset", "Paper", "Ours (mean ± 95% CI)", "Seeds", "Verdict"]
     # Six columns and five column gaps (2·\tabcolsep each) fit \linewidth in a standard article.
     widths = ["0.22", "0.11", "0.12", "0.14", "0.07", "0.15"]
     spec = "".join(f"p{{{w}\\linewidth}}" for w in widths)
-    body = [" & ".join(latex_escape(r[h]) for h in head) + r" \\" for r in rows]
+    body = [" & ".join(_breakable(latex_escape(r[h])) for h in head) + r" \\" for r in rows]
+    env = "table*" if layout == "twocolumn" else "table"
     return (
         "\n".join(
             [
-                r"\begin{table}[htbp]",
+                rf"\begin{{{env}}}[htbp]",
                 r"\centering\small",
                 r"\caption{Paper claims tested on this run (mean $\pm$ 95\% CI over seeds; supported: the CI satisfies "
                 r"the claim; not supported: the CI excludes it; inconclusive: it straddles it or too few seeds).}",
@@ -710,11 +1008,37 @@ def _latex_claims(found: list[Verdict]) -> str:
                 *body,
                 r"\bottomrule",
                 r"\end{tabular}",
-                r"\end{table}",
+                rf"\end{{{env}}}",
             ]
         )
         + "\n"
     )
+
+
+def _breakable(text: str) -> str:
+    """Let TeX break long identifiers (``faithfulness_correlation``) after underscores and slashes."""
+    return text.replace(r"\_", r"\_\allowbreak{}").replace("/", r"/\allowbreak{}")
+
+
+def _fit(
+    table: _Table, analysis: _Analysis, group: _Group, layout: str, max_columns: int
+) -> tuple[str, list[list[_LatexColumn]], list[_LatexColumn], list[int]]:
+    """(float environment, blocks of metric columns, label columns, method starts) that fit the layout.
+
+    Headers stay on one line when the whole table fits in one block; otherwise they wrap and
+    the columns are packed into as few blocks as fit. In two columns a table that needs more
+    than one block at ``\\columnwidth`` becomes a ``table*`` packed to the page's ``\\textwidth``.
+    """
+    env, width = LAYOUTS[layout]
+    labels, metrics, starts = _latex_columns(table, analysis, group, wrap=False)
+    if len(metrics) <= max_columns and _tabular_width([*labels, *metrics]) <= width * _FILL:
+        return env, [metrics], labels, starts
+    labels, metrics, starts = _latex_columns(table, analysis, group, wrap=True)
+    blocks = _blocks(labels, metrics, width * _FILL, max_columns)
+    if layout == "twocolumn" and len(blocks) > 1:
+        env = "table*"
+        blocks = _blocks(labels, metrics, TWO_COLUMN_TEXTWIDTH * _FILL, max_columns)
+    return env, blocks, labels, starts
 
 
 def _latex(
@@ -723,31 +1047,37 @@ def _latex(
     label: str | None,
     max_columns: int = 6,
     claims: list[Verdict] | None = None,
+    view: View = FULL,
+    layout: str = "onecolumn",
 ) -> str:
     if max_columns < 1:
         raise ValueError(f"max_columns must be at least 1, got {max_columns}")
-    parts = [_latex_claims(claims)] if claims else []
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown LaTeX layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    parts = [_latex_claims(claims, layout)] if claims else []
     for table, analysis in prepared:
         text = _latex_caption(_caption(table, analysis))
-        for category, keys in table.groups:
-            title = f"{table.name}: {_title(category)}"
+        for group in _groups(table, view):
+            title = f"{table.name}: {group.heading.removesuffix(' (explanations)')}"
             title = f"{caption} ({title})" if caption else title
-            blocks = [keys[i : i + max_columns] for i in range(0, len(keys), max_columns)]
+            note = _group_note(table, group)
+            env, blocks, labels, starts = _fit(table, analysis, group, layout, max_columns)
             body: list[str] = []
             for i, block in enumerate(blocks):
                 if i:
                     body.append(r"\par\medskip")
-                body += _tabular(table, analysis, block)
+                body += _tabular_lines([*labels, *block], starts)
             parts.append(
                 "\n".join(
                     [
-                        r"\begin{table}[htbp]",
-                        r"\centering",
+                        rf"\begin{{{env}}}[htbp]",
+                        r"\centering\small",
                         _SISETUP,
-                        rf"\caption{{{latex_escape(title)}. {text}}}",
-                        rf"\label{{{_latex_label(label, table.name, category)}}}",
+                        rf"\setlength{{\tabcolsep}}{{{TABCOLSEP:g}pt}}",
+                        rf"\caption{{{latex_escape(title)}. {text}" + (f" {latex_escape(note)}" if note else "") + "}",
+                        rf"\label{{{_latex_label(label, table.name, group.slug)}}}",
                         *body,
-                        r"\end{table}",
+                        rf"\end{{{env}}}",
                     ]
                 )
                 + "\n"
@@ -756,20 +1086,34 @@ def _latex(
 
 
 def write_leaderboard(
-    records: Iterable[Record], out_dir: str | Path, significance: Significance = DEFAULT_SIGNIFICANCE
+    records: Iterable[Record],
+    out_dir: str | Path,
+    significance: Significance = DEFAULT_SIGNIFICANCE,
+    view: str | View = DEFAULT_VIEW,
 ) -> list[Path]:
-    """Write ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard_long.csv`` and ``leaderboard.tex`` atomically.
+    """Write the leaderboard files into ``out_dir`` atomically.
+
+    ``leaderboard.md``, ``leaderboard.tex`` (one-column: every table fits ``\\textwidth``) and
+    ``leaderboard_twocolumn.tex`` (``\\columnwidth``, ``table*`` where needed) show ``view``
+    (``paper`` by default; :mod:`xbench.report.views`); ``leaderboard.csv`` and
+    ``leaderboard_long.csv`` hold every column whatever the view.
 
     Returns:
-        The four paths, in that order.
+        The paths: ``.md``, ``.csv``, ``_long.csv``, ``.tex``, ``_twocolumn.tex``.
     """
+    chosen = get_view(view)
     stats = as_statistics(records)
-    prepared = _prepare(stats, significance)  # aggregated and tested once for the four files
+    prepared = _prepare(stats, significance)  # aggregated and tested once for every file
     found = claim_verdicts(stats)  # the papers' claims come first: what a reader looks for
     out_dir = Path(out_dir)
+    markdown = _markdown(prepared, "Leaderboard", claims_markdown(found), view=chosen)
     return [
-        atomic_write_text(out_dir / "leaderboard.md", _markdown(prepared, "Leaderboard", claims_markdown(found))),
+        atomic_write_text(out_dir / "leaderboard.md", markdown),
         atomic_write_text(out_dir / "leaderboard.csv", _csv([table for table, _ in prepared])),
         atomic_write_text(out_dir / "leaderboard_long.csv", _long_csv(prepared)),
-        atomic_write_text(out_dir / "leaderboard.tex", _latex(prepared, None, None, claims=found)),
+        atomic_write_text(out_dir / "leaderboard.tex", _latex(prepared, None, None, claims=found, view=chosen)),
+        atomic_write_text(
+            out_dir / "leaderboard_twocolumn.tex",
+            _latex(prepared, None, None, claims=found, view=chosen, layout="twocolumn"),
+        ),
     ]
