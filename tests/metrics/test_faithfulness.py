@@ -3,7 +3,8 @@
 The model of most tests is linear: class 0's logit is Σ w·x (w = 1 on a region R, 0 elsewhere)
 and class 1's logit is a constant, so deleting or inserting pixels in a known order gives a
 known curve. A map that ranks R first must beat the inverted map in each metric's direction.
-xbench's own versions of Quantus metrics (ROAD, IROF) are checked against Quantus itself.
+xbench's own versions of Quantus metrics (ROAD, IROF) are checked against Quantus itself; the
+Quantus-backed metrics' hand-computed tests run on both backends (``backend: torch`` and ``quantus``).
 """
 
 from __future__ import annotations
@@ -229,41 +230,49 @@ def test_average_drop_soft_mask_scales_the_kept_pixels() -> None:
     assert value("average_drop", ctx, keep=1.0, mask="binary") == 0.0  # the whole image: nothing drops
 
 
-# -- Quantus-backed metrics through xbench -------------------------------------------------------------------
-def test_pixel_flipping_by_hand() -> None:
+# -- Quantus-backed metrics through xbench, on both backends (torch: xbench.metrics.perturb; Quantus itself) ------
+BACKENDS = ["torch", "quantus"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pixel_flipping_by_hand(backend: str) -> None:
     # features_in_step = 16/4 = 4; curves after each step: [0, 0, 0, 0] and [4, 4, 4, 0]
     good = context(Linear(R), torch.ones(1, 1, 4, 4), GOOD[None])
     bad = context(Linear(R), torch.ones(1, 1, 4, 4), BAD[None])
-    assert value("pixel_flipping", good, steps=4, softmax=False) == pytest.approx(0.0)
-    assert value("pixel_flipping", bad, steps=4, softmax=False) == pytest.approx((4 + 4 + 2) / 4)
+    assert value("pixel_flipping", good, steps=4, softmax=False, backend=backend) == pytest.approx(0.0)
+    assert value("pixel_flipping", bad, steps=4, softmax=False, backend=backend) == pytest.approx((4 + 4 + 2) / 4)
 
 
 R8 = region(8, 8, slice(0, 2), slice(0, 2))  # one 2×2 patch of an 8×8 image
 GOOD8, BAD8 = R8[0] + 0.01 * torch.arange(64.0).view(8, 8) / 64, 1 - R8[0]
 
 
-def test_region_perturbation_and_selectivity_by_hand() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_region_perturbation_and_selectivity_by_hand(backend: str) -> None:
     good = context(Linear(R8), torch.ones(1, 1, 8, 8), GOOD8[None])
     bad = context(Linear(R8), torch.ones(1, 1, 8, 8), BAD8[None])
     # AOPC over 4 regions: drops [4, 4, 4, 4] / (4 + 1) when R goes first, [0, 0, 0, 0] when last
-    assert value("region_perturbation", good, patch_size=2, regions=4, softmax=False) == pytest.approx(16 / 5)
-    assert value("region_perturbation", bad, patch_size=2, regions=4, softmax=False) == pytest.approx(0.0)
+    kw = {"patch_size": 2, "softmax": False, "backend": backend}
+    assert value("region_perturbation", good, regions=4, **kw) == pytest.approx(16 / 5)
+    assert value("region_perturbation", bad, regions=4, **kw) == pytest.approx(0.0)
     # Selectivity: all 16 patches; curve [0]*16 vs [4]*15 + [0] over fractions 1/16 … 1
-    assert value("selectivity", good, patch_size=2, softmax=False) == pytest.approx(0.0)
-    assert value("selectivity", bad, patch_size=2, softmax=False) == pytest.approx((4 * 14 + 2) / 16)
+    assert value("selectivity", good, **kw) == pytest.approx(0.0)
+    assert value("selectivity", bad, **kw) == pytest.approx((4 * 14 + 2) / 16)
 
 
-def test_faithfulness_correlation_is_perfect_for_the_true_relevance() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_faithfulness_correlation_is_perfect_for_the_true_relevance(backend: str) -> None:
     # A linear model on ones: the output drop of a subset S is |S ∩ R|, the map's sum on S too
     # (map = 1_R) → r = 1; the inverted map sums to |S| − |S ∩ R| → r = −1.
     good = context(Linear(R8), torch.ones(1, 1, 8, 8), R8)
     bad = context(Linear(R8), torch.ones(1, 1, 8, 8), 1 - R8)
-    kw = {"nr_runs": 12, "subset_fraction": 0.25}
+    kw = {"nr_runs": 12, "subset_fraction": 0.25, "backend": backend}
     assert value("faithfulness_correlation", good, **kw) == pytest.approx(1.0)
     assert value("faithfulness_correlation", bad, **kw) == pytest.approx(-1.0)
 
 
-def test_monotonicity_correlation_follows_the_true_relevance() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_monotonicity_correlation_follows_the_true_relevance(backend: str) -> None:
     # logit = 1 + Σ w·x on a black image, w growing 10× per group of 2 pixels (8 groups): a group set
     # to u changes the logit by u·W_g, variance ∝ W_g², so ρ = 1 for a map ordered like w, −1 inverted.
     w = (10.0 ** (torch.arange(16) // 2)).view(1, 4, 4) / 1e3
@@ -274,7 +283,7 @@ def test_monotonicity_correlation_follows_the_true_relevance() -> None:
         def forward(self, z: Tensor) -> Tensor:
             return model(z) + torch.tensor([1.0, 0.0])
 
-    kw = {"steps": 8, "nr_samples": 10, "softmax": False}
+    kw = {"steps": 8, "nr_samples": 10, "softmax": False, "backend": backend}
     order = torch.arange(16.0).view(1, 4, 4) / 15
     assert value("monotonicity_correlation", context(Biased(), x, order), **kw) == pytest.approx(1.0)
     assert value("monotonicity_correlation", context(Biased(), x, 1 - order), **kw) == pytest.approx(-1.0)
@@ -369,8 +378,9 @@ def test_irof_leaves_out_images_with_one_segment() -> None:
 
 
 # -- every metric through a real context -------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("channels", [1, 3])
-def test_every_metric_runs_and_records_its_settings(channels: int) -> None:
+def test_every_metric_runs_and_records_its_settings(channels: int, backend: str) -> None:
     model = tiny_cnn(channels)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, channels, 16, 16, generator=g)
@@ -380,7 +390,8 @@ def test_every_metric_runs_and_records_its_settings(channels: int) -> None:
     for name in NAMES:
         cls = METRICS.get(name)
         assert cls.category == "faithfulness" and cls.uses_explanations
-        (result,) = cls(cls.Params(n=4)).compute(ctx)
+        backend_param = {"backend": backend} if "backend" in cls.Params.model_fields else {}
+        (result,) = cls(cls.Params(n=4, **backend_param)).compute(ctx)
         assert math.isfinite(result.value)
         assert result.params["skipped_constant_map"] == 1
         assert result.n + result.params["skipped_undefined"] == 3

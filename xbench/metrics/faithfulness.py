@@ -89,8 +89,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from xbench.explain.base import METHOD_DEFAULT
-from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics import perturb
+from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
 from xbench.metrics.quantus_compat import QUANTUS_VERSION, make_metric, run_quantus
 from xbench.registry import METRICS

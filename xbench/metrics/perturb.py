@@ -137,7 +137,7 @@ def faithfulness_correlation(
     seed: int | None,
     similarity_func: str = "pearson",
     normalise: bool = True,
-    abs: bool = False,  # noqa: A002 - Quantus's name
+    abs: bool = False,
 ) -> np.ndarray:
     """(N,) ``quantus.FaithfulnessCorrelation``: Pearson r of Σ_S a and f(x) − f(x_S) over random subsets S.
 
@@ -163,13 +163,8 @@ def faithfulness_correlation(
             )  # (runs, b, subset)
             index = torch.from_numpy(draws).to(device)
             original = class_scores(model, xb.view(b, c, h, w), tb, softmax)
-            deltas = torch.stack(
-                [
-                    original - class_scores(model, xb.scatter(1, index[r], perturb_baseline).view(b, c, h, w), tb, softmax)
-                    for r in range(nr_runs)
-                ],
-                dim=1,
-            )  # (b, runs)
+            perturbed = [xb.scatter(1, index[r], perturb_baseline).view(b, c, h, w) for r in range(nr_runs)]
+            deltas = torch.stack([original - class_scores(model, xp, tb, softmax) for xp in perturbed], 1)  # (b, runs)
             att_sums = np.stack([maps[sl][np.arange(b)[:, None], draws[r]].sum(axis=-1) for r in range(nr_runs)], 1)
             out.append(similarity(att_sums, deltas.cpu().numpy()))
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
@@ -190,7 +185,7 @@ def pixel_flipping(
     device: torch.device | str,
     return_auc_per_sample: bool = True,
     normalise: bool = True,
-    abs: bool = False,  # noqa: A002 - Quantus's name
+    abs: bool = False,
 ) -> np.ndarray:
     """``quantus.PixelFlipping``: (N,) AUC (``trapezoid``, dx = 1) or (N, K) curve of f as entries are deleted.
 
@@ -210,13 +205,8 @@ def pixel_flipping(
         xb = x[sl].to(device).float().reshape(b, features)
         tb, rb = y[sl].to(device), ranks[sl].to(device)
         fill = torch.full_like(xb, perturb_baseline)
-        curve = torch.stack(
-            [
-                class_scores(model, torch.where(rb < (k + 1) * features_in_step, fill, xb).view(b, c, h, w), tb, softmax)
-                for k in range(steps)
-            ],
-            dim=1,
-        ).cpu().numpy()  # fmt: skip
+        deleted = (torch.where(rb < (k + 1) * features_in_step, fill, xb).view(b, c, h, w) for k in range(steps))
+        curve = torch.stack([class_scores(model, xp, tb, softmax) for xp in deleted], dim=1).cpu().numpy()
         out.append(np.trapezoid(curve, dx=1, axis=1) if return_auc_per_sample else curve)
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
@@ -238,7 +228,7 @@ def monotonicity_correlation(
     similarity_func: str = "spearman",
     perturb_baseline: str = "uniform",
     normalise: bool = True,
-    abs: bool = True,  # noqa: A002 - Quantus's name
+    abs: bool = True,
 ) -> np.ndarray:
     """(N,) ``quantus.MonotonicityCorrelation`` with ``perturb_baseline="uniform"``.
 
@@ -315,11 +305,13 @@ def patch_ranks(maps: np.ndarray, channels: int, patch_size: int) -> tuple[np.nd
     rows, cols = hp // patch_size, wp // patch_size
     flat = padded.reshape(n, -1)
     index = np.arange(channels * hp * wp).reshape(channels, hp, wp)
+    images = np.arange(n)[:, None]
     sums = []
     for r in range(rows):
         for col in range(cols):
             block = index[:, r * patch_size : (r + 1) * patch_size, col * patch_size : (col + 1) * patch_size]
-            sums.append(flat[:, block.reshape(-1)].sum(axis=-1))
+            # Quantus's gather, (N, C·p·p) in C order: a different layout would sum in another order.
+            sums.append(flat[images, np.broadcast_to(block.reshape(1, -1), (n, block.size))].sum(axis=-1))
     order = np.argsort(-np.stack(sums, -1), -1)  # (N, patches), most relevant first
     rank_of_patch = inverse_permutation(order)
     pr = (np.arange(h) + top) // patch_size
@@ -343,9 +335,9 @@ def _patch_curves(
     device: torch.device | str,
     drop: bool,
     normalise: bool,
-    abs: bool,  # noqa: A002 - Quantus's name
+    abs: bool,
 ) -> np.ndarray:
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     ranks_np, patches = patch_ranks(quantus_maps(a, normalise=normalise, absolute=abs), c, patch_size)
     ranks = torch.from_numpy(ranks_np)[:, None]  # (N, 1, H, W): every channel of a patch goes together
     steps = patches if regions is None else min(regions, patches)
@@ -377,7 +369,7 @@ def region_perturbation(
     device: torch.device | str,
     order: str = "morf",
     normalise: bool = True,
-    abs: bool = False,  # noqa: A002 - Quantus's name
+    abs: bool = False,
 ) -> np.ndarray:
     """(N, L) ``quantus.RegionPerturbation`` (MoRF): f(x) − f(x_k) after deleting the k most relevant patches."""
     if order != "morf":
@@ -400,7 +392,7 @@ def selectivity(
     batch_size: int,
     device: torch.device | str,
     normalise: bool = True,
-    abs: bool = False,  # noqa: A002 - Quantus's name
+    abs: bool = False,
 ) -> np.ndarray:
     """(N, P) ``quantus.Selectivity``: f(x_k) after deleting the k most relevant of all P patches."""
     return _patch_curves(
