@@ -145,7 +145,7 @@ class LocalAttentionPool(nn.Module):
 def _unwindow(windows: Tensor, h: int, w: int) -> Tensor:
     """Inverse of :func:`_windows`: (B, C, H', W', k·k) back to (B, C, h, w), the padding dropped."""
     b, c, hh, ww, kk = windows.shape
-    k = int(round(kk**0.5))
+    k = round(kk**0.5)
     full = windows.view(b, c, hh, ww, k, k).permute(0, 1, 2, 4, 3, 5).reshape(b, c, hh * k, ww * k)
     return full[..., :h, :w]
 
