@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from report_fixtures import smoke_like_records
 
 from xbench.report.claims import verdicts
 from xbench.report.records import Record
@@ -85,11 +84,6 @@ def compile_document(body: str, folder: Path, twocolumn: bool = False) -> Page:
     return Page(overfull, pages, past)
 
 
-@pytest.fixture(scope="module")
-def smoke_like() -> list[Record]:
-    return smoke_like_records(seeds=3)
-
-
 @pytest.mark.parametrize("layout", ["onecolumn", "twocolumn"])
 def test_every_table_of_both_views_fits_the_page(smoke_like: list[Record], tmp_path: Path, layout: str) -> None:
     prepared = _prepare(smoke_like, DEFAULT_SIGNIFICANCE)
@@ -109,7 +103,7 @@ def test_every_table_of_both_views_fits_the_page(smoke_like: list[Record], tmp_p
     assert 2 <= page.pages <= tables
 
 
-def too_wide() -> str:
+def too_wide(smoke_like: list[Record]) -> str:
     """One tabular of 14 metric columns with intervals: far wider than any page."""
     records = [
         Record.model_validate(
@@ -119,24 +113,26 @@ def too_wide() -> str:
                 "display": {"label": f"Metric {i}", "unit": "%", "scale": 100.0, "decimals": 2},
             }
         )
-        for record in smoke_like_records(seeds=2)[:2]
+        for record in smoke_like[:2]
         for i in range(14)
     ]
     return to_latex(records, max_columns=14).replace(r"\par\medskip", "")
 
 
-def test_the_page_checks_catch_a_table_that_is_too_wide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_page_checks_catch_a_table_that_is_too_wide(
+    smoke_like: list[Record], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from xbench.report import tables
 
     # Pretend the page is 2000 pt wide: the fitting keeps all 14 columns in one block.
     monkeypatch.setitem(tables.LAYOUTS, "onecolumn", ("table", 2000.0))
-    page = compile_document(too_wide(), tmp_path)
+    page = compile_document(too_wide(smoke_like), tmp_path)
     assert page.overfull and "too wide" in page.overfull[0]
     assert page.ink_past_margin and page.ink_past_margin[0][1] > 50
 
 
-def test_the_fitted_wide_table_passes_the_same_checks(tmp_path: Path) -> None:
-    latex = too_wide()
+def test_the_fitted_wide_table_passes_the_same_checks(smoke_like: list[Record], tmp_path: Path) -> None:
+    latex = too_wide(smoke_like)
     assert latex.count(r"\begin{tabular}") > 2  # split into blocks that fit
     page = compile_document(latex, tmp_path)
     assert page.overfull == [] and page.ink_past_margin == []
