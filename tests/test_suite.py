@@ -584,3 +584,36 @@ def test_randaugment_by_name_or_with_settings(tmp_path: Path) -> None:
     assert load_suite(write(tmp_path / "c.yaml", MINIMAL)).training.randaugment is None
     message = config_error(write(tmp_path / "d.yaml", {**MINIMAL, "training": {"augment": ["randaugmnt"]}}))
     assert "training.augment[0]" in message
+
+
+# -- report views ---------------------------------------------------------------------------
+def test_report_view_defaults_to_paper_and_takes_full(tmp_path: Path) -> None:
+    from typing import get_args
+
+    from xbench.report.views import DEFAULT_VIEW, VIEWS
+    from xbench.suite import ReportConfig
+
+    assert set(get_args(ReportConfig.model_fields["view"].annotation)) == set(VIEWS)  # the suite knows every view
+    assert load_suite(write(tmp_path / "a.yaml", MINIMAL)).report.view == DEFAULT_VIEW == "paper"
+    full = load_suite(write(tmp_path / "b.yaml", {**MINIMAL, "report": {"view": "full"}}))
+    assert full.report.view == "full"
+    assert load_suite(tmp_path / "a.yaml", ["report.view=full"]).report.view == "full"
+    assert "view: full" in dump_suite(full)
+
+
+@pytest.mark.parametrize(
+    ("content", "overrides", "expected"),
+    [
+        ({**MINIMAL, "report": {"view": "wide"}}, (), ["report.view:", "'paper' or 'full'", "'wide'"]),
+        ({**MINIMAL, "report": {"veiw": "full"}}, (), ["report.veiw: unknown key", "view"]),
+        ({**MINIMAL, "report": "paper"}, (), ["report:"]),
+        (MINIMAL, ("report.view=compact",), ["--set report.view", "'compact'"]),
+    ],
+    ids=["unknown_view", "unknown_key", "not_a_mapping", "set_unknown_view"],
+)
+def test_bad_report_view_is_one_line_naming_file_and_key(
+    tmp_path: Path, content: Any, overrides: tuple[str, ...], expected: list[str]
+) -> None:
+    message = config_error(write(tmp_path / "v.yaml", content), overrides)
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
