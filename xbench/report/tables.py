@@ -7,7 +7,10 @@ are grouped by ``category``: accuracy, efficiency, localization, faithfulness,
 consistency, sanity, then any other category in order of appearance. Each group is one
 table: in Markdown a ``### Accuracy`` (explanations: ``### Localization (explanations)``)
 table under the section's ``## <section>`` heading and caption, in LaTeX one ``table``
-float per (section, category). Rows keep their order of first appearance. Within a
+float per (section, category). That is the ``full`` view; a view (:mod:`xbench.report.views`)
+may show fewer columns per category and put per-exit values in tables of their own
+(``### Per exit: ...``, one row per (row, exit), one column per metric, ranked per exit); a note
+under such a table names the columns it leaves out. Rows keep their order of first appearance. Within a
 group, metrics follow the order of the method that reports the most of them, then
 first appearance; a metric's per-exit columns follow it. A column key is ``metric``,
 or ``metric@exit{k}`` for a value measured at early exit ``k``. Its header is
@@ -54,15 +57,18 @@ fitted to their values, cells are written ``89.87 \\pm 0.12`` and printed as
 ``\\tablenum`` so that they stay aligned, with ``detect-weight`` for the bold digits;
 non-numeric cells are braced (``{failed}``, ``{--}``). Labels and method names are
 escaped (``_ & % # $ { } ~ ^ \\``), and ±, ↑, ↓, µ and the multiplication sign become
-math-mode symbols, so the output compiles with pdflatex. Wide groups are split into
-several ``tabular`` blocks of at most ``max_columns`` metric columns in the same float.
+math-mode symbols, so the output compiles with pdflatex. Every table fits the line of a
+10-pt ``article`` by estimated width (:mod:`xbench.report.texwidth`): when it does not fit in
+one ``tabular``, headers wrap (``\\shortstack``) and the columns are split into stacked blocks
+(at most ``max_columns`` each) in the same float; in the two-column layout a table that needs
+more than one block at ``\\columnwidth`` becomes a ``table*``.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -886,7 +892,7 @@ def _tabular_width(columns: list[_LatexColumn]) -> float:
     return sum(c.width for c in columns) + gaps + inner + columns[-1].overhang
 
 
-def _tabular_lines(columns: list[_LatexColumn], rules: list[int] = ()) -> list[str]:  # type: ignore[assignment]
+def _tabular_lines(columns: list[_LatexColumn], rules: Sequence[int] = ()) -> list[str]:
     """A booktabs tabular of ``columns``; ``rules`` are body rows after which an ``\addlinespace`` goes."""
     spec = "@{}"
     for i, column in enumerate(columns):
