@@ -736,3 +736,60 @@ def test_wide_latex_groups_are_split_into_blocks() -> None:
     ]
     with pytest.raises(ValueError):
         to_latex(records, max_columns=0)
+
+
+# --------------------------------------------------------------------------- views
+
+
+def test_paper_view_shows_the_preferred_columns_and_names_the_others() -> None:
+    names = ["latency", "policy_latency", "params", "flops", "expected_flops", "flops_speedup", "latency_speedup"]
+    names += ["binary_latency", "binary_speedup"]
+    records = [
+        rec("a", 0, name, 0.5, category="efficiency", higher_is_better=True, display={"label": name.title()})
+        for name in names
+    ]
+    markdown = to_markdown(records, view="paper")
+    header = next(line for line in markdown.splitlines() if line.startswith("| Method"))
+    shown = [c for c in header.strip("| ").split(" | ")[1:]]
+    # Seven columns: the preferred ones, in the table's (suite) order.
+    assert shown == [n.title() + " ↑" for n in names if n not in ("policy_latency", "binary_latency")]
+    assert "Not in this view: Policy_Latency ↑, Binary_Latency ↑ (the full view has every column)." in markdown
+    full = to_markdown(records, view="full")
+    assert full.count(" ↑ |") == len(names) and "Not in this view" not in full  # every column
+
+
+def test_paper_view_puts_exits_in_rows_ranked_per_exit() -> None:
+    records = [rec(m, 0, "top1", v) for m, v in (("baseline", 0.7), ("egt", 0.8), ("coded", 0.75))]
+    records += [rec("egt", 0, "top1", 0.5 + 0.1 * k, exit=k) for k in range(3)]
+    records += [rec("coded", 0, "top1", 0.9 - 0.1 * k, exit=k) for k in range(2)]
+    records += [rec("egt", 0, "share", 0.2, exit=k, category="efficiency") for k in (0, 2)]
+    markdown = to_markdown(records, view="paper")
+    assert "### Per exit: accuracy, efficiency" in markdown and "@exit" not in markdown
+    rows = [line for line in markdown.split("### Per exit")[1].splitlines() if line.startswith("| ")]
+    assert rows[0] == "| Method | Exit | Top-1 [%] ↑ | share ↑ |"
+    assert rows[1:] == [
+        "| egt | 0 | <u>50.00</u> | **0.200** |",
+        "| egt | 1 | <u>60.00</u> | – |",
+        "| egt | 2 | **70.00** | **0.200** |",
+        "| coded | 0 | **90.00** | – |",
+        "| coded | 1 | **80.00** | – |",
+    ]
+    latex = to_latex(records, view="paper")
+    assert check_latex_structure(latex) == 2  # the final outputs' accuracy, the per-exit table
+    assert r"egt & 0 & {\underline{\tablenum{50.00}}}" in latex and r" & 1 & {\underline{\tablenum{60.00}}}" in latex
+    assert latex.count(r"\addlinespace") == 1  # between egt's and coded's exits
+
+
+def test_two_column_latex_spans_both_columns_only_when_it_must() -> None:
+    narrow = [*seeds("a", "top1", [0.5, 0.6]), *seeds("b", "top1", [0.4, 0.5])]
+    wide = [
+        rec("a", 0, f"m{i}", 0.1 * i, display={"label": f"Metric number {i}", "unit": "%", "decimals": 2})
+        for i in range(1, 8)
+    ]
+    assert r"\begin{table}" in to_latex(narrow, layout="twocolumn") and r"table*" not in to_latex(narrow)
+    two = to_latex(wide, layout="twocolumn")
+    assert r"\begin{table*}" in two and r"\end{table*}" in two and check_latex_structure(two) >= 1
+    one = to_latex(wide)
+    assert r"table*" not in one and r"{\shortstack{Metric\\number\\1 [\%] $\uparrow$}}" in one  # the widest word
+    with pytest.raises(ValueError, match="layout"):
+        to_latex(wide, layout="threecolumn")
