@@ -1,0 +1,130 @@
+"""Faithfulness metrics: xbench's torch backend against Quantus 0.6.0 called directly, same values.
+
+The quick suite's sizes: 256 explained images of the 40-px cluttered canvas (1 × 40 × 40), the
+quick suite's ResNet-8 (width 16, stride-2 stem), batch 128 (its ``evaluation.batch_size``), one
+thread (``torch.set_num_threads(1)``). Images and maps are smooth noise (benchmarks/conftest.py);
+the model is untrained (the cost does not depend on its weights). Each test times, in one run,
+Quantus's full call (as its documentation shows: numpy arrays, numpy's global seed) and the xbench
+metric's ``compute`` on a fresh context with ``backend: torch`` (so it pays its own one-off work),
+checks that both give the same per-image values (``quantus_equal``: bitwise; the xbench value is
+the mean of xbench's summary of those values), and records both times and ``quantus_over_torch``
+in ``extra_info``. No assertion on time: the ratio is the result.
+
+Run: ``python -m pytest benchmarks/test_faithfulness_speed.py -s`` (``XBENCH_BENCH_N`` images,
+default 256; ``XBENCH_BENCH_SIZE`` pixels, default 40).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import CLASSES, Precomputed, Setup, smooth
+
+from xbench.data.base import ImageSplit
+from xbench.methods.base import MethodContext
+from xbench.metrics import faithfulness as F
+from xbench.metrics.quantus_compat import QUANTUS_VERSION, make_metric, numpy_seed, numpy_trapz_shim
+from xbench.registry import METHODS, METRICS
+
+QUANTUS_BACKED = [
+    "faithfulness_correlation",
+    "pixel_flipping",
+    "region_perturbation",
+    "selectivity",
+    "monotonicity_correlation",
+]
+SEED = 0
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def quick40(one_thread: None) -> Setup:
+    n = int(os.environ.get("XBENCH_BENCH_N", "256"))
+    size = int(os.environ.get("XBENCH_BENCH_SIZE", "40"))
+    ctx = MethodContext(CLASSES, 1, (size, size), (0.5,), (0.25,), "resnet_cifar",
+                        {"depth": 8, "width": 16, "stem_stride": 2})  # fmt: skip
+    cls = METHODS.get("baseline")
+    method = cls(cls.Params(), ctx)
+    torch.manual_seed(0)
+    model = method.build().eval()
+    data = ImageSplit(smooth(n, 1, size, seed=0), torch.arange(n) % CLASSES, None, [str(i) for i in range(CLASSES)])
+    setup = Setup(model, method, data, smooth(n, 1, size, seed=1)[:, 0], n)
+    setup.predictions = context(setup).predictions()
+    return setup
+
+
+def context(setup: Setup) -> Any:
+    """A fresh context at the quick suite's batch size (128) whose maps are already computed."""
+    from xbench.metrics.context import EvalContext
+
+    ctx = EvalContext(
+        setup.model, setup.method, setup.data, torch.device("cpu"), batch_size=128, progress=False,  # type: ignore[arg-type]
+        explainers={"smooth": Precomputed()}, explain_limit=None, seed=SEED,
+    ).with_explainer("smooth")  # fmt: skip
+    ctx.memo("explanations:smooth", lambda: setup.maps)
+    if setup.predictions is not None:
+        ctx.memo("predictions", lambda: setup.predictions)
+    return ctx
+
+
+def quantus_direct(metric: Any, setup: Setup) -> tuple[float, np.ndarray]:
+    """(seconds, per-image output) of the matching Quantus metric, called as its documentation shows."""
+    ctx = context(setup)
+    shape = setup.data.images.shape
+    q = make_metric(metric.quantus_class, **F._quantus_kwargs(metric.quantus_kwargs(shape)))
+    start = time.perf_counter()
+    with numpy_trapz_shim(), numpy_seed(SEED):
+        out = q(model=ctx.logits_model(), x_batch=setup.data.images.numpy(), y_batch=ctx.explain_targets().numpy(),
+                a_batch=setup.maps[:, None].numpy(), channel_first=True, softmax=bool(metric.params.softmax),
+                device="cpu", batch_size=ctx.batch_size)  # fmt: skip
+    return time.perf_counter() - start, np.asarray(out, dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", QUANTUS_BACKED)
+def test_faithfulness_speed(benchmark: Any, quick40: Setup, name: str) -> None:
+    import quantus  # noqa: F401 - imported once, outside the timings
+    import scipy.stats  # noqa: F401 - likewise (the torch backend's correlations)
+
+    cls = METRICS.get(name)
+    metric = cls(cls.Params(n=quick40.n, backend="torch"))
+    shape = quick40.data.images.shape
+    kwargs = metric.quantus_kwargs(shape)
+    quantus_s, quantus_raw = quantus_direct(metric, quick40)
+    results = benchmark.pedantic(lambda ctx: metric.compute(ctx), setup=lambda: ((context(quick40),), {}),
+                                 rounds=1, iterations=1)  # fmt: skip
+    (result,) = results
+    torch_s = benchmark.stats.stats.mean
+    ctx = context(quick40)
+    torch_raw = metric.raw_scores(ctx, quick40.data.images, ctx.explain_targets(), quick40.maps, kwargs)
+    summary = metric.summarise(quantus_raw, kwargs, shape)
+    info: dict[str, Any] = {
+        "n": quick40.n,
+        "image": f"1×{shape[2]}×{shape[3]}",
+        "model": "ResNet-8, width 16, stride-2 stem (untrained)",
+        "batch_size": ctx.batch_size,
+        "threads": torch.get_num_threads(),
+        "quantus_version": QUANTUS_VERSION,
+        "implementation": result.params["implementation"],
+        "torch_s": round(torch_s, 3),
+        "quantus_s": round(quantus_s, 3),
+        "quantus_over_torch": round(quantus_s / torch_s, 2),
+        "quantus_equal": bool(np.array_equal(torch_raw, quantus_raw, equal_nan=True)),
+        "torch_value": result.value,
+        "quantus_value": float(np.nanmean(summary)),
+    }
+    benchmark.extra_info.update(info)
+    print(f"\n{name}: {info}")
+    assert info["quantus_equal"], "the torch backend must give Quantus's values"
