@@ -583,7 +583,11 @@ def test_randaugment_by_name_or_with_settings(tmp_path: Path) -> None:
     assert ra is not None and (ra.num_ops, ra.magnitude) == (3, 4)
     assert load_suite(write(tmp_path / "c.yaml", MINIMAL)).training.randaugment is None
     message = config_error(write(tmp_path / "d.yaml", {**MINIMAL, "training": {"augment": ["randaugmnt"]}}))
-    assert "training.augment[0]" in message
+    # One line about the value the user wrote, not about pydantic's union members.
+    assert message.endswith("training.augment[0]: Input should be 'flip', 'crop' or 'randaugment' (got 'randaugmnt')")
+    bad = {"augment": ["flip", {"name": "randaugment", "num_ops": 0}]}
+    message = config_error(write(tmp_path / "e.yaml", {**MINIMAL, "training": bad}))
+    assert message.endswith("training.augment[1].num_ops: Input should be greater than or equal to 1 (got 0)")
 
 
 # -- report views ---------------------------------------------------------------------------

@@ -125,7 +125,9 @@ class TrainingConfig(_Strict):
     holdout: int = Field(
         0, ge=0, description="training images held out (never trained on) for calibration, e.g. exit thresholds"
     )
-    augment: list[Literal["flip", "crop"] | RandAugmentConfig] = Field(
+    # "randaugment" is listed so that an unknown name's error names it; the validator below turns it
+    # into a RandAugmentConfig before the union is tried, so a plain "randaugment" never stays a string.
+    augment: list[Literal["flip", "crop", "randaugment"] | RandAugmentConfig] = Field(
         default_factory=list,
         description="batched in this order: crop, flip, then randaugment ('randaugment' or {name: randaugment, ...})",
     )
@@ -492,11 +494,35 @@ def _model_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | Non
     return sorted(current.model_fields) if current is not None else None
 
 
+# pydantic puts the union member an error belongs to into its location ("literal['flip','crop']",
+# "function-after[...]"); they are not keys a user wrote.
+_UNION_TAGS = ("function-", "literal[")
+
+
+def _union_errors(errors: list[Any]) -> list[Any]:
+    """One error per value: of a union's members, the one that fits the input's kind (a mapping: the model's)."""
+    kept: list[Any] = []
+    seen: set[tuple[Any, ...]] = set()
+    for e in errors:
+        loc = tuple(e["loc"])
+        tag = next((i for i, p in enumerate(loc) if isinstance(p, str) and p.startswith(_UNION_TAGS)), None)
+        if tag is None:
+            kept.append(e)
+            continue
+        if isinstance(e.get("input"), dict) and str(loc[tag]).startswith("literal["):
+            continue  # a mapping was never meant as one of the names
+        if loc[:tag] not in seen:
+            seen.add(loc[:tag])
+            kept.append(e)
+    return kept or errors
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     """The first error of ``err`` as ``key.path: message``."""
-    e = err.errors()[0]
-    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    errors = _union_errors(err.errors())
+    e = errors[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(_UNION_TAGS)))
+    more = f" [+{len(errors) - 1} more]" if len(errors) > 1 else ""
     if e["type"] == "invalid_key" or loc[-1:] == ("[key]",):  # a key that is not a string, e.g. 5:
         key = e.get("input")
         parent = ".".join(x for x in (prefix, _loc(loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1])) if x)
