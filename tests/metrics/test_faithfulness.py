@@ -303,6 +303,19 @@ def test_linear_imputation_matches_quantus_grey_and_colour() -> None:
         assert not np.allclose(ours, image)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_linear_imputation_many_is_each_image_s_own(channels: int) -> None:
+    # One block-diagonal system for several images: each image's imputation as if solved alone.
+    rng = np.random.default_rng(channels)
+    images = rng.random((5, channels, 9, 7)).astype(np.float32)
+    indices = np.stack([rng.permutation(63)[:40] for _ in range(5)])
+    noise = 0.01 * rng.standard_normal((5, channels, 40))
+    many = F.linear_imputation_many(images, indices, noise)
+    one = np.stack([F.linear_imputation(images[i], indices[i], noise[i]) for i in range(5)])
+    assert many.dtype == one.dtype == np.float32
+    np.testing.assert_allclose(many, one, rtol=0, atol=1e-6)
+
+
 def test_road_by_hand() -> None:
     # R = 1 on a black image, logit0 = Σ_R x = 4 > logit1 = 2. Imputing R from its black surroundings gives
     # 0 (the system's solution), so the class flips; imputing other pixels leaves the logit unchanged.
