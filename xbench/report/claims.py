@@ -53,6 +53,20 @@ class Verdict:
     reason: str
     display: dict[str, Any] = field(default_factory=dict)
     parts: list[Verdict] = field(default_factory=list)
+    reference: str | None = None  # the reference's leaderboard row label, if the claim has one
+
+    def tested(self) -> str:
+        """What was compared, with the rows' leaderboard labels: ``top1[lap (pretrained)] − top1[baseline] >= -0.005``."""
+        c = self.claim
+
+        def row(label: str, rows: Rows) -> str:
+            shown = f"{label} ({rows.explainer})" if rows.explainer else label
+            return f"{shown} @exit {rows.exit}" if rows.exit is not None else shown
+
+        lhs = f"{c.metric}[{row(self.row, c.subject)}]"
+        if c.reference is not None and self.reference is not None:
+            lhs += f" − {c.reference_metric or c.metric}[{row(self.reference, c.reference)}]"
+        return f"{lhs} {c.relation} {c.threshold:g}"
 
     def ours(self) -> str:
         """``mean ± CI`` in the metric's display units (``—`` without values)."""
@@ -140,10 +154,12 @@ def evaluate(claim: Claim, records: list[Record], dataset: str) -> list[Verdict]
                 verdicts.append(Verdict(claim, dataset, row, None, None, 0, OPEN, "no reference rows", display))
                 continue
             # The subject's own row when the reference is another explainer of it, else the first reference row.
-            ref = references.get(row, next(iter(references.values())))
+            ref_row = row if row in references else next(iter(references))
+            ref = references[ref_row]
             seeds = sorted(values.keys() & ref.keys())
             diffs = [values[s] - ref[s] for s in seeds]
         else:
+            ref_row = None
             seeds = sorted(values)
             diffs = [values[s] for s in seeds]
         if not diffs:
@@ -160,7 +176,7 @@ def evaluate(claim: Claim, records: list[Record], dataset: str) -> list[Verdict]
             elif missing or any(n != SUPPORTED for n in names):
                 verdict = OPEN
                 reason = "; ".join([reason, *(p.reason for p in parts)] + (["a condition has no values"] * missing))
-        verdicts.append(Verdict(claim, dataset, row, mean, ci, len(diffs), verdict, reason, display, parts))
+        verdicts.append(Verdict(claim, dataset, row, mean, ci, len(diffs), verdict, reason, display, parts, ref_row))
     return verdicts
 
 
@@ -177,7 +193,7 @@ def to_rows(found: list[Verdict]) -> list[dict[str, str]]:
         {
             "Claim": v.claim.statement,
             "Dataset": v.dataset,
-            "Tested": v.claim.describe(),
+            "Tested": v.tested(),
             "Paper": v.claim.paper,
             "Ours (mean ± 95% CI)": v.ours(),
             "Seeds": str(v.seeds),
@@ -210,6 +226,8 @@ def to_json(found: list[Verdict]) -> list[dict[str, Any]]:
             "claim": v.claim.model_dump(mode="json"),
             "dataset": v.dataset,
             "row": v.row,
+            "reference_row": v.reference,
+            "tested": v.tested(),
             "mean": v.mean,
             "ci": v.ci,
             "seeds": v.seeds,
