@@ -8,7 +8,10 @@ Quantus's full call (as its documentation shows: numpy arrays, numpy's global se
 metric's ``compute`` on a fresh context with ``backend: torch`` (so it pays its own one-off work),
 checks that both give the same per-image values (``quantus_equal``: bitwise; the xbench value is
 the mean of xbench's summary of those values), and records both times and ``quantus_over_torch``
-in ``extra_info``. No assertion on time: the ratio is the result.
+in ``extra_info``, next to ``forward_only_s``: the model alone on the forward passes the definition
+prescribes (``forward_passes_per_image`` × n images, batch 128), the floor of any implementation that
+keeps the values, and ``quantus_over_forward_only``, the largest speed-up that floor allows. No
+assertion on time: the ratios are the result.
 
 Run: ``python -m pytest benchmarks/test_faithfulness_speed.py -s`` (``XBENCH_BENCH_N`` images,
 default 256; ``XBENCH_BENCH_SIZE`` pixels, default 40).
@@ -80,6 +83,36 @@ def context(setup: Setup) -> Any:
     return ctx
 
 
+def forward_passes(metric: Any, shape: torch.Size) -> int:
+    """Forward passes per image the definition prescribes (Quantus and the torch backend make the same ones)."""
+    kw = metric.quantus_kwargs(shape)
+    features = int(shape[1] * shape[2] * shape[3])
+    if metric.quantus_class == "FaithfulnessCorrelation":
+        return int(kw["nr_runs"]) + 1
+    if metric.quantus_class == "PixelFlipping":
+        return features // int(kw["features_in_step"])
+    if metric.quantus_class == "MonotonicityCorrelation":
+        return features // int(kw["features_in_step"]) * int(kw["nr_samples"]) + 1
+    patches = -(-int(shape[2]) // int(kw["patch_size"])) * -(-int(shape[3]) // int(kw["patch_size"]))
+    if metric.quantus_class == "RegionPerturbation":
+        return min(int(kw["regions_evaluation"]), patches) + 1
+    return patches  # Selectivity
+
+
+@torch.no_grad()
+def forward_floor(setup: Setup, passes: int, batch_size: int = 128) -> float:
+    """Seconds of the model alone on ``passes`` × n images in batches of ``batch_size``: no metric can go below."""
+    from xbench.metrics.context import LogitsOnly
+
+    model = LogitsOnly(setup.model).eval()
+    x = setup.data.images
+    start = time.perf_counter()
+    for _ in range(passes):
+        for s in range(0, len(x), batch_size):
+            model(x[s : s + batch_size])
+    return time.perf_counter() - start
+
+
 def quantus_direct(metric: Any, setup: Setup) -> tuple[float, np.ndarray]:
     """(seconds, per-image output) of the matching Quantus metric, called as its documentation shows."""
     ctx = context(setup)
@@ -110,6 +143,8 @@ def test_faithfulness_speed(benchmark: Any, quick40: Setup, name: str) -> None:
     ctx = context(quick40)
     torch_raw = metric.raw_scores(ctx, quick40.data.images, ctx.explain_targets(), quick40.maps, kwargs)
     summary = metric.summarise(quantus_raw, kwargs, shape)
+    passes = forward_passes(metric, shape)
+    floor_s = forward_floor(quick40, passes)
     info: dict[str, Any] = {
         "n": quick40.n,
         "image": f"1×{shape[2]}×{shape[3]}",
@@ -121,6 +156,9 @@ def test_faithfulness_speed(benchmark: Any, quick40: Setup, name: str) -> None:
         "torch_s": round(torch_s, 3),
         "quantus_s": round(quantus_s, 3),
         "quantus_over_torch": round(quantus_s / torch_s, 2),
+        "forward_passes_per_image": passes,
+        "forward_only_s": round(floor_s, 3),
+        "quantus_over_forward_only": round(quantus_s / floor_s, 2),
         "quantus_equal": bool(np.array_equal(torch_raw, quantus_raw, equal_nan=True)),
         "torch_value": result.value,
         "quantus_value": float(np.nanmean(summary)),
