@@ -55,6 +55,11 @@ deletion_auc               lower         RISE deletion: set pixels to 0, most re
                                          AUC over the fraction deleted (0 … 1).
 =========================  ============  ==========================================================
 
+The five Quantus metrics take ``backend``: ``torch`` (the default) computes them with
+:mod:`xbench.metrics.perturb`, batched on the model's device with Quantus's inputs, random draws
+and summaries, bitwise Quantus's values (tests call Quantus directly); ``quantus`` calls Quantus
+0.6.0 itself through :func:`~xbench.metrics.quantus_compat.run_quantus` (the reference, slower).
+
 Why some are xbench's own implementations (each tested against Quantus where Quantus runs):
 
 * ``road``: Quantus 0.6.0 solves one sparse system per image and percentage with SciPy's default
