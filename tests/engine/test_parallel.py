@@ -55,6 +55,7 @@ def test_jobs_reproduce_the_serial_smoke_run(smoke_run: tuple[Path, Path, str], 
     assert "[timings 8/8] synthetic_shapes/tame/seed0: Latency" in proc.stdout
     latency = [r for r in read_records(out / "records.jsonl") if r.metric == "latency" and r.exit is None]
     assert len(latency) == 8 and all(r.status == "ok" and r.value > 0 for r in latency)
+    assert {r.params["threads"] for r in latency} == {1}  # resources.cpus, as in the serial run
     serial = comparable(read_records(smoke_run[0] / "records.jsonl"))
     parallel = comparable(read_records(out / "records.jsonl"))
     assert parallel == serial
@@ -65,6 +66,20 @@ def test_jobs_reproduce_the_serial_smoke_run(smoke_run: tuple[Path, Path, str], 
     ]
     workers = {c["worker"] for c in json.loads((out / "timings.json").read_text())["cells"].values()}
     assert len(workers) == 2, workers  # two worker processes shared the cells
+
+
+def test_the_timing_phase_of_a_parallel_run_uses_the_workers_threads(tmp_path: Path) -> None:
+    # Two workers of one thread each; the driver times alone afterwards, with one thread too (not every core).
+    path = _suite(tmp_path, training={**TINY["training"], "epochs": 1})
+    out = tmp_path / "out"
+    torch.set_num_threads(2)
+    try:
+        assert main(["run", str(path), "--jobs", "2", "--output", str(out), "--no-progress"]) == 0
+        assert torch.get_num_threads() == 2  # the run restores the process's own setting
+    finally:
+        torch.set_num_threads(1)
+    latency = [r for r in read_records(out / "records.jsonl") if r.metric == "latency"]
+    assert latency and {r.params["threads"] for r in latency} == {1}
 
 
 def test_different_seeds_give_different_numbers_and_a_ci(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

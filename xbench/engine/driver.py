@@ -218,6 +218,18 @@ class Driver:
             return
         order = {spec.display: i for i, (spec, _) in enumerate(metrics)}
         timed = [i for i in sorted(outcomes) if not outcomes[i].error]
+        # The workers' thread count (resources.cpus), so that a latency means the same in a serial and a
+        # parallel run; more threads than that would also spin-wait badly on a machine that is not idle.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.suite.resources.cpus or max(1, cpu_count() // self.jobs))
+        try:
+            self._time_cells(cells, outcomes, timed, order)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _time_cells(
+        self, cells: list[CellSpec], outcomes: dict[int, CellOutcome], timed: list[int], order: dict[str, int]
+    ) -> None:
         for n, i in enumerate(timed, 1):
             cell, outcome = cells[i], outcomes[i]
             start = time.perf_counter()
