@@ -1,7 +1,9 @@
 """Cost of each faithfulness metric at the quick suite's sizes, through xbench and through Quantus.
 
 Run with ``python -m pytest benchmarks`` (``XBENCH_BENCH_N`` images, default 256). Each test
-times one metric for one explainer through xbench (a fresh context, so the metric pays its own
+times one metric for one explainer through xbench (its default backend: ``torch`` for the
+Quantus-backed metrics; benchmarks/test_faithfulness_speed.py compares those with Quantus at the
+quick suite's 40 px and checks their values bitwise; a fresh context, so the metric pays its own
 one-off work: original scores, segments, canvases) and then the same metric called directly on
 Quantus 0.6.0 with the same hyperparameters and inputs (where Quantus has it), and records in
 ``extra_info``: seconds and ms per image of both, ``quantus_over_xbench`` (the speed-up) and both
