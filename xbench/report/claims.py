@@ -56,7 +56,7 @@ class Verdict:
     reference: str | None = None  # the reference's leaderboard row label, if the claim has one
 
     def tested(self) -> str:
-        """What was compared, with the rows' leaderboard labels: ``top1[lap (pretrained)] − top1[baseline] >= -0.005``."""
+        """What was compared, by leaderboard labels: ``top1[lap (pretrained)] − top1[baseline] >= -0.005``."""
         c = self.claim
 
         def row(label: str, rows: Rows) -> str:
