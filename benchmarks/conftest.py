@@ -52,11 +52,11 @@ class Setup:
     n: int
     predictions: Predictions | None = None
 
-    def context(self) -> EvalContext:
+    def context(self, batch_size: int = 500, seed: int = 0) -> EvalContext:
         """A fresh context (no shared results) with the maps already computed."""
         ctx = EvalContext(
-            self.model, self.method, self.data, torch.device("cpu"), batch_size=500, progress=False,  # type: ignore[arg-type]
-            explainers={"smooth": Precomputed()}, explain_limit=None,
+            self.model, self.method, self.data, torch.device("cpu"), batch_size=batch_size, progress=False,  # type: ignore[arg-type]
+            explainers={"smooth": Precomputed()}, explain_limit=None, seed=seed,
         ).with_explainer("smooth")  # fmt: skip
         ctx.memo("explanations:smooth", lambda: self.maps)
         if self.predictions is not None:  # computed once per cell for every metric, not per explainer
@@ -64,18 +64,20 @@ class Setup:
         return ctx
 
 
-@pytest.fixture(scope="session")
-def quick_setup() -> Setup:
-    n = int(os.environ.get("XBENCH_BENCH_N", "256"))
-    ctx = MethodContext(CLASSES, 1, (SIZE, SIZE), (0.5,), (0.25,), "resnet_cifar",
+def make_setup(n: int, size: int) -> Setup:
+    """The quick suite's ResNet-8 (untrained, seed 0) on ``n`` smooth grey ``size``-px images and smooth maps."""
+    ctx = MethodContext(CLASSES, 1, (size, size), (0.5,), (0.25,), "resnet_cifar",
                         {"depth": 8, "width": 16, "stem_stride": 2})  # fmt: skip
     cls = METHODS.get("baseline")
     method = cls(cls.Params(), ctx)
     torch.manual_seed(0)
     model = method.build().eval()
-    images = smooth(n, 1, SIZE, seed=0)
-    data = ImageSplit(images, torch.arange(n) % CLASSES, None, [str(i) for i in range(CLASSES)])
-    maps = smooth(n, 1, SIZE, seed=1)[:, 0]
-    setup = Setup(model, method, data, maps, n)
+    data = ImageSplit(smooth(n, 1, size, seed=0), torch.arange(n) % CLASSES, None, [str(i) for i in range(CLASSES)])
+    return Setup(model, method, data, smooth(n, 1, size, seed=1)[:, 0], n)
+
+
+@pytest.fixture(scope="session")
+def quick_setup() -> Setup:
+    setup = make_setup(int(os.environ.get("XBENCH_BENCH_N", "256")), SIZE)
     setup.predictions = setup.context().predictions()
     return setup

@@ -27,21 +27,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, Precomputed, Setup, smooth
+from conftest import Setup, make_setup
 
-from xbench.data.base import ImageSplit
-from xbench.methods.base import MethodContext
 from xbench.metrics import faithfulness as F
 from xbench.metrics.quantus_compat import QUANTUS_VERSION, make_metric, numpy_seed, numpy_trapz_shim
-from xbench.registry import METHODS, METRICS
+from xbench.registry import METRICS
 
-QUANTUS_BACKED = [
-    "faithfulness_correlation",
-    "pixel_flipping",
-    "region_perturbation",
-    "selectivity",
-    "monotonicity_correlation",
-]
+QUANTUS_BACKED = F.quantus_backed()
 SEED = 0
 
 
@@ -55,32 +47,14 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def quick40(one_thread: None) -> Setup:
-    n = int(os.environ.get("XBENCH_BENCH_N", "256"))
-    size = int(os.environ.get("XBENCH_BENCH_SIZE", "40"))
-    ctx = MethodContext(CLASSES, 1, (size, size), (0.5,), (0.25,), "resnet_cifar",
-                        {"depth": 8, "width": 16, "stem_stride": 2})  # fmt: skip
-    cls = METHODS.get("baseline")
-    method = cls(cls.Params(), ctx)
-    torch.manual_seed(0)
-    model = method.build().eval()
-    data = ImageSplit(smooth(n, 1, size, seed=0), torch.arange(n) % CLASSES, None, [str(i) for i in range(CLASSES)])
-    setup = Setup(model, method, data, smooth(n, 1, size, seed=1)[:, 0], n)
+    setup = make_setup(int(os.environ.get("XBENCH_BENCH_N", "256")), int(os.environ.get("XBENCH_BENCH_SIZE", "40")))
     setup.predictions = context(setup).predictions()
     return setup
 
 
 def context(setup: Setup) -> Any:
     """A fresh context at the quick suite's batch size (128) whose maps are already computed."""
-    from xbench.metrics.context import EvalContext
-
-    ctx = EvalContext(
-        setup.model, setup.method, setup.data, torch.device("cpu"), batch_size=128, progress=False,  # type: ignore[arg-type]
-        explainers={"smooth": Precomputed()}, explain_limit=None, seed=SEED,
-    ).with_explainer("smooth")  # fmt: skip
-    ctx.memo("explanations:smooth", lambda: setup.maps)
-    if setup.predictions is not None:
-        ctx.memo("predictions", lambda: setup.predictions)
-    return ctx
+    return setup.context(batch_size=128, seed=SEED)
 
 
 def forward_passes(metric: Any, shape: torch.Size) -> int:

@@ -11,7 +11,14 @@ from xbench.methods.base import MethodContext
 from xbench.methods.baseline import Baseline
 from xbench.metrics.context import EvalContext
 from xbench.metrics.efficiency import count_parameters
-from xbench.metrics.sanity import ParameterRandomisation, RandomisationCheck, cascade, reinitialise, spearman
+from xbench.metrics.sanity import (
+    ParameterRandomisation,
+    RandomisationCheck,
+    average_ranks,
+    cascade,
+    reinitialise,
+    spearman,
+)
 from xbench.registry import EXPLAINERS, METRICS
 
 
@@ -30,6 +37,18 @@ def test_spearman_by_hand() -> None:
     assert spearman(c, d).item() == pytest.approx(expected)
     zeros = torch.zeros(1, 2, 2)
     assert spearman(zeros, zeros).item() == 1.0 and spearman(zeros, a).item() == 0.0
+
+
+def test_average_ranks_match_scipy() -> None:
+    from scipy.stats import rankdata
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 6, (5, 40), generator=g).double()  # many ties
+    x[0] = 3.0  # one row all tied
+    expected = torch.from_numpy(rankdata(x.numpy(), axis=1, method="average"))
+    assert torch.equal(average_ranks(x), expected)
+    y = torch.rand(3, 50, generator=g, dtype=torch.float64)
+    assert torch.equal(average_ranks(y), torch.from_numpy(rankdata(y.numpy(), axis=1, method="average")))
 
 
 def build(seed: int = 0) -> tuple[Baseline, nn.Module]:

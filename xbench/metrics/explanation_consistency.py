@@ -46,7 +46,7 @@ class ExplanationConsistencyParams(AttackParams):
 
 
 def _spearman(a: Tensor, b: Tensor) -> Tensor:
-    return spearman(a.detach().cpu(), b.detach().cpu()).float().to(a.device)
+    return spearman(a, b).to(a.dtype)
 
 
 SIMILARITIES = {"spearman": _spearman, "cosine": map_cosine}

@@ -573,6 +573,13 @@ class _QuantusFaithfulness(_Faithfulness[QP]):
         return self.summarise(raw, kwargs, x.shape), settings
 
 
+def quantus_backed() -> list[str]:
+    """Registry names of the metrics with a Quantus and a torch backend (``backend``), in registry order."""
+    from xbench.registry import METRICS
+
+    return [n for n in METRICS.names() if issubclass(METRICS.get(n), _QuantusFaithfulness)]
+
+
 class FaithfulnessCorrelationParams(QuantusParams):
     nr_runs: int = Field(20, ge=2, description="random subsets per image (Quantus: 100)")
     subset_fraction: float = Field(0.05, gt=0, lt=1, description="subset size as a fraction of the C·H·W entries")
