@@ -91,6 +91,9 @@ def test_difference_claim_pairs_seeds() -> None:
     assert v.ci == pytest.approx(stats.t.ppf(0.975, 1) * math.sqrt(0.005) / math.sqrt(2))  # sd of 0.4, 0.3
     assert v.verdict == "inconclusive"  # 0.35 ± 0.64 straddles 0
     assert v.reference == "egt (lam=0)"
+    (alone,) = verdicts(series("egt", "attention_consistency", [0.9, 0.8], claims=(BETTER,)))  # no λ = 0 row
+    assert alone.reference is None and alone.reason == "no reference rows"
+    assert alone.tested() == "attention_consistency[egt] − attention_consistency[egt (lam=0.0)] > 0"
     assert v.tested() == "attention_consistency[egt] − attention_consistency[egt (lam=0)] > 0"
     worse = [*series("egt", "attention_consistency", [0.1, 0.2, 0.15], claims=(BETTER,)),
              *series("egt (lam=0)", "attention_consistency", [0.5, 0.6, 0.55], lam=0.0)]  # fmt: skip

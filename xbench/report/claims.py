@@ -64,8 +64,9 @@ class Verdict:
             return f"{shown} @exit {rows.exit}" if rows.exit is not None else shown
 
         lhs = f"{c.metric}[{row(self.row, c.subject)}]"
-        if c.reference is not None and self.reference is not None:
-            lhs += f" − {c.reference_metric or c.metric}[{row(self.reference, c.reference)}]"
+        if c.reference is not None:  # the run may lack the reference rows: then name them as the claim does
+            reference = row(self.reference, c.reference) if self.reference is not None else c.reference.describe()
+            lhs += f" − {c.reference_metric or c.metric}[{reference}]"
         return f"{lhs} {c.relation} {c.threshold:g}"
 
     def ours(self) -> str:
