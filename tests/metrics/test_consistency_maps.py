@@ -54,6 +54,27 @@ def test_ssim_by_hand_on_constant_maps() -> None:
     assert ssim(a, 1 - a).item() < 0  # anti-correlated structure
 
 
+@pytest.mark.parametrize(("shape", "win_size"), [((40, 40), None), ((17, 23), None), ((5, 9), None), ((40, 40), 11)])
+def test_batched_ssim_equals_skimage(shape: tuple[int, int], win_size: int | None) -> None:
+    # The reference: skimage called per pair, as the metric did before it was batched.
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(6, *shape, generator=g)
+    b = torch.rand(6, *shape, generator=g)
+    a[0] = 0.0  # a constant map, and Grad-CAM-like maps with zeroed regions
+    a[1, : shape[0] // 2] = 0.0
+    b[2] = (a[2] > 0.5).float()
+    b[3] = a[3]
+    win = ssim_window(shape, win_size)
+    expected = [
+        structural_similarity(x.double().numpy(), y.double().numpy(), data_range=1.0, win_size=win)
+        for x, y in zip(a, b, strict=True)
+    ]
+    # float64 round-off only: scipy's running-sum uniform filter against avg_pool2d's window sums
+    torch.testing.assert_close(ssim(a, b, win_size), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
 def test_ssim_window_for_small_maps() -> None:
     assert ssim_window((64, 64)) == 7
     assert ssim_window((6, 9)) == 5 and ssim_window((5, 5)) == 5 and ssim_window((3, 4)) == 3
