@@ -348,3 +348,56 @@ def test_the_driver_times_with_the_exit_policy_the_worker_calibrated(
     assert policy is not None and policy.source == "train"  # the tiny suite holds nothing out
     (timed,) = [r for r in result.records if r.metric == "policy_latency" and r.method == "egt" and r.exit is None]
     assert timed.status == "ok" and timed.params["thresholds"] == policy.thresholds
+
+
+class Counting:
+    """A parallel executor (not serial) that runs each submitted cell in process and remembers it."""
+
+    name = "local"
+
+    def __init__(self, runner: Any) -> None:
+        self.runner, self.submitted = runner, []
+
+    def submit(self, index: int) -> Any:
+        self.submitted.append(index)
+        return self.runner.worker.outcome(index)
+
+    def wait(self, handles: list[Any]) -> list[tuple[Any, Any]]:
+        return [(handles[0], handles[0])]
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+def test_cells_the_cache_holds_whole_start_no_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xbench.engine.driver import Driver, RunOptions
+    from xbench.suite import load_suite
+
+    suite = load_suite(_suite(tmp_path, training={**TINY["training"], "epochs": 1}))
+
+    def run(name: str) -> tuple[Any, Counting, list[str]]:
+        lines: list[str] = []
+        runner = Driver(
+            suite.model_copy(update={"output": tmp_path / name}), RunOptions(progress=False, echo=lines.append)
+        )
+        executor = Counting(runner)
+        monkeypatch.setattr(runner, "_executor", lambda: executor)
+        return runner.run(), executor, lines
+
+    first, executor, _ = run("first")
+    assert executor.submitted == [0, 1]  # an empty cache: both cells go to workers
+    second, executor, lines = run("second")
+    assert executor.submitted == []  # read from the cache in the driver
+    assert comparable(second.records) == comparable(first.records)
+    assert "cached" in lines[0] and "[2/2]" in lines[1]
+    assert (tmp_path / "second" / "leaderboard.md").read_text() == (tmp_path / "first" / "leaderboard.md").read_text()
+    # One metric value of egt's cell gone from the cache: that cell, and only that one, runs in a worker.
+    cache = Path(os.environ["XBENCH_CACHE"]) / "metrics"
+    meta = {p: json.loads(p.read_text()) for p in cache.rglob("*.json.json")}
+    (sidecar,) = [
+        p for p, m in meta.items() if (m.get("cell"), m.get("metric")) == ("synthetic_shapes/egt/seed0", "params")
+    ]
+    sidecar.with_name(sidecar.name.removesuffix(".json")).unlink()
+    third, executor, _ = run("third")
+    assert executor.submitted == [1]
+    assert comparable(third.records) == comparable(first.records)

@@ -61,7 +61,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 class Cache:
-    """Checkpoints (``models/``), explanation maps (``explanations/``) and JSON results under one root."""
+    """Checkpoints (``models/``), explanation maps (``explanations/``), JSON results and reports under one root."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -128,6 +128,18 @@ class Cache:
         path = self._path(kind, key, ".json")
         atomic_write_text(path, json.dumps(obj, default=str))
         self._commit(path, meta or {})
+        return path
+
+    # -- files -------------------------------------------------------------------
+    def load_bytes(self, kind: str, key: str, suffix: str = ".bin") -> bytes | None:
+        """The bytes stored under ``key``, or None if absent or not matching their recorded sha256."""
+        path = self._path(kind, key, suffix)
+        return path.read_bytes() if self._verify(path) else None
+
+    def save_bytes(self, kind: str, key: str, data: bytes, meta: dict[str, Any], suffix: str = ".bin") -> Path:
+        path = self._path(kind, key, suffix)
+        atomic_write(path, lambda f: f.write(data))
+        self._commit(path, meta)
         return path
 
 

@@ -56,6 +56,9 @@ class CellServices:
         timings: measure timing metrics (a parallel run's workers leave them to the driver).
         export: return the trained models' weights (``--export-reference``).
         saliency_images: explained images per dataset kept for the report's grid.
+        cached_only: compute nothing: raise :class:`NotCached` at the first model, set of maps or
+            metric value the cache lacks (the driver's probe of a re-run's cells, see
+            :func:`cached_outcome`).
     """
 
     plan: Plan
@@ -68,6 +71,11 @@ class CellServices:
     timings: bool = True
     export: bool = False
     saliency_images: int = 8
+    cached_only: bool = False
+
+
+class NotCached(Exception):
+    """A cache-only run of a cell (``CellServices.cached_only``) needs something the cache lacks."""
 
 
 @dataclass
@@ -128,6 +136,8 @@ def run_cell(
         records, note, saliency, calibrated = _measure_cell(cell, data, services, state, only_timings, policy)
         outcome = CellOutcome(index, records, note, any(r.status == "failed" for r in records), saliency=saliency)
         outcome.policy = calibrated
+    except NotCached:
+        raise
     except Exception as err:  # each cell fails on its own; a bug in a method must not sink the sweep
         log.debug("cell %s failed", cell.id, exc_info=True)
         outcome = failed_outcome(cell, index, err, services, data.source, state.uses_masks, only_timings)
@@ -137,6 +147,21 @@ def run_cell(
     outcome.exports = state.exports
     outcome.worker = worker_name()
     return outcome
+
+
+def cached_outcome(cell: CellSpec, data: CellData, services: CellServices, index: int) -> CellOutcome | None:
+    """The cell's outcome if the cache holds everything it needs (nothing is trained or computed), else None.
+
+    ``services`` must say ``cached_only``. A failing cell is not served from here: its records
+    are recomputed by the normal run, which reports the failure.
+    """
+    assert services.cached_only
+    try:
+        outcome = run_cell(cell, data, services, index)
+    except NotCached as missing:
+        log.debug("cell %s: not all cached (%s)", cell.id, missing)
+        return None
+    return None if outcome.failed else outcome
 
 
 def failed_outcome(
@@ -186,6 +211,8 @@ def _measure_cell(
             continue
         try:
             records.extend(measure(cell, trained.key, spec, metric, ectx, services, state, identity))
+        except NotCached:
+            raise
         except Exception as err:  # one broken metric fails its own column, not the cell's other numbers
             if services.fail_fast:
                 raise
@@ -242,6 +269,8 @@ def trained_model(
             first = str(err).strip().splitlines()[0]
             raise CheckpointError(f"{cell.id}: the reference weights do not fit the model: {first}") from err
         note = "reference" if reference is not None else "cached"
+    elif services.cached_only:
+        raise NotCached(f"{cell.id}: model")
     else:
         required = plan.required_cell(cell)
         if required is not None:
@@ -316,6 +345,8 @@ def _measure(
     if cached is not None:
         results = [MetricResult(**r) for r in cached["results"]]
         elapsed = float(cached["time_s"])
+    elif services.cached_only:
+        raise NotCached(f"{cell.id}: {spec.display}")
     else:
         explain = state.stages["explain"]
         explained = sum(explain.values())
@@ -345,6 +376,8 @@ def map_store(
             return cached["maps"]  # type: ignore[no-any-return]
         if cached is not None and "absent" in cached:
             return None
+        if services.cached_only:
+            raise NotCached(f"{cell.id}: {name} maps")
         start = time.perf_counter()
         maps = compute()
         state.stages["explain"][name] += time.perf_counter() - start

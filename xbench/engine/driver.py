@@ -30,6 +30,7 @@ from xbench.engine.output import RESULT_MARKER, check_output, output_lock, prepa
 from xbench.engine.plan import CellSpec
 from xbench.engine.provenance import device_description
 from xbench.engine.reference import ReferenceWriter
+from xbench.engine.reports import cached_report, report_key
 from xbench.engine.schedule import CostModel
 from xbench.engine.worker import Worker
 from xbench.errors import ConfigError, XBenchError
@@ -163,6 +164,17 @@ class Driver:
         waiting = self.costs.start_order(cells, needs) if parallel else list(range(len(cells)))
         running: list[tuple[Any, int]] = []
         try:
+            if not isinstance(executor, SerialExecutor):
+                # A cell the cache holds whole is read here: no worker process or task to start for it.
+                for i in list(waiting):
+                    cached = self.worker.cached_outcome(i)
+                    if cached is not None:
+                        waiting.remove(i)
+                        outcomes[i] = cached
+                        self.opt.echo(
+                            f"[{len(outcomes)}/{len(cells)}] {cells[i].id}: {_summary(cached.records)} "
+                            f"({cached.note}; {cached.wall_s:.1f}s)"
+                        )
             while waiting or running:
                 for i in list(waiting):
                     if len(running) >= capacity:
@@ -262,7 +274,14 @@ class Driver:
                     staging / "saliency" / f"{dataset}.npz",
                     sample["images"], sample["labels"], sample["masks"], sample["maps"],
                 )  # fmt: skip
-        write_report(records, staging, f"xbench: {self.suite.name}", staging / "saliency", self.suite.report.view)
+        title, view = f"xbench: {self.suite.name}", self.suite.report.view
+        key = report_key(staging / "records.jsonl", staging / "saliency", title, view)
+        _, cached = cached_report(
+            self.worker.services.cache, key, staging,
+            lambda: write_report(records, staging, title, staging / "saliency", view),
+        )  # fmt: skip
+        if cached:
+            log.info("report: the same records as an earlier run; its files come from the cache")
 
     def merge_saliency(self, cell: CellSpec, sample: dict[str, Any] | None) -> None:
         """Add a cell's saliency sample to its dataset's grid (every cell of a dataset explains the same images)."""

@@ -7,8 +7,10 @@ computes in a serial run.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from xbench.engine.cache import Cache, default_cache_dir
-from xbench.engine.cell import CellOutcome, CellServices, failed_outcome, run_cell
+from xbench.engine.cell import CellOutcome, CellServices, cached_outcome, failed_outcome, run_cell
 from xbench.engine.options import RunOptions
 from xbench.engine.plan import CellData, Plan
 from xbench.engine.provenance import git_revision, resolve_device, versions
@@ -62,6 +64,16 @@ class Worker:
         except Exception as err:  # the driver loaded it; a worker that cannot fails this cell only
             return failed_outcome(cell, index, err, self.services, only_timings=only_timings)
         return run_cell(cell, data, self.services, index, only_timings, policy)
+
+    def cached_outcome(self, index: int) -> CellOutcome | None:
+        """Cell ``index``'s outcome as a worker would send it, if the cache holds all of it; else None.
+
+        Nothing is trained or computed here (see :func:`~xbench.engine.cell.cached_outcome`); like a
+        parallel run's workers it leaves the timing metrics to the driver.
+        """
+        cell = self.plan.cells()[index]
+        services = replace(self.services, cached_only=True, timings=False, progress=False)
+        return cached_outcome(cell, self.data_for(cell.dataset), services, index)
 
     def lost_outcome(self, index: int, err: BaseException) -> CellOutcome:
         """The outcome of a cell whose worker died (killed, out of memory) before it could report."""

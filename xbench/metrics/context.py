@@ -199,9 +199,10 @@ class EvalContext:
 
     def _explanations(self, name: str) -> Tensor | None:
         explainer = self.explainers[name]
-        data, targets = self.explain_data(), self.explain_targets()
+        data = self.explain_data()
 
         def compute() -> Tensor | None:
+            targets = self.explain_targets()  # only here: maps from the store need no forward pass
             maps = []
             starts = range(0, len(data), self.batch_size)
             for s in tqdm(

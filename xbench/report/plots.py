@@ -205,8 +205,10 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, dpi: int = DEFAULT_
         for fmt in _FORMATS:
 
             def write(handle: Any, fmt: str = fmt) -> None:
+                # No creation date in PDFs: the same records give the same bytes (reproducible reports)
+                meta = {**(metadata or {}), "CreationDate": None} if fmt == "pdf" else metadata
                 with mpl.rc_context({"savefig.bbox": "standard"}):  # None means the whole figure, whatever the rc
-                    fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata, bbox_inches=area)
+                    fig.savefig(handle, format=fmt, dpi=dpi, metadata=meta, bbox_inches=area)
 
             paths.append(atomic_write(Path(out_dir) / f"{_slug(stem)}.{fmt}", write))
     finally:
