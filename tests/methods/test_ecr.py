@@ -147,3 +147,49 @@ def test_interval_keeps_weights_between_reevaluations(monkeypatch: pytest.Monkey
     for epoch in range(8):
         method.on_epoch_start(nn.Identity(), epoch, data, torch.device("cpu"))
     assert len(evaluated) == 3  # epochs 1, 4 and 7
+
+
+def test_weight_concentration_by_hand() -> None:
+    from xbench.methods.consistency import weight_concentration
+
+    uniform = weight_concentration(torch.ones(20))
+    assert uniform["ess_fraction"] == pytest.approx(1.0) and uniform["top_decile_share"] == pytest.approx(0.1)
+    one = weight_concentration(torch.tensor([0.0] * 9 + [10.0]))
+    assert one["ess_fraction"] == pytest.approx(0.1) and one["top_decile_share"] == pytest.approx(1.0)
+    # v = (1, 1, 2, 4): (Σv)² / (N·Σv²) = 64 / (4·22); the top decile is the largest weight, 4 of 8
+    w = weight_concentration(torch.tensor([1.0, 1.0, 2.0, 4.0]))
+    assert w["ess_fraction"] == pytest.approx(64 / 88) and w["top_decile_share"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "spearman"])
+def test_the_similarity_param_chooses_e(similarity: str) -> None:
+    from xbench.methods.consistency import LogitsOf
+    from xbench.models.maps import spearman
+
+    torch.manual_seed(0)
+    method = ECR(ECRParams(steps=2, batch_size=8, similarity=similarity), CTX)  # type: ignore[arg-type]
+    model = method.build().eval()
+    data = ImageSplit(torch.rand(8, 3, 16, 16), torch.randint(0, 4, (8,)), None, list("abcd"))
+    e = method.consistency(model, data, torch.device("cpu"))
+    # by hand: the same attack, then the chosen similarity of the clean and the attacked CAM
+    x, y = data.images, data.labels
+    with torch.no_grad():
+        clean = cam(model, x, y)
+    x_hat = background_pgd(LogitsOf(model), x, y, background_mask(clean, 0.5), method.params)
+    with torch.no_grad():
+        attacked = cam(model, x_hat, y)
+    expected = map_cosine(clean, attacked) if similarity == "cosine" else spearman(clean, attacked).float()
+    torch.testing.assert_close(e, expected)
+
+
+def test_reweighting_records_how_concentrated_the_weights_are() -> None:
+    torch.manual_seed(0)
+    method = ECR(ECRParams(steps=1, warmup_epochs=0, batch_size=16), CTX)
+    model = method.build()
+    data = ImageSplit(torch.rand(20, 3, 16, 16), torch.randint(0, 4, (20,)), None, list("abcd"))
+    method.on_epoch_start(model, 0, data, torch.device("cpu"))
+    (stats,) = method.history
+    assert method.weights is not None
+    w = method.weights.double()
+    assert stats["ess_fraction"] == pytest.approx(float(w.sum() ** 2 / (20 * (w**2).sum())))
+    assert 0 < stats["ess_fraction"] <= 1 and 0.1 <= stats["top_decile_share"] <= 1

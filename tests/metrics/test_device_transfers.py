@@ -99,3 +99,18 @@ def test_map_similarities_and_localisation_make_no_host_copy() -> None:
         values += [roc_auc(a, masks), top_q_iou(a, masks, 0.1)]
     assert copies.total == 0
     assert all(v.shape == (9,) for v in values)
+
+
+def test_maps_from_the_store_need_no_forward_pass() -> None:
+    # A re-run reads the maps from the cache; the classes they explain (the predictions) are not recomputed.
+    import dataclasses
+
+    g = torch.Generator().manual_seed(2)
+    x, maps = torch.rand(N, 1, SIZE, SIZE, generator=g), torch.rand(N, SIZE, SIZE, generator=g)
+    ctx = context(tiny_cnn(1), x, maps)
+    stored = dataclasses.replace(ctx, store=lambda name, compute: maps)
+    torch.testing.assert_close(stored.explanations(), maps)
+    assert not stored.has("predictions")
+    fresh = dataclasses.replace(ctx, store=lambda name, compute: compute(), _memo={})
+    fresh.explanations()
+    assert fresh.has("predictions")  # computing maps does need them

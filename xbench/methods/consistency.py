@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from xbench.models.maps import normalise
+from xbench.models.maps import normalise, spearman
 
 #: ``explain(x, target) -> (B, H, W)`` maps.
 ExplainFn = Callable[[Tensor, Tensor], Tensor]
@@ -88,6 +88,30 @@ def background_pgd(
 def map_cosine(a: Tensor, b: Tensor) -> Tensor:
     """(B,) cosine similarity of two batches of maps, flattened."""
     return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=1e-8)
+
+
+def map_spearman(a: Tensor, b: Tensor) -> Tensor:
+    """(B,) Spearman's ρ of two batches of maps, in their dtype (:func:`xbench.models.maps.spearman`)."""
+    return spearman(a, b).to(a.dtype)
+
+
+#: E's similarity of the clean and the attacked map, by name (ECR's ``similarity``, the metric's too)
+SIMILARITIES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"cosine": map_cosine, "spearman": map_spearman}
+
+
+def weight_concentration(weights: Tensor) -> dict[str, float]:
+    """How concentrated non-negative sample weights are: ``ess_fraction`` and ``top_decile_share``.
+
+    ``ess_fraction`` is Kish's effective sample size over N, (Σv)² / (N·Σv²): 1 for uniform weights,
+    1/N when one sample carries all the weight. ``top_decile_share`` is the share of the total weight
+    on the 10% most weighted samples (0.1 for uniform weights).
+    """
+    w = weights.double()
+    total, n = w.sum(), len(w)
+    if n == 0 or float(total) <= 0:
+        return {"ess_fraction": float("nan"), "top_decile_share": float("nan")}
+    top = w.sort(descending=True).values[: max(1, n // 10)].sum()
+    return {"ess_fraction": float(total**2 / (n * (w**2).sum())), "top_decile_share": float(top / total)}
 
 
 def explanation_consistency(

@@ -25,14 +25,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.metrics.localization import top_k, top_region
-from xbench.models.maps import normalise
+from xbench.models.maps import cosine, normalise, pearson
 from xbench.params import NoParams, P
 from xbench.registry import METRICS
 
@@ -58,17 +57,6 @@ def exit_maps(ctx: EvalContext) -> list[Tensor] | None:
 
 
 # -- similarities of two batches of (N, H, W) maps in [0, 1], one value per pair -----------------------
-def cosine(a: Tensor, b: Tensor) -> Tensor:
-    """⟨a, b⟩ / (‖a‖·‖b‖) per pair; 0 when either map is all zeros."""
-    return F.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1, eps=1e-8)
-
-
-def pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson's r per pair: the cosine of the mean-centred maps; 0 when either map is constant."""
-    a, b = a.flatten(1).double(), b.flatten(1).double()
-    return cosine(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True))
-
-
 #: skimage's SSIM constants (``K1``, ``K2``)
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 

@@ -29,10 +29,9 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import Tensor
 
-from xbench.methods.consistency import AttackParams, LogitsOf, explanation_consistency, map_cosine
+from xbench.methods.consistency import SIMILARITIES, AttackParams, LogitsOf, explanation_consistency
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
-from xbench.metrics.sanity import spearman
 from xbench.models.maps import normalise
 from xbench.registry import METRICS
 
@@ -43,13 +42,6 @@ class ExplanationConsistencyParams(AttackParams):
     similarity: Literal["spearman", "cosine"] = Field(
         "spearman", description="of the clean and attacked maps: Spearman's ρ (unrelated maps: 0) or ECR's cosine"
     )
-
-
-def _spearman(a: Tensor, b: Tensor) -> Tensor:
-    return spearman(a, b).to(a.dtype)
-
-
-SIMILARITIES = {"spearman": _spearman, "cosine": map_cosine}
 
 
 @METRICS.register("explanation_consistency")
