@@ -72,3 +72,17 @@ def test_a_damaged_entry_is_drawn_again(tmp_path: Path) -> None:
     again = staged(tmp_path / "b")
     _, cached = cached_report(cache, "ab" * 32, again, drawer(again, calls))  # type: ignore[arg-type]
     assert not cached and calls == [1, 1]
+
+
+def test_unpacking_without_tarfile_filters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python before 3.10.12 / 3.11.4 has no extraction filters: the plain-file check stands in for them.
+    import tarfile
+
+    cache, calls = Cache(tmp_path / "cache"), []
+    first = staged(tmp_path / "a")
+    cached_report(cache, "cd" * 32, first, drawer(first, calls))  # type: ignore[arg-type]
+    monkeypatch.delattr(tarfile, "data_filter")
+    second = staged(tmp_path / "b")
+    _, cached = cached_report(cache, "cd" * 32, second, drawer(second, calls))  # type: ignore[arg-type]
+    assert cached and calls == [1]
+    assert (second / "plots" / "accuracy.png").read_bytes() == bytes(range(256))
