@@ -372,7 +372,8 @@ def road_scores(
                 for g in range(s, e, group)
             ])  # fmt: skip
             kept.append(model(torch.from_numpy(imputed).to(device)).argmax(dim=1) == t)
-        results[s:e] = torch.stack(kept, dim=1).cpu().numpy()  # one device-to-host copy per batch
+        if kept:  # one device-to-host copy per batch
+            results[s:e] = torch.stack(kept, dim=1).cpu().numpy()
     return results
 
 
