@@ -117,6 +117,11 @@ def test_ecr_reweights_after_warmup_and_weights_the_loss() -> None:
     assert model.training, "the consistency pass must restore train mode"
     assert method.weights is not None and method.weights.shape == (40,)
     assert float(method.weights.mean()) == pytest.approx(1.0, abs=1e-5)
+    # each reweighting records how concentrated the weights are
+    (stats,) = method.history
+    w = method.weights.double()
+    assert stats["ess_fraction"] == pytest.approx(float(w.sum() ** 2 / (40 * (w**2).sum())))
+    assert 0 < stats["ess_fraction"] <= 1 and 0.1 <= stats["top_decile_share"] <= 1
     batch = Batch(data.images[:8], data.labels[:8], torch.arange(8))
     out = model(batch.x)
     ce = F.cross_entropy(out.logits, batch.y, reduction="none")
@@ -180,16 +185,3 @@ def test_the_similarity_param_chooses_e(similarity: str) -> None:
         attacked = cam(model, x_hat, y)
     expected = map_cosine(clean, attacked) if similarity == "cosine" else spearman(clean, attacked).float()
     torch.testing.assert_close(e, expected)
-
-
-def test_reweighting_records_how_concentrated_the_weights_are() -> None:
-    torch.manual_seed(0)
-    method = ECR(ECRParams(steps=1, warmup_epochs=0, batch_size=16), CTX)
-    model = method.build()
-    data = ImageSplit(torch.rand(20, 3, 16, 16), torch.randint(0, 4, (20,)), None, list("abcd"))
-    method.on_epoch_start(model, 0, data, torch.device("cpu"))
-    (stats,) = method.history
-    assert method.weights is not None
-    w = method.weights.double()
-    assert stats["ess_fraction"] == pytest.approx(float(w.sum() ** 2 / (20 * (w**2).sum())))
-    assert 0 < stats["ess_fraction"] <= 1 and 0.1 <= stats["top_decile_share"] <= 1

@@ -171,10 +171,7 @@ class Driver:
                     if cached is not None:
                         waiting.remove(i)
                         outcomes[i] = cached
-                        self.opt.echo(
-                            f"[{len(outcomes)}/{len(cells)}] {cells[i].id}: {_summary(cached.records)} "
-                            f"({cached.note}; {cached.wall_s:.1f}s)"
-                        )
+                        self._echo_done(cells, outcomes, i)
             while waiting or running:
                 for i in list(waiting):
                     if len(running) >= capacity:
@@ -189,10 +186,7 @@ class Driver:
                     running = [(h, j) for h, j in running if h is not handle]
                     outcome = result if isinstance(result, CellOutcome) else self.worker.lost_outcome(i, result)
                     outcomes[i] = outcome
-                    self.opt.echo(
-                        f"[{len(outcomes)}/{len(cells)}] {cells[i].id}: {_summary(outcome.records)} "
-                        f"({outcome.note}; {outcome.wall_s:.1f}s)"
-                    )
+                    self._echo_done(cells, outcomes, i)
                     if self.opt.fail_fast and outcome.failed:
                         raise CellFailed(
                             f"cell {cells[i].id} failed: {outcome.error or outcome.note}"
@@ -217,6 +211,14 @@ class Driver:
                     exporter.add(cell_id, state, config)
             timings["cells"][cells[i].id] = {"wall": outcome.wall_s, **outcome.stages, "worker": outcome.worker}
         return RunResult(out, records, failed, timings=timings)
+
+    def _echo_done(self, cells: list[CellSpec], outcomes: dict[int, CellOutcome], i: int) -> None:
+        """The line of a finished cell: ``[done/all] cell: summary (note; seconds)``."""
+        outcome = outcomes[i]
+        self.opt.echo(
+            f"[{len(outcomes)}/{len(cells)}] {cells[i].id}: {_summary(outcome.records)} "
+            f"({outcome.note}; {outcome.wall_s:.1f}s)"
+        )
 
     def _measure_timings(self, cells: list[CellSpec], outcomes: dict[int, CellOutcome]) -> None:
         """Timing metrics of a parallel run, measured here one cell at a time once every cell has finished.

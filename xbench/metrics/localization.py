@@ -37,6 +37,7 @@ from torch import Tensor
 from xbench.explain.base import METHOD_DEFAULT
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
+from xbench.models.maps import average_ranks
 from xbench.params import NoParams, P
 from xbench.registry import METRICS
 
@@ -282,18 +283,9 @@ def roc_auc(maps: Tensor, masks: Tensor) -> Tensor:
     in and outside it.
     """
     values = maps.flatten(1).double()
-    positive = masks.flatten(1).to(values.device)
-    n, p = values.shape
-    values, order = values.sort(dim=1)
-    positive = positive.gather(1, order).double()
-    position = torch.arange(p, dtype=torch.float64, device=values.device).expand(n, p)
-    starts = torch.ones_like(values, dtype=torch.bool)
-    starts[:, 1:] = values[:, 1:] != values[:, :-1]
-    ends = torch.ones_like(starts)
-    ends[:, :-1] = starts[:, 1:]
-    first = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=1).values
-    last = torch.where(ends, position, torch.full_like(position, p)).flip(1).cummin(dim=1).values.flip(1)
-    ranks = (first + last) / 2 + 1  # 1-based average rank of each value's tie group
+    positive = masks.flatten(1).to(values.device).double()
+    p = values.shape[1]
+    ranks = average_ranks(values)  # 1-based, tied values sharing their average rank
     in_mask = positive.sum(1)
     rank_sum = (ranks * positive).sum(1)
     return (rank_sum - in_mask * (in_mask + 1) / 2) / (in_mask * (p - in_mask))
