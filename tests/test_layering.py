@@ -8,6 +8,10 @@ Every ``import`` counts, at module level or inside a function or ``if TYPE_CHECK
 import is still a dependency, and hiding a cycle in a function is how the old engine grew two.
 One exception: the registries (foundation) name their value types (``Registry[type[Method]]``)
 under ``if TYPE_CHECKING:`` only; those imports never run and are left out.
+
+Within ``methods``, metrics, explainers and reports may use the method contract
+(``xbench.methods.base``) but no paper's method (egt, ecr, lap, tame, coded_resnext, ...): what
+they need from a model lives in ``models`` (``output``, ``contract``, ``fields``, ``exits``, ...).
 """
 
 from __future__ import annotations
@@ -85,6 +89,22 @@ def test_imports_point_down_the_stack(module: str) -> None:
     assert not wrong, f"{module} ({own}) imports {wrong}, which are not below it"
 
 
+#: Layers that may import from ``methods`` only its contract, never a paper's method.
+CONTRACT_ONLY = {"metrics", "explain", "report"}
+METHOD_CONTRACT = {"xbench.methods.base"}
+
+
+def paper_method_imports(imported: set[str]) -> list[str]:
+    """The modules of ``imported`` in the ``methods`` layer other than its contract (the package included)."""
+    return sorted(i for i in imported if layer(i) == "methods" and i not in METHOD_CONTRACT)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) in CONTRACT_ONLY))
+def test_metrics_import_no_paper_method(module: str) -> None:
+    wrong = paper_method_imports(GRAPH[module])
+    assert not wrong, f"{module} imports {wrong}; only {sorted(METHOD_CONTRACT)} may be imported from methods"
+
+
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Cycles of module imports, each as a path that ends where it starts."""
     cycles: list[list[str]] = []
@@ -130,3 +150,11 @@ def test_the_checks_can_fail(tmp_path: Path) -> None:
     assert "engine" not in BELOW["metrics"] and layer("xbench.engine.cell") == "engine"
     assert layer("xbench.metrics.context") not in BELOW["report"]
     assert layer("xbench.suite") == "foundation" and layer("xbench") == "foundation"
+    metric = tmp_path / "metric.py"
+    metric.write_text(
+        "from xbench.methods.base import Method\nfrom xbench.methods.tame import TAME\n"
+        "from xbench.methods import egt\nimport xbench.methods\n"
+    )
+    assert paper_method_imports(imports(metric)) == ["xbench.methods", "xbench.methods.egt", "xbench.methods.tame"]
+    assert paper_method_imports({"xbench.methods.base", "xbench.models.output", "xbench.models.contract"}) == []
+    assert "methods" not in BELOW["models"] and "models" in BELOW["methods"]

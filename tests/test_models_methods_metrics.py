@@ -19,12 +19,13 @@ from torch import Tensor, nn
 from xbench.data.base import ImageSplit
 from xbench.explain.base import default_explanation
 from xbench.explain.gradcam import grad_cam
-from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
+from xbench.methods.base import Method, MethodContext
 from xbench.metrics.accuracy import topk_accuracy
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, LogitsOnly
 from xbench.metrics.efficiency import count_macs, count_parameters
 from xbench.models.base import Backbone
+from xbench.models.output import Batch, ModelOutput
 from xbench.registry import BACKBONES, METHODS, METRICS
 
 NUM_CLASSES = 5
@@ -116,16 +117,29 @@ def test_method_explain(name: str, channels: int) -> None:
 
 
 # -- backbones ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", BACKBONES.names())
+#: One backbone of each family (the zoo's are slow to build; tests/models/test_zoo.py covers every name).
+REPRESENTATIVE = ["resnet_cifar", "resnet18", "vgg11_bn", "mobilenet_v3_small", "efficientnet_b0"]
+
+
+def test_representative_backbones_cover_every_family() -> None:
+    from xbench.models.zoo import TORCHVISION
+
+    assert set(REPRESENTATIVE) <= set(BACKBONES.names())
+    assert all(any(name in archs for name in REPRESENTATIVE) for archs in TORCHVISION.values())
+
+
+@pytest.mark.parametrize("name", REPRESENTATIVE)
 @CHANNELS
 def test_backbone_stages_match_their_metadata(name: str, channels: int) -> None:
-    backbone = context(channels, name, {}).build_backbone()
+    backbone = context(channels, name, {}).build_backbone().eval()  # eval: EfficientNet's stochastic depth
     assert isinstance(backbone, Backbone)
-    x = torch.rand(2, channels, SIZE, SIZE)
+    size = SIZE if name == "resnet_cifar" else 32  # VGG's five max-pools need 32 px
+    x = torch.rand(2, channels, size, size)
     stages = backbone.forward_stages(x)
     assert len(stages) == len(backbone.stages) == len(backbone.stage_channels) == len(backbone.stage_strides)
     for h, c, s in zip(stages, backbone.stage_channels, backbone.stage_strides, strict=True):
-        assert h.shape == (2, c, SIZE // s, SIZE // s)
+        side = -(-size // s)  # a stride-2 step rounds up (padded convolutions), as at the metadata's probe size
+        assert h.shape == (2, c, side, side)
     assert torch.equal(backbone(x), stages[-1])
     assert len(backbone.forward_stages(x, upto=0)) == 1
 

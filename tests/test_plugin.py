@@ -1,4 +1,4 @@
-"""A third-party method installed as a package is found through its entry point.
+"""Third-party methods and a user's own backbone installed as a package are found through entry points.
 
 The package is ``examples/xbench-plugin-example``, the worked example in the
 README; this test installs it with pip into a temporary folder and runs xbench
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from xbench.methods.base import Batch, MethodContext
+from xbench.methods.base import MethodContext
+from xbench.models.output import Batch
 from xbench.report.records import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,5 +131,54 @@ def test_plugin_params_are_validated(plugin_env: dict[str, str]) -> None:
 def test_readme_shows_the_example_that_this_test_installs() -> None:
     """The README's worked example is the file installed above, verbatim."""
     readme = (ROOT / "README.md").read_text()
-    for path in (EXAMPLE / "xbench_plugin_example" / "__init__.py", EXAMPLE / "pyproject.toml"):
+    package = EXAMPLE / "xbench_plugin_example"
+    for path in (package / "__init__.py", package / "backbone.py", EXAMPLE / "pyproject.toml"):
         assert path.read_text().strip() in readme, f"README is out of date with {path.relative_to(ROOT)}"
+
+
+# -- a user's own backbone: TinyVGG, entry point ``tiny_vgg`` in group ``xbench.backbones`` ----------
+TINY_VGG_SUITE = """\
+description: the example's TinyVGG backbone under two methods, 1 epoch on tiny synthetic data
+datasets:
+  - {name: synthetic_shapes, params: {n_train: 96, n_test: 48, image_size: 16, channels: 3, seed: 0}}
+backbone: {name: tiny_vgg, params: {width: 4}}
+methods: [baseline, egt]
+metrics: [top1, params]
+explainers: []
+seeds: [0]
+training: {epochs: 1, batch_size: 32, holdout: 16}
+evaluation: {batch_size: 48}
+device: cpu
+"""
+
+
+def test_installed_backbone_is_listed(plugin_env: dict[str, str]) -> None:
+    proc = _xbench(["list", "backbones"], plugin_env)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^tiny_vgg\s+example plugin: a user's 3-block VGG-style CNN", proc.stdout, re.M)
+    assert re.search(r"^resnet_cifar\s", proc.stdout, re.M)  # next to the built-ins
+
+
+def test_plugin_backbone_runs_a_suite(plugin_env: dict[str, str], tmp_path: Path) -> None:
+    suite, out = tmp_path / "tiny_vgg.yaml", tmp_path / "out"
+    suite.write_text(TINY_VGG_SUITE)
+    proc = _xbench(["run", str(suite), "--output", str(out)], plugin_env)
+    assert proc.returncode == 0, proc.stderr
+    records = read_records(out / "records.jsonl")
+    assert {(r.method, r.metric) for r in records} >= {(m, k) for m in ("baseline", "egt") for k in ("top1", "params")}
+    for r in records:
+        assert r.status == "ok" and r.value is not None, (r.method, r.metric, r.error)
+        assert r.config["backbone"] == {"name": "tiny_vgg", "params": {"width": 4}}
+    params = {r.method: r.value for r in records if r.metric == "params" and r.exit is None}
+    assert params["egt"] > params["baseline"]  # the same TinyVGG; EGT adds exit heads after its stages
+    md = (out / "leaderboard.md").read_text()
+    for row in ("baseline", "egt"):
+        assert re.search(rf"^\| {row} \|", md, re.M), row
+
+
+def test_plugin_backbone_params_are_validated(plugin_env: dict[str, str]) -> None:
+    proc = _xbench(
+        ["validate", "suites/smoke.yaml", "--set", "backbone={name: tiny_vgg, params: {width: 0}}"], plugin_env
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "backbone.params.width" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

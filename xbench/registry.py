@@ -69,6 +69,7 @@ class Registry(Generic[T_co]):
         self._lazy: dict[str, EntryPoint] = {}
         self._aliases: dict[str, str] = {}
         self._origin: dict[str, str] = {}
+        self._families: dict[str, tuple[Callable[[str], Any], str]] = {}
         self._loaded = False
 
     # -- registration -------------------------------------------------------
@@ -114,6 +115,21 @@ class Registry(Generic[T_co]):
         raise PluginTypeError(
             f"{self.kind} {name!r}{source}: {obj!r} is not a subclass of {base.__module__}.{base.__qualname__}"
         )
+
+    def register_family(self, prefix: str, factory: Callable[[str], Any], description: str) -> None:
+        """Names ``<prefix>:<anything>`` resolve through ``factory(anything)`` (e.g. ``timm:resnet50``).
+
+        The factory returns the plugin class or raises :class:`UnknownNameError`; ``names()`` lists
+        the family once, as ``<prefix>:<name>``, with ``description``.
+        """
+        if prefix in self._families:
+            raise DuplicateNameError(f"{self.kind} family {prefix!r}: is already registered")
+        self._families[prefix] = (factory, description)
+
+    def family_descriptions(self) -> dict[str, str]:
+        """``{"<prefix>:<name>": description}`` of every family."""
+        self._ensure_loaded()
+        return {f"{prefix}:<name>": desc for prefix, (_, desc) in self._families.items()}
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (tests use this to keep the global registries clean)."""
@@ -165,6 +181,9 @@ class Registry(Generic[T_co]):
         key = self._aliases.get(name, name)
         if key in self._items or key in self._lazy:
             return self._resolve(key)
+        prefix, sep, rest = str(name).partition(":")
+        if sep and prefix in self._families and rest:
+            return cast(T_co, self._checked(name, self._families[prefix][0](rest)))
         raise UnknownNameError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
@@ -190,6 +209,12 @@ class Registry(Generic[T_co]):
 
     def __contains__(self, name: object) -> bool:
         self._ensure_loaded()
+        if isinstance(name, str) and name.partition(":")[0] in self._families:
+            try:
+                self.get(name)
+            except XBenchError:
+                return False
+            return True
         return isinstance(name, str) and (name in self._items or name in self._lazy or name in self._aliases)
 
     def __repr__(self) -> str:

@@ -70,6 +70,18 @@ class PluginSpec(_Strict):
         ),
     )
 
+    backbone: PluginSpec | None = Field(
+        None,
+        description="method rows only: the backbone of this method's cells, when it is not the suite's (e.g. "
+        "one suite comparing VGG-16 and ResNet-50); part of the cell's settings and cache key",
+    )
+    checkpoint: Path | None = Field(
+        None,
+        description="method rows only: a state dict of the whole model (torch.save(model.state_dict())), loaded "
+        "with weights_only=True after the model is built and before training (epochs: 0 evaluates it as is); "
+        "its sha256 is recorded",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _from_name(cls, v: Any) -> Any:
@@ -263,13 +275,22 @@ class Suite(_Strict):
         return self
 
     def _check_training_overrides(self) -> None:
-        """``training`` on method rows only, without the data-split keys, valid over the suite's own."""
+        """``training``, ``backbone`` and ``checkpoint`` on method rows only; training without the data-split keys,
+        valid over the suite's own."""
         for kind in ("datasets", "metrics", "explainers", "backbone"):
             rows = [self.backbone] if kind == "backbone" else getattr(self, kind)
             for i, row in enumerate(rows):
+                where = kind if kind == "backbone" else f"{kind}[{i}]"
                 if row.training is not None:
-                    where = kind if kind == "backbone" else f"{kind}[{i}]"
                     raise ValueError(f"{where}.training: only method rows can override training settings")
+                for key in ("backbone", "checkpoint"):
+                    if getattr(row, key) is not None:
+                        raise ValueError(f"{where}.{key}: only method rows can set their own {key}")
+        for i, row in enumerate(self.methods):
+            if row.backbone is not None:
+                for key in ("datasets", "methods", "training", "backbone", "checkpoint"):
+                    if getattr(row.backbone, key) is not None:
+                        raise ValueError(f"methods[{i}].backbone.{key}: not a backbone setting")
         for i, row in enumerate(self.methods):
             for key in sorted(set(row.training or {}) & SHARED_TRAINING_KEYS):
                 raise ValueError(
@@ -581,11 +602,15 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
         ("metrics", METRICS, suite.metrics),
         ("explainers", EXPLAINERS, suite.explainers),
         ("backbone", BACKBONES, [suite.backbone]),
+        ("row_backbones", BACKBONES, [m.backbone for m in suite.methods if m.backbone is not None]),
     ]
     for key, registry, specs in groups:
         validated[key] = {}
+        rows = [i for i, m in enumerate(suite.methods) if m.backbone is not None]
         for i, spec in enumerate(specs):
-            where = key if key == "backbone" else f"{key}[{i}]"
+            where = {"backbone": key, "row_backbones": f"methods[{rows[i] if rows else 0}].backbone"}.get(
+                key, f"{key}[{i}]"
+            )
             try:
                 cls = registry.get(spec.name)
             except UnknownNameError as err:
@@ -597,7 +622,8 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
             problem = number_problem(spec.params, params.model_dump(), f"{where}.params")
             if problem is not None:
                 raise ConfigError(f"{prefix}{problem}")
-            validated[key][spec.display] = params
+            # A row backbone is validated under its method row's label (two rows may give it different params).
+            validated[key][suite.methods[rows[i]].display if key == "row_backbones" else spec.display] = params
     if not suite.explainers:  # explanation metrics would silently report nothing
         for i, spec in enumerate(suite.metrics):
             if getattr(METRICS.get(spec.name), "uses_explanations", False):
@@ -665,7 +691,11 @@ def dump_suite(suite: Suite) -> str:
         data["backbone"],
         *(r for kind in ("datasets", "methods", "metrics", "explainers") for r in data[kind]),
     ]:
-        for key in ("datasets", "methods", "training"):  # an unset row filter or override is noise
+        for key in ("datasets", "methods", "training", "backbone", "checkpoint"):  # unset filters and overrides
             if row.get(key) is None:
                 row.pop(key, None)
+        if isinstance(row.get("backbone"), dict):
+            for key in ("datasets", "methods", "training", "backbone", "checkpoint"):
+                if row["backbone"].get(key) is None:
+                    row["backbone"].pop(key, None)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -15,3 +15,11 @@ def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("XBENCH_DATA", raising=False)
     return home
+
+
+@pytest.fixture
+def imagenet_root(tmp_path: Path) -> Path:
+    """A tiny ILSVRC-2012 tree with XML boxes (see tests/data/imagenet_fixture.py)."""
+    from tests.data.imagenet_fixture import make_imagenet  # imported here: only these tests need it
+
+    return make_imagenet(tmp_path / "imagenet")

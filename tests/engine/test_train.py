@@ -15,8 +15,9 @@ from torch import Tensor
 from xbench.data.base import ImageSplit
 from xbench.engine.cache import Cache, EpochCheckpoints
 from xbench.engine.train import TrainingError, augment, lr_factor, random_crop, train
-from xbench.methods.base import Batch, MethodContext, ModelOutput, NoParams
+from xbench.methods.base import MethodContext, NoParams
 from xbench.methods.baseline import Baseline
+from xbench.models.output import Batch, ModelOutput
 from xbench.suite import TrainingConfig
 
 CPU = torch.device("cpu")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xbench.explain.base import default_explanation
-from xbench.methods.base import Batch, MethodContext
+from xbench.methods.base import MethodContext
 from xbench.methods.coded_resnext import (
     CodedResNeXt,
     CodedResNeXtMethod,
@@ -29,6 +29,7 @@ from xbench.methods.coded_resnext import (
 )
 from xbench.methods.coding_scheme import _scheme, coding_scheme, johnson_bound, min_hamming_distance
 from xbench.metrics.efficiency import count_parameters
+from xbench.models.output import Batch
 
 
 def context(k: int = 5, channels: int = 1, size: int = 16) -> MethodContext:

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.methods.base import Batch, MethodContext
-from xbench.methods.consistency import (
+from xbench.methods.base import MethodContext
+from xbench.methods.ecr import ECR, ECRParams, cam
+from xbench.models.background_attack import (
     AttackParams,
     background_mask,
     background_pgd,
@@ -18,7 +19,7 @@ from xbench.methods.consistency import (
     explanation_consistency,
     map_cosine,
 )
-from xbench.methods.ecr import ECR, ECRParams, cam
+from xbench.models.output import Batch
 
 CTX = MethodContext(
     num_classes=4, in_channels=3, image_size=(16, 16), mean=(0.5,) * 3, std=(0.5,) * 3,
@@ -155,7 +156,7 @@ def test_interval_keeps_weights_between_reevaluations(monkeypatch: pytest.Monkey
 
 
 def test_weight_concentration_by_hand() -> None:
-    from xbench.methods.consistency import weight_concentration
+    from xbench.models.background_attack import weight_concentration
 
     uniform = weight_concentration(torch.ones(20))
     assert uniform["ess_fraction"] == pytest.approx(1.0) and uniform["top_decile_share"] == pytest.approx(0.1)
@@ -168,7 +169,7 @@ def test_weight_concentration_by_hand() -> None:
 
 @pytest.mark.parametrize("similarity", ["cosine", "spearman"])
 def test_the_similarity_param_chooses_e(similarity: str) -> None:
-    from xbench.methods.consistency import LogitsOf
+    from xbench.models.background_attack import LogitsOf
     from xbench.models.maps import spearman
 
     torch.manual_seed(0)

@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from xbench.data.base import ImageSplit
-from xbench.methods.base import Batch, MethodContext
+from xbench.methods.base import MethodContext
 from xbench.methods.egt import EGT, EarlyExitNet, EGTParams, attention_maps, consistency_loss
 from xbench.metrics.context import EvalContext, LogitsOnly
 from xbench.metrics.efficiency import count_macs
 from xbench.metrics.exits import ExitFraction, ExpectedFlops, FlopsSpeedup, PolicyTop1, exit_costs
 from xbench.models.exits import calibrate_thresholds, exit_confidences, exit_indices, policy_predictions
+from xbench.models.output import Batch
 
 K = 4
 

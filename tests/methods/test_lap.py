@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbench.data.base import ImageSplit
-from xbench.methods.base import Batch, MethodContext
+from xbench.methods.base import MethodContext
 from xbench.methods.lap import (
     LAP,
     LAPParams,
@@ -21,6 +21,7 @@ from xbench.methods.lap import (
     local_attention_pool,
     window_weights,
 )
+from xbench.models.output import Batch
 
 CTX = MethodContext(
     num_classes=3, in_channels=1, image_size=(16, 16), mean=(0.5,), std=(0.5,),

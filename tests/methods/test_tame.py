@@ -11,9 +11,10 @@ import torch
 from xbench.data.base import ImageSplit
 from xbench.engine.driver import RunOptions, run_suite
 from xbench.engine.train import train
-from xbench.methods.base import Batch, MethodContext, ModelOutput
+from xbench.methods.base import MethodContext
 from xbench.methods.baseline import Baseline
 from xbench.methods.tame import TAME, TAMENet, TAMEParams
+from xbench.models.output import Batch, ModelOutput
 from xbench.params import NoParams
 from xbench.suite import Suite, TrainingConfig
 

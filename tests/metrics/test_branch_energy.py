@@ -7,10 +7,11 @@ import torch
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.methods.base import MethodContext, ModelOutput
+from xbench.methods.base import MethodContext
 from xbench.methods.coded_resnext import CodedResNeXtMethod, CodedResNeXtParams, StageSpec
 from xbench.metrics.branch_energy import BranchEnergy, energy_shares
 from xbench.metrics.context import EvalContext
+from xbench.models.output import ModelOutput
 from xbench.registry import METRICS
 
 # Three classes, two coded blocks of N = 4 branches with N_act = 2; class 2 has no test images.

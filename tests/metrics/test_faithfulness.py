@@ -18,11 +18,12 @@ from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
 from xbench.explain.base import Explainer
-from xbench.methods.base import MethodContext, ModelOutput
+from xbench.methods.base import MethodContext
 from xbench.methods.baseline import Baseline
 from xbench.metrics import faithfulness as F
 from xbench.metrics.context import EvalContext
 from xbench.metrics.quantus_compat import make_metric, run_quantus
+from xbench.models.output import ModelOutput
 from xbench.registry import METRICS
 
 NAMES = [

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
 from xbench.explain.base import Explainer
-from xbench.methods.base import Method, ModelOutput
+from xbench.methods.base import Method
 from xbench.metrics.context import EvalContext
 from xbench.metrics.localization import (
     LOCALISATION_METRICS,
@@ -23,6 +23,7 @@ from xbench.metrics.localization import (
     top_q_iou,
     top_region,
 )
+from xbench.models.output import ModelOutput
 from xbench.registry import METRICS
 
 QUANTUS = [name for name in LOCALISATION_METRICS if name != "top_q_iou"]

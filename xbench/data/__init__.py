@@ -4,7 +4,7 @@ The registry imports this package on first use, so importing it must import
 every module that registers a dataset.
 """
 
-from xbench.data import cifar, cluttered, fashion_mnist, folder, pets, synthetic
+from xbench.data import cifar, cluttered, fashion_mnist, folder, imagenet, pets, synthetic
 from xbench.data.base import Dataset, ImageSplit, NoParams, Split
 from xbench.data.locate import (
     ENV_VAR,
@@ -32,6 +32,7 @@ __all__ = [
     "fashion_mnist",
     "find_first",
     "folder",
+    "imagenet",
     "locate_dataset",
     "pets",
     "synthetic",

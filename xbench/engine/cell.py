@@ -277,6 +277,7 @@ def trained_model(
             base = trained_model(required, data, services, state, required_by=cell)
             method.load_required(model, {k: v.detach().cpu() for k, v in base.model.state_dict().items()})
             log.info("%s: builds on %s (%s)", cell.id, required.id, base.note)
+        plan.load_checkpoint(cell, model)
         epochs = EpochCheckpoints(cache, key, cell.id)
         stats = train(
             method, model, train_split, plan.training(cell), services.device, cell.seed,

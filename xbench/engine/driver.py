@@ -104,6 +104,7 @@ class Driver:
             t0 = time.perf_counter()
             self.worker.data_for(spec)
             timings["data"][spec.display] = time.perf_counter() - t0
+        self.plan.check_weights(self.worker.data_for)  # bad weights or checkpoints: exit 2, nothing written
         check_output(out)
         threads = torch.get_num_threads()
         services = self.worker.services

@@ -32,7 +32,7 @@ def model_key(plan: Plan, cell: CellSpec, torch_version: str) -> str:
     del config["evaluation"]
     code = code_fingerprint(
         METHODS.get(cell.method.name),
-        BACKBONES.get(plan.suite.backbone.name),
+        BACKBONES.get(plan.backbone_of(cell.method)[0].name),
         DATASETS.get(cell.dataset.name),
         train_module,
     )

@@ -8,18 +8,21 @@ settings). Nothing here trains, measures or writes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from torch import nn
 
 from xbench.data.base import ImageSplit
-from xbench.errors import ConfigError, XBenchError
+from xbench.errors import CheckpointError, ConfigError, XBenchError
 from xbench.explain.base import Explainer
 from xbench.methods.base import Method, MethodContext
 from xbench.metrics.base import Metric
-from xbench.registry import DATASETS, EXPLAINERS, METHODS, METRICS
+from xbench.models.weights import file_sha256, load_checked, read_state_dict
+from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
 from xbench.suite import PluginSpec, Suite, TrainingConfig, validate_plugins
 
 
@@ -80,9 +83,13 @@ class Plan:
         requires = METHODS.get(cell.method.name).required_method(self.row_params("methods", cell.method))
         if requires is None:
             return None
-        # The suite's own row of that method (its label and params) if it lists one, else the defaults.
-        listed = next((m for m in self.suite.methods if m.name == requires), None)
-        return CellSpec(cell.dataset, listed or PluginSpec(name=requires), cell.seed)
+        # The suite's own row of that method on the same backbone (its label and params) if it lists one,
+        # else the defaults on this cell's backbone.
+        backbone = self.backbone_identity(cell.method)
+        listed = next(
+            (m for m in self.suite.methods if m.name == requires and self.backbone_identity(m) == backbone), None
+        )
+        return CellSpec(cell.dataset, listed or PluginSpec(name=requires, backbone=cell.method.backbone), cell.seed)
 
     def explains(self, explainer: str, cell: CellSpec) -> bool:
         """Whether the suite scores ``explainer`` (a row label) for ``cell``'s method.
@@ -118,16 +125,43 @@ class Plan:
     def dump(self, kind: str, spec: PluginSpec) -> dict[str, Any]:
         return self.row_params(kind, spec).model_dump(mode="json")
 
+    def backbone_of(self, method: PluginSpec) -> tuple[PluginSpec, BaseModel]:
+        """A method row's backbone (its own, or the suite's) and its validated params."""
+        if method.backbone is None:
+            return self.suite.backbone, self.params["backbone"][self.suite.backbone.display]
+        if method.display in self.params["row_backbones"]:
+            return method.backbone, self.params["row_backbones"][method.display]
+        # A required method the suite does not list, on the requiring row's backbone: validated like it.
+        return method.backbone, BACKBONES.get(method.backbone.name).Params.model_validate(method.backbone.params)
+
+    def backbone_identity(self, method: PluginSpec) -> dict[str, Any]:
+        """What a cell's numbers depend on of its backbone: name, params, and the weights' name and sha256."""
+        spec, params = self.backbone_of(method)
+        identity: dict[str, Any] = {"name": spec.name, "params": params.model_dump(mode="json")}
+        weights = BACKBONES.get(spec.name).weights_identity(params)
+        if weights is not None:  # absent without weights: the records of suites from before weights existed
+            identity["weights"] = weights
+        return identity
+
+    def checkpoint_identity(self, method: PluginSpec) -> dict[str, Any] | None:
+        """A method row's ``checkpoint`` file and its sha256, or None."""
+        if method.checkpoint is None:
+            return None
+        return {"path": str(method.checkpoint), "sha256": file_sha256(method.checkpoint)}
+
     def cell_config(self, cell: CellSpec) -> dict[str, Any]:
         """Everything a cell's numbers depend on but the seed and the code (recorded in each record)."""
-        backbone = self.suite.backbone
-        return {
+        config = {
             "dataset": {"name": cell.dataset.name, "params": self.dump("datasets", cell.dataset)},
             "method": {"name": cell.method.name, "params": self.dump("methods", cell.method)},
-            "backbone": {"name": backbone.name, "params": self.dump("backbone", backbone)},
+            "backbone": self.backbone_identity(cell.method),
             "training": self.training(cell).model_dump(mode="json"),
             "evaluation": self.suite.evaluation.model_dump(mode="json"),
         }
+        checkpoint = self.checkpoint_identity(cell.method)
+        if checkpoint is not None:
+            config["checkpoint"] = checkpoint
+        return config
 
     def training(self, cell: CellSpec) -> TrainingConfig:
         """The cell's training settings: the suite's, with its method row's ``training`` applied."""
@@ -136,18 +170,56 @@ class Plan:
     def method_for(self, cell: CellSpec, data: CellData) -> Method:
         """The cell's method, configured for its data (its model not built yet)."""
         train_split = data.train
+        backbone, backbone_params = self.backbone_of(cell.method)
+        required = self.required_cell(cell)
         ctx = MethodContext(
             num_classes=train_split.num_classes,
             in_channels=train_split.in_channels,
             image_size=train_split.image_size,
             mean=tuple(train_split.mean),
             std=tuple(train_split.std),
-            backbone=self.suite.backbone.name,
-            backbone_params=self.dump("backbone", self.suite.backbone),
+            backbone=backbone.name,
+            backbone_params=backbone_params.model_dump(mode="json"),
             seed=cell.seed,
+            required_params=None if required is None else self.dump("methods", required.method),
         )
         method: Method = METHODS.get(cell.method.name)(self.row_params("methods", cell.method), ctx)
         return method
+
+    def load_checkpoint(self, cell: CellSpec, model: nn.Module) -> None:
+        """Load the cell's method row's ``checkpoint`` (if any) into its freshly built model."""
+        path = cell.method.checkpoint
+        if path is not None:
+            where = f"{self.source}: {self._row_where(cell.method)}.checkpoint"
+            load_checked(model, read_state_dict(path, where), f"{where} {path}")
+
+    def check_weights(self, data_of: Callable[[PluginSpec], CellData]) -> None:
+        """Read every row's backbone weights and checkpoint once, before any cell starts.
+
+        A missing, truncated or unsafe file, weights that need a download that fails, or tensors that
+        do not fit the model are a one-line :class:`~xbench.errors.CheckpointError` (exit 2) while
+        nothing is written yet. Rows without weights or checkpoint cost nothing here.
+        """
+        seen: set[tuple[str, str]] = set()
+        for cell in self.cells():
+            where = f"{self.source}: {self._row_where(cell.method)}"
+            try:
+                backbone = self.backbone_identity(cell.method)  # fetches and hashes the weights
+            except XBenchError as err:
+                raise CheckpointError(f"{where}: {err}") from err
+            key = (cell.dataset.display, cell.method.display)
+            if ("weights" not in backbone and cell.method.checkpoint is None) or key in seen:
+                continue
+            seen.add(key)
+            try:
+                model = self.method_for(cell, data_of(cell.dataset)).build()
+            except XBenchError as err:
+                raise CheckpointError(f"{where}: {err}") from err
+            self.load_checkpoint(cell, model)
+
+    def _row_where(self, method: PluginSpec) -> str:
+        rows = [m.display for m in self.suite.methods]
+        return f"methods[{rows.index(method.display)}]" if method.display in rows else method.display
 
     # -- data ------------------------------------------------------------------------
     def load_data(self, spec: PluginSpec, data_dir: Path | None = None) -> CellData:

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from xbench.data.base import ImageSplit
 from xbench.errors import XBenchError
-from xbench.methods.base import Batch, Method
+from xbench.methods.base import Method
+from xbench.models.output import Batch
 from xbench.suite import RandAugmentConfig, TrainingConfig
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,8 @@ training starts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,55 +35,8 @@ from xbench.claims import Claim
 from xbench.data.base import ImageSplit
 from xbench.models.base import Backbone
 from xbench.models.exits import ExitSettings
+from xbench.models.output import Batch, ModelOutput, OutputField  # re-exported for plugins written against 0.1
 from xbench.params import NoParams, P
-
-
-@dataclass
-class ModelOutput:
-    """What every model's forward pass returns.
-
-    Attributes:
-        logits: (B, K) final logits.
-        features: (B, C, h, w) last feature map before pooling, where there is one.
-        exit_logits: logits of each early exit, final exit last, for early-exit models.
-        maps: attention/explanation maps the model produces itself, one per exit.
-        extras: anything else a method's loss needs (e.g. branch energies).
-    """
-
-    logits: Tensor
-    features: Tensor | None = None
-    exit_logits: list[Tensor] = field(default_factory=list)
-    maps: list[Tensor] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class OutputField(Generic[T]):
-    """A typed, method-specific result of the forward pass that the evaluation pass keeps for metrics.
-
-    A method lists its fields in ``Method.output_fields``; the cell's one pass over the test split
-    calls ``read`` on every batch's :class:`ModelOutput` (None: this model has none) and ``merge``
-    on the batches' values, and metrics ask ``ctx.predictions().get(FIELD)`` for the typed result
-    (Coded ResNeXt's branch energies and codewords, :data:`xbench.methods.coded_resnext.BRANCH_ENERGIES`).
-    So the engine carries no method's fields by name.
-    """
-
-    name: str
-    read: Callable[[ModelOutput], T | None]
-    merge: Callable[[list[T]], T]
-
-
-@dataclass
-class Batch:
-    """A training or evaluation batch; ``index`` is each sample's position in its split."""
-
-    x: Tensor
-    y: Tensor
-    index: Tensor
-    mask: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +51,9 @@ class MethodContext:
     backbone: str
     backbone_params: dict[str, Any]
     seed: int = 0
+    #: The dumped params of the ``requires`` cell's method row, for a method whose model must match it
+    #: (TAME builds the baseline's head: ``head: original`` or not); None without ``requires``.
+    required_params: dict[str, Any] | None = None
 
     def build_backbone(self) -> Backbone:
         """Instantiate the suite's backbone for this data."""

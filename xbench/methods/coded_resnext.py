@@ -66,10 +66,12 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from xbench.claims import Claim, Rows
-from xbench.methods.base import Batch, Method, MethodContext, ModelOutput, OutputField
+from xbench.methods.base import Method, MethodContext
 from xbench.methods.coding_scheme import coding_scheme
 from xbench.models.base import Normalize, memory_format_of
 from xbench.models.exits import Confidence, ExitSettings
+from xbench.models.fields import BRANCH_ENERGIES, BranchEnergies  # noqa: F401 (BranchEnergies: re-exported)
+from xbench.models.output import Batch, ModelOutput
 from xbench.registry import METHODS
 
 
@@ -575,35 +577,6 @@ def build_coded_resnext(params: CodedResNeXtParams, ctx: MethodContext) -> Coded
         built.append(ResNeXtStage(blocks))
     backbone = ResNeXtBackbone(stem, built, [spec.out_channels for spec in stages])
     return CodedResNeXt(backbone, k, params.decode_temperature)
-
-
-@dataclass
-class BranchEnergies:
-    """A coded model's branch energies over a split, for metrics (``BRANCH_ENERGIES``).
-
-    Attributes:
-        energies: per coded block, the (N, branches) normalised branch energies of every image.
-        codes: per coded block, the (K, branches) 0/1 codewords.
-    """
-
-    energies: list[Tensor]
-    codes: list[Tensor]
-
-
-def _read_energies(output: ModelOutput) -> BranchEnergies | None:
-    energies = output.extras.get("energies")
-    if not energies:
-        return None
-    return BranchEnergies([e.float().cpu() for e in energies], [c.cpu() for c in output.extras["codes"]])
-
-
-def _merge_energies(parts: list[BranchEnergies]) -> BranchEnergies:
-    blocks = zip(*(p.energies for p in parts), strict=True)
-    return BranchEnergies([torch.cat(per_block) for per_block in blocks], parts[-1].codes)
-
-
-#: Branch energies and codewords of the evaluation pass: ``ctx.predictions().get(BRANCH_ENERGIES)``.
-BRANCH_ENERGIES = OutputField("branch_energies", _read_energies, _merge_energies)
 
 
 @METHODS.register("coded_resnext")

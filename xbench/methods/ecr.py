@@ -28,7 +28,7 @@ What it leaves open, and xbench's configurable defaults (see the ECR issue):
   images, the top tenth carries half the weight and one image up to 99× the mean
   (README, "Paper claims").
 
-The attack and the consistency score live in :mod:`xbench.methods.consistency`, shared
+The attack and the consistency score live in :mod:`xbench.models.background_attack`, shared
 with the ``explanation_consistency`` metric. The model is the baseline's classifier
 (backbone, global average pooling, linear head), so ECR's rows differ from the
 baseline's only by the reweighting; its native maps are its CAM.
@@ -47,9 +47,9 @@ from tqdm.auto import tqdm
 
 from xbench.claims import Claim, Rows
 from xbench.data.base import ImageSplit
-from xbench.methods.base import Batch, Method, MethodContext, ModelOutput
+from xbench.methods.base import Method, MethodContext
 from xbench.methods.baseline import Classifier
-from xbench.methods.consistency import (
+from xbench.models.background_attack import (
     SIMILARITIES,
     AttackParams,
     LogitsOf,
@@ -58,6 +58,7 @@ from xbench.methods.consistency import (
     explanation_consistency,
     weight_concentration,
 )
+from xbench.models.output import Batch, ModelOutput
 from xbench.registry import METHODS
 
 log = logging.getLogger(__name__)

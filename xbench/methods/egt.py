@@ -47,9 +47,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from xbench.claims import Claim, Rows
-from xbench.methods.base import Batch, Method, ModelOutput
+from xbench.methods.base import Method
 from xbench.models.base import Backbone
 from xbench.models.exits import Confidence, ExitSettings
+from xbench.models.output import Batch, ModelOutput
 from xbench.registry import METHODS
 
 

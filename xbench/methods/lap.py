@@ -40,7 +40,10 @@ Where it goes in xbench's backbones. CIFAR ResNets have no pooling layers but th
 global average pool; they downsample with stride-2 convolutions. ``downsample: true``
 (default) turns each stage's stride-2 convolutions into stride-1 ones and puts a 2×2
 LAP layer in front of that stage, so the stage sees the same resolution and costs the
-same; the final global pool is always a global LAP layer. The stem is left alone.
+same; the final global pool is always a global LAP layer. The stem's strided convolution is
+left alone. Zoo backbones (:mod:`xbench.models.zoo`) also downsample with max-pools (VGG's blocks,
+the ResNet stem): each max-pool becomes a 2×2 LAP layer in its place. A backbone with nothing to
+replace is an error, not a LAP model without LAP layers.
 
 Added to an already trained CNN (``from_pretrained: baseline``), as the paper says LAP
 can be: the cell builds on the baseline cell of the same dataset and seed (trained first
@@ -75,9 +78,11 @@ from torch import Tensor, nn
 
 from xbench.claims import Claim, Rows
 from xbench.data.base import ImageSplit
-from xbench.methods.base import Batch, Method, ModelOutput
+from xbench.errors import ConfigError
+from xbench.methods.base import Method
 from xbench.models.base import Backbone
 from xbench.models.maps import normalise
+from xbench.models.output import Batch, ModelOutput
 from xbench.registry import METHODS
 
 
@@ -190,41 +195,101 @@ def lap_layer(params: LAPParams, channels: int, kernel: int | None) -> nn.Module
     return LocalAttentionPool(channels, params.hidden, kernel)
 
 
-def _unstride(stage: nn.Module) -> bool:
-    """Make every stride-2 convolution of ``stage`` stride 1; whether there was one."""
+def _unstride(stage: nn.Module, where: str) -> bool:
+    """Make every stride-2 convolution of ``stage`` stride 1; whether there was one.
+
+    Only a "same" convolution (odd kernel, padding k // 2) keeps its meaning at stride 1; a
+    strided patchify convolution (ConvNeXt's 2×2) cannot be replaced and is an error.
+    """
     found = False
     for m in stage.modules():
         if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
+            k, pad = m.kernel_size, m.padding
+            if isinstance(pad, str) or any(kk % 2 == 0 or p != kk // 2 for kk, p in zip(k, pad, strict=True)):
+                raise ConfigError(
+                    f"lap: {where} downsamples with a {k[0]}x{k[1]} stride-2 convolution (padding {pad}), which LAP "
+                    "cannot replace; use a backbone that downsamples with 'same' convolutions or max-pools"
+                )
             m.stride = (1, 1)
             found = True
     return found
 
 
+def _last_conv_channels(module: nn.Module, default: int) -> int:
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels if convs else default
+
+
 class LAPNet(nn.Module):
-    """A backbone whose downsampling and final pooling are LAP layers, and a linear head."""
+    """A backbone whose downsampling and final pooling are LAP layers, and a linear head.
+
+    Downsampling is replaced two ways: a stage (after the first) with stride-2 convolutions gets
+    them at stride 1 and a 2×2 LAP layer in front of it (``pools``); a max-pool that is a direct
+    step of the stem or of a stage (VGG's blocks, the ResNet stem's) becomes a 2×2 LAP layer in
+    its place. A backbone with neither is an error with ``downsample: true``, never a silent no-op.
+    """
 
     def __init__(self, backbone: Backbone, num_classes: int, params: LAPParams) -> None:
         super().__init__()
         self.backbone = backbone
+        name = getattr(backbone, "name", type(backbone).__name__)
         pools: list[nn.Module] = []
         for i, stage in enumerate(backbone.stages):
             c_in = backbone.stage_channels[i - 1] if i > 0 else None
-            if params.downsample and c_in is not None and _unstride(stage):
+            if params.downsample and c_in is not None and _unstride(stage, f"stage {i} of {name}"):
                 pools.append(lap_layer(params, c_in, 2))
             else:
                 pools.append(nn.Identity())
         self.pools = nn.ModuleList(pools)
+        #: state-dict prefixes of the LAP layers that took a max-pool's place (no baseline weights there)
+        self.inplace: list[str] = self._replace_max_pools(params) if params.downsample else []
+        if params.downsample and not self.inplace and all(isinstance(p, nn.Identity) for p in pools):
+            raise ConfigError(
+                f"lap: backbone {name} has no stride-2 convolution after its first stage and no max-pool to "
+                "replace; set downsample: false to use LAP as the global pooling only"
+            )
         self.global_pool = lap_layer(params, backbone.out_channels, None)
         self.fc = nn.Linear(backbone.out_channels, num_classes)
 
+    def _replace_max_pools(self, params: LAPParams) -> list[str]:
+        replaced = []
+        channels = 0
+        blocks = [("backbone.stem", self.backbone.stem)] + [
+            (f"backbone.stages.{i}", stage) for i, stage in enumerate(self.backbone.stages)
+        ]
+        for prefix, block in blocks:
+            if not isinstance(block, nn.Sequential):
+                channels = _last_conv_channels(block, channels)
+                continue
+            for j, step in enumerate(block):
+                if isinstance(step, nn.MaxPool2d):
+                    block[j] = lap_layer(params, channels, 2)
+                    replaced.append(f"{prefix}.{j}.")
+                else:
+                    channels = _last_conv_channels(step, channels)
+        return replaced
+
+    def _run(self, block: nn.Module, h: Tensor, scores: list[Tensor]) -> Tensor:
+        """``block(h)``, stepping through a Sequential that holds LAP layers to collect their scores."""
+        if not self.inplace or not isinstance(block, nn.Sequential):
+            out: Tensor = block(h)
+            return out
+        for step in block:
+            if isinstance(step, LocalAttentionPool | DistancePool):
+                h, s = step(h)
+                scores.append(s)
+            else:
+                h = step(h)
+        return h
+
     def forward(self, x: Tensor) -> ModelOutput:
-        h = self.backbone.stem(x)
-        scores = []
+        scores: list[Tensor] = []
+        h = self._run(self.backbone.stem, x, scores)
         for pool, stage in zip(self.pools, self.backbone.stages, strict=True):
             if not isinstance(pool, nn.Identity):
                 h, s = pool(h)
                 scores.append(s)
-            h = stage(h)
+            h = self._run(stage, h, scores)
         pooled, s = self.global_pool(h)
         scores.append(s)
         return ModelOutput(logits=self.fc(pooled), features=h, maps=scores)
@@ -280,7 +345,7 @@ class LAP(Method[LAPParams]):
         """Copy the trained baseline's backbone and classifier into the LAP model; every tensor must fit."""
         assert isinstance(model, LAPNet)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        own = ("pools.", "global_pool.")
+        own = ("pools.", "global_pool.", *model.inplace)
         left = [k for k in missing if not k.startswith(own)]
         if unexpected or left:
             raise RuntimeError(

@@ -115,10 +115,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from xbench.claims import Claim, Rows
-from xbench.methods.base import Batch, Method, ModelOutput
+from xbench.methods.base import Method
 from xbench.methods.baseline import Classifier
 from xbench.models.base import Backbone
 from xbench.models.maps import normalise
+from xbench.models.output import Batch, ModelOutput
 from xbench.registry import METHODS
 
 
@@ -227,7 +228,7 @@ class TAMENet(nn.Module):
         clf = self.classifier
         stages = clf.backbone.forward_stages(x)
         features = stages[-1]
-        logits = clf.fc(clf.pool(features).flatten(1))
+        logits = clf.logits_of(features)
         a, c = self.attention([stages[t] for t in self.taps])
         return ModelOutput(logits=logits, features=features, maps=[a], extras={"class_logit_maps": c})
 
@@ -296,7 +297,9 @@ class TAME(Method[TAMEParams]):
         taps = self.params.taps if self.params.taps is not None else list(range(max(0, n - 3), n))
         if taps[-1] >= n:
             raise ValueError(f"tame: taps must be stage indices below {n}, got {taps}")
-        classifier = Classifier(backbone, self.ctx.num_classes)
+        # The explained network is the required baseline row's, with its head (a zoo model's own classifier).
+        head = (self.ctx.required_params or {}).get("head", "gap")
+        classifier = Classifier(backbone, self.ctx.num_classes, head)
         return TAMENet(classifier, taps, self.ctx.num_classes, self.params.max_map_size, self.params.classifier_mode)
 
     def load_required(self, model: nn.Module, state: dict[str, Any]) -> None:

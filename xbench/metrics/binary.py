@@ -2,7 +2,7 @@
 
 A method whose model has binary sub-networks (Coded ResNeXt: class k's classifier keeps
 only the branches its codeword activates, and the score z_k) exposes
-:class:`BinarySubnetworks`; for every other model these metrics return no values.
+:class:`~xbench.models.contract.BinarySubnetworks`; for every other model these metrics return no values.
 
 Protocol of the paper (Avranas & Kountouris, NeurIPS 2022, Sec. 5), for each class k:
 
@@ -20,30 +20,20 @@ from __future__ import annotations
 
 import copy
 import statistics
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from xbench.data.base import ImageSplit
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.metrics.efficiency import count_parameters
 from xbench.metrics.latency import LatencyParams, spin_up, time_calls, timing_setup
+from xbench.models.contract import BinarySubnetworks, SharedBinaryFront
 from xbench.params import NoParams
 from xbench.registry import METRICS
-
-
-@runtime_checkable
-class BinarySubnetworks(Protocol):
-    """A model with one binary classifier per class."""
-
-    num_classes: int
-
-    def binary_classifier(self, k: int) -> nn.Module:
-        """Class k's classifier as a network holding only the modules it uses; ``forward(x)`` is (B,) scores."""
-        ...
 
 
 def sample_pairs(labels: Tensor, num_classes: int, negatives_per_positive: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -82,7 +72,7 @@ def binary_scores(
     start with the same modules (``binary_front``: Coded ResNeXt's stem and plain first stage)
     runs those once per image, not once per pair (each image is in about 10 pairs).
     """
-    if hasattr(model, "binary_front"):
+    if isinstance(model, SharedBinaryFront):
         return _scores_from_front(model, data, index, cls, device, batch_size)
     scores = torch.zeros(len(index))
     for k in cls.unique().tolist():  # a loop over classes; images are batched
@@ -130,12 +120,12 @@ class BinaryEvalParams(BaseModel):
 
 
 def _scores_from_front(
-    model: Any, data: ImageSplit, index: Tensor, cls: Tensor, device: torch.device, batch_size: int
+    model: SharedBinaryFront, data: ImageSplit, index: Tensor, cls: Tensor, device: torch.device, batch_size: int
 ) -> Tensor:
     """:func:`binary_scores` with the shared front run once per image, in chunks of ``batch_size`` images."""
     front, stages = model.binary_front()
     front = copy.deepcopy(front).to(device).eval()  # eval mode without switching the model's own modules
-    nets = {k: model.binary_classifier(k).to(device).eval() for k in cls.unique().tolist()}
+    nets: dict[int, Any] = {k: model.binary_classifier(k).to(device).eval() for k in cls.unique().tolist()}
     scores = torch.zeros(len(index))
     images = index.unique()
     row_of = torch.full((len(data),), -1, dtype=torch.long)

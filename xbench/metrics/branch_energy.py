@@ -17,7 +17,7 @@ coded network scores 1; a network whose energies do not depend on the class scor
 normalises each image's energies to sum to N, so S is also the mean per-image share.
 
 A model takes part when its method keeps
-:data:`~xbench.methods.coded_resnext.BRANCH_ENERGIES` (one (N, branches) tensor of energies and the
+:data:`~xbench.models.fields.BRANCH_ENERGIES` (one (N, branches) tensor of energies and the
 matching (K, branches) codewords per coded block) in the evaluation pass, as Coded ResNeXt does;
 every other model gets no value. ``params["blocks"]`` holds each block's matrix S (rows: ``params["classes"]``) and
 its codewords, which the report draws as heatmaps.
@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xbench.methods.coded_resnext import BRANCH_ENERGIES
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
+from xbench.models.fields import BRANCH_ENERGIES
 from xbench.params import NoParams
 from xbench.registry import METRICS
 
@@ -44,7 +44,7 @@ def class_energies(ctx: EvalContext) -> tuple[list[Tensor], list[Tensor], Tensor
     """Per coded block, the (K, N) sum of branch energies over the test images of each class.
 
     The energies come from the cell's shared pass over the test split (:meth:`EvalContext.predictions`,
-    :data:`~xbench.methods.coded_resnext.BRANCH_ENERGIES`).
+    :data:`~xbench.models.fields.BRANCH_ENERGIES`).
 
     Returns:
         ``(sums, codes, counts)``: float64 sums and 0/1 codewords per block, both on CPU, and

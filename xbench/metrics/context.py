@@ -13,9 +13,10 @@ from tqdm.auto import tqdm
 
 from xbench.data.base import ImageSplit
 from xbench.explain.base import METHOD_DEFAULT, Explainer, MethodDefault
-from xbench.methods.base import Method, OutputField
+from xbench.methods.base import Method
 from xbench.models.exits import ExitPolicy, calibrate_thresholds
 from xbench.models.maps import normalise
+from xbench.models.output import OutputField
 
 T = TypeVar("T")
 #: ``store(name, compute)``: a persistent cache of explanation maps (the runner's disk cache);
@@ -27,7 +28,7 @@ MapStore = Callable[[str, Callable[[], Tensor | None]], Tensor | None]
 class Predictions:
     """Logits of the final exit (and of every exit, final last) and the labels, on CPU.
 
-    ``fields``: the method's :class:`~xbench.methods.base.OutputField` values over the whole split
+    ``fields``: the method's :class:`~xbench.models.output.OutputField` values over the whole split
     (read with :meth:`get`), kept so that metrics reading them need no second pass.
     """
 

@@ -6,9 +6,9 @@ early-exit rows compare against complete baseline rows.
 
 Cost convention (multiply-accumulates, fvcore): reaching exit ``i`` costs the
 backbone up to that exit plus the heads of exits ``0..i`` (the policy evaluates each
-head it passes). Early-exit models provide ``num_exits`` and ``forward_exit(x, i)``,
-which returns the logits of exits ``0..i`` and runs nothing past exit ``i``. The
-expected cost is Σ_i f_i · cost_i with f_i the fraction of test samples leaving at
+head it passes). Early-exit models (:class:`~xbench.models.contract.EarlyExitModel`) provide
+``num_exits`` and ``forward_exit(x, i)``, which returns the logits of exits ``0..i`` and runs
+nothing past exit ``i``. The expected cost is Σ_i f_i · cost_i with f_i the fraction of test samples leaving at
 exit i. ``flops_speedup`` divides the cost of the network's full
 path *without* early-exit heads (backbone + final head, what one would deploy without
 exits) by the expected cost, so head overhead counts against the speedup.
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, LogitsOnly
 from xbench.metrics.efficiency import count_macs
+from xbench.models.contract import EarlyExitModel
 from xbench.models.exits import ExitPolicy, policy_predictions
 from xbench.params import NoParams
 from xbench.registry import METRICS
@@ -52,8 +53,8 @@ def exit_costs(model: nn.Module, example: Tensor) -> tuple[list[int], int]:
     whose outputs the logits do not use.
     """
     full = count_macs(LogitsOnly(model), example)[0]
-    n = int(getattr(model, "num_exits", 1))
-    if n == 1 or not hasattr(model, "forward_exit"):
+    n = int(model.num_exits) if isinstance(model, EarlyExitModel) else 1
+    if n == 1:
         return [full], full
     return [count_macs(_ExitForward(model, i), example)[0] for i in range(n)], full
 

@@ -3,7 +3,7 @@
 For every evaluated image x, with the current explainer's map A(x) of the predicted class
 y: background B = 1[A(x) < τ], x̂ = PGD-L∞ on the cross-entropy of y moving only background
 pixels, and the score is sim(A(x), A(x̂)) (the ECR construction; see
-:mod:`xbench.methods.consistency`, shared with the ECR method). Averaged over images;
+:mod:`xbench.models.background_attack`, shared with the ECR method). Averaged over images;
 higher is better. A map that follows the object stays put when only the background
 changes.
 
@@ -29,9 +29,9 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import Tensor
 
-from xbench.methods.consistency import SIMILARITIES, AttackParams, LogitsOf, explanation_consistency
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
+from xbench.models.background_attack import SIMILARITIES, AttackParams, LogitsOf, explanation_consistency
 from xbench.models.maps import normalise
 from xbench.registry import METRICS
 

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.models.base import memory_format_of
+from xbench.models.contract import EarlyExitModel
 from xbench.models.exits import early_exit
 from xbench.registry import METRICS
 
@@ -118,7 +119,7 @@ def measure(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
     n = min(params.repeats, len(ctx.data))
     singles = [ctx.data.images[i : i + 1].to(device) for i in range(n)]
     batch = ctx.data.images[: ctx.batch_size].to(device)
-    n_exits = int(getattr(model, "num_exits", 1)) if hasattr(model, "forward_exit") else 1
+    n_exits = int(model.num_exits) if isinstance(model, EarlyExitModel) else 1
 
     def full(x: Tensor) -> Any:
         return model(x).logits
@@ -140,7 +141,7 @@ def measure(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
             "batch_p50_ms_per_image": 1e3 * statistics.median(many) / batch.shape[0],
             "batch_p95_ms_per_image": 1e3 * _quantile(many, 0.95) / batch.shape[0],
         }
-    policy = ctx.exit_policy() if n_exits > 1 and hasattr(model, "exit_stream") else None
+    policy = ctx.exit_policy() if n_exits > 1 and isinstance(model, EarlyExitModel) else None
     if policy is None:
         timings["policy"] = {**timings["full"], "exits_taken": [0] * n_exits, "expected_ms": timings["full"]["p50_ms"]}
     else:

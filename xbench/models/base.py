@@ -9,7 +9,7 @@ itself, which keeps every explanation and perturbation in pixel space.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel
@@ -60,6 +60,20 @@ class Backbone(nn.Module):
     @property
     def out_channels(self) -> int:
         return self.stage_channels[-1]
+
+    @classmethod
+    def weights_identity(cls, params: BaseModel) -> dict[str, Any] | None:
+        """The name and file sha256 of the weights ``params`` load (cache keys and records carry it); None: none."""
+        return None
+
+    def original_head(self, num_classes: int) -> nn.Module:
+        """The classifier the model came with (pooling and linear layers) for ``num_classes`` classes.
+
+        Zoo backbones keep theirs (:mod:`xbench.models.zoo`); a backbone built here has none.
+        """
+        from xbench.errors import ConfigError
+
+        raise ConfigError(f"backbone {getattr(self, 'name', type(self).__name__)} has no original head; use head: gap")
 
     def forward_stages(self, x: Tensor, upto: int | None = None) -> list[Tensor]:
         """Outputs of stages ``0..upto`` (all stages by default)."""

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from xbench.methods.base import Batch, ModelOutput
 from xbench.methods.baseline import Baseline
+from xbench.models.output import Batch, ModelOutput
 
 
 class LabelSmoothingParams(BaseModel):
