@@ -307,6 +307,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             arrow = "↑" if hib is True else "↓" if hib is False else ""
             line += f" [{getattr(obj, 'category', '?')} {arrow}]"
         print(line)
+    families = getattr(registry, "family_descriptions", dict)()
+    for name, desc in families.items():
+        print(f"{name:{width}s} {desc}")
     return 0
 
 

@@ -394,10 +394,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge mappings; lists and scalars in ``over`` replace those in ``base``."""
+    """Deep-merge mappings; lists and scalars in ``over`` replace those in ``base``.
+
+    A plugin given by another ``name`` replaces the base's whole mapping: its params belong to the
+    old plugin (a child suite that switches ``backbone`` from resnet_cifar to resnet50 must not
+    inherit ``depth``).
+    """
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        both = isinstance(v, dict) and isinstance(out.get(k), dict)
+        if both and not ("name" in v and v["name"] != out[k].get("name")):
             out[k] = _merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
@@ -608,9 +614,10 @@ def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel
         validated[key] = {}
         rows = [i for i, m in enumerate(suite.methods) if m.backbone is not None]
         for i, spec in enumerate(specs):
-            where = {"backbone": key, "row_backbones": f"methods[{rows[i] if rows else 0}].backbone"}.get(
-                key, f"{key}[{i}]"
-            )
+            if key == "row_backbones":
+                where = f"methods[{rows[i]}].backbone"
+            else:
+                where = key if key == "backbone" else f"{key}[{i}]"
             try:
                 cls = registry.get(spec.name)
             except UnknownNameError as err:

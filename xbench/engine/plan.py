@@ -89,7 +89,14 @@ class Plan:
         listed = next(
             (m for m in self.suite.methods if m.name == requires and self.backbone_identity(m) == backbone), None
         )
-        return CellSpec(cell.dataset, listed or PluginSpec(name=requires, backbone=cell.method.backbone), cell.seed)
+        if listed is not None:
+            return CellSpec(cell.dataset, listed, cell.seed)
+        spec = PluginSpec(name=requires, backbone=cell.method.backbone)
+        if spec.display in {m.display for m in self.suite.methods}:
+            # A row of that label on another backbone: its params, row backbone and cell id are not this cell's.
+            label = f"{requires} (for {cell.method.display})"
+            spec = PluginSpec(name=requires, label=label, backbone=cell.method.backbone)
+        return CellSpec(cell.dataset, spec, cell.seed)
 
     def explains(self, explainer: str, cell: CellSpec) -> bool:
         """Whether the suite scores ``explainer`` (a row label) for ``cell``'s method.
@@ -205,8 +212,9 @@ class Plan:
             where = f"{self.source}: {self._row_where(cell.method)}"
             try:
                 backbone = self.backbone_identity(cell.method)  # fetches and hashes the weights
-            except XBenchError as err:
-                raise CheckpointError(f"{where}: {err}") from err
+            except XBenchError as err:  # a missing file, a failed download: the key that names them
+                row = "backbone" if cell.method.backbone is None else f"{self._row_where(cell.method)}.backbone"
+                raise CheckpointError(f"{self.source}: {row}.params.weights: {err}") from err
             key = (cell.dataset.display, cell.method.display)
             if ("weights" not in backbone and cell.method.checkpoint is None) or key in seen:
                 continue

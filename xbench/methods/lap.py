@@ -335,6 +335,14 @@ class LAP(Method[LAPParams]):
     )
 
     def build(self) -> nn.Module:
+        required_head = (self.ctx.required_params or {}).get("head", "gap")
+        if self.params.from_pretrained is not None and required_head != "gap":
+            # LAP's global LAP layer and linear head take the place of global pooling + fc; a zoo model's
+            # own classifier (VGG's fully connected layers) has no counterpart to copy into.
+            raise ConfigError(
+                f"lap: from_pretrained: {self.params.from_pretrained} needs that row with head: gap, it has "
+                f"head: {required_head} (LAP replaces the global pooling and linear head)"
+            )
         return LAPNet(self.ctx.build_backbone(), self.ctx.num_classes, self.params)
 
     @classmethod

@@ -203,10 +203,12 @@ class ZooBackbone(Backbone):
             else:
                 _replace(holder, conv, _conv_like(conv, kernel_size=3, stride=1, padding=1))
             changed = True
-        # A max-pool of the stem (torchvision's ResNets) or opening the first stage (timm's).
-        for name, m in list(holder.named_modules()):
-            if isinstance(m, nn.MaxPool2d) and name.count(".") == 0:
-                _set_submodule(holder, name, nn.Identity())
+        # A max-pool of the stem (torchvision's ResNets) or opening the first stage (timm's); not one that
+        # closes the first stage (VGG's: that one is the stage's own downsampling).
+        opening = next((i for i, m in enumerate(stages[0]) if not isinstance(m, nn.MaxPool2d)), len(stages[0]))
+        for i in range(len(stem) + opening):
+            if isinstance(holder[i], nn.MaxPool2d):
+                holder[i] = nn.Identity()
                 changed = True
         if not changed:
             raise ConfigError(f"backbone {self.name}: cifar_stem: it has no ImageNet stem (strided conv or max-pool)")
