@@ -307,9 +307,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             arrow = "↑" if hib is True else "↓" if hib is False else ""
             line += f" [{getattr(obj, 'category', '?')} {arrow}]"
         print(line)
-    families = getattr(registry, "family_descriptions", dict)()
-    for name, desc in families.items():
-        print(f"{name:{width}s} {desc}")
+    for family, text in registry.family_descriptions().items():
+        print(f"{family:{width}s} {text}")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -74,10 +75,9 @@ def read_state_dict(path: str | Path, what: str = "weights") -> dict[str, Tensor
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(
-                f"{what} {path}: refused by torch.load(weights_only=True), it holds more than tensors ({first}); "
-                "save a plain state dict: torch.save(model.state_dict(), path)"
+                f"{what} {path}: refused by torch.load(weights_only=True), it holds more than tensors "
+                f"({_unpickling_reason(err)}); save a plain state dict: torch.save(model.state_dict(), path)"
             ) from err
         except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, IndexError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -95,6 +95,14 @@ def read_state_dict(path: str | Path, what: str = "weights") -> dict[str, Tensor
     if bad is not None:
         raise CheckpointError(f"{what} {path}: entry {bad!r} is {type(state[bad]).__name__}, not a tensor")
     return dict(state)
+
+
+def _unpickling_reason(err: Exception) -> str:
+    """The line of torch's weights-only refusal that names the global it met, without terminal colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "global" in line]
+    return (named or lines or [type(err).__name__])[0]
 
 
 def _read_safetensors(p: Path, what: str) -> dict[str, Tensor]:
