@@ -105,6 +105,7 @@ class CellState:
     )
     exports: Exports = field(default_factory=list)
     uses_masks: bool = False  # the cell's training used ground-truth masks
+    explainer_errors: dict[str, Exception] = field(default_factory=dict)  # explainers whose maps failed
 
 
 @dataclass
@@ -222,7 +223,7 @@ def _measure_cell(
     saliency = cell_saliency(cell, ectx, services)
     calibrated = ectx.exit_policy() if ectx.has("policy") else None  # None also for models without exits
     note = trained.note
-    failed = [r.metric for r in records if r.status == "failed"]
+    failed = [r.metric + ("" if r.explainer is None else f" ({r.explainer})") for r in records if r.status == "failed"]
     if failed:
         note += f"; FAILED metrics: {', '.join(dict.fromkeys(failed))}"
     return records, note, saliency, calibrated
@@ -321,10 +322,30 @@ def measure(
         if not plan.explains(name, cell):
             continue
         ctx = ectx.with_explainer(name)
-        if ctx.explanations() is None:
-            log.info("%s: explainer %s does not apply to %s, skipped", cell.id, name, cell.method.display)
-            continue
-        records.extend(_measure(cell, key, spec, metric, ctx, services, state, identity, name))
+        try:
+            if name in state.explainer_errors:
+                raise state.explainer_errors[name]
+            try:
+                maps = ctx.explanations()
+            except NotCached:
+                raise
+            except Exception as err:  # remembered: the cell's other metrics need not compute the maps again
+                state.explainer_errors[name] = err
+                raise
+            if maps is None:
+                log.info("%s: explainer %s does not apply to %s, skipped", cell.id, name, cell.method.display)
+                continue
+            records.extend(_measure(cell, key, spec, metric, ctx, services, state, identity, name))
+        except NotCached:
+            raise
+        except Exception as err:  # an explainer that cannot run on this model fails its own values only
+            if services.fail_fast:
+                raise
+            log.debug("%s: explainer %s, metric %s failed", cell.id, name, spec.display, exc_info=True)
+            text = error_text(err)
+            records.append(
+                make_record(plan, services.provenance, cell, identity, spec, metric, None, None, text, explainer=name)
+            )
     return records
 
 
