@@ -12,9 +12,11 @@ Values and thresholds are in the metric's raw units (accuracy 0.9, not 90 %).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from xbench.params import OmitDefaults
 
 Relation = Literal[">", ">=", "<", "<="]
 
@@ -34,10 +36,11 @@ class Rows(BaseModel):
         return f"{name} ({self.explainer})" if self.explainer else name
 
 
-class Claim(BaseModel):
+class Claim(OmitDefaults):
     """One checkable statement of a paper (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    omit_at_default: ClassVar[frozenset[str]] = frozenset({"optional"})  # records from before it stay the same
     id: str = Field(description="short unique name, e.g. egt.speedup")
     statement: str = Field(description="what the paper says, in a few words")
     paper: str = Field(description="the paper's figure, e.g. '1.97x' or '94.41 vs 93.66 (CIFAR-10)'")
@@ -48,6 +51,11 @@ class Claim(BaseModel):
     relation: Relation
     threshold: float = 0.0
     also: list[Claim] = Field(default_factory=list, description="claims that must hold as well")
+    optional: bool = Field(
+        False,
+        description="left out of a run's verdicts when the run has no reference rows (a comparison with an "
+        "explainer the suite may not score, e.g. TAME against Score-CAM); otherwise such a claim is 'inconclusive'",
+    )
 
     def describe(self) -> str:
         """``metric(subject) − metric(reference) > 0``, or ``metric(subject) ≥ 1.97``."""

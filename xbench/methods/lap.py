@@ -322,6 +322,25 @@ class LAP(Method[LAPParams]):
             reference=Rows(method="lap", explainer="gradcam"),
             relation=">",
         ),
+        # "The commonly used white-box explainers" (abstract): the gradient family, on the same LAP model;
+        # scored when the suite lists the explainer (suites/explainers.yaml does).
+        *(
+            Claim(
+                id=f"lap.faithfulness.{explainer}",
+                statement=f"LAP's own maps are more faithful to the model than {name} of the same model",
+                paper="more faithful than white-box explainers (no figure found)",
+                metric="faithfulness_correlation",
+                subject=Rows(method="lap", explainer="native"),
+                reference=Rows(method="lap", explainer=explainer),
+                relation=">",
+                optional=True,
+            )
+            for explainer, name in (
+                ("saliency", "gradient saliency"),
+                ("integrated_gradients", "Integrated Gradients"),
+                ("guided_backprop", "Guided Backprop"),
+            )
+        ),
         Claim(
             id="lap.accuracy",
             statement="LAP costs at most 0.5 points of top-1 against the baseline",

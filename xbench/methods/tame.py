@@ -289,6 +289,30 @@ class TAME(Method[TAMEParams]):
             reference=Rows(method="baseline", explainer="gradcam"),
             relation=">",
         ),
+        # The CAM methods and RISE its official code and follow-up (T-TAME) compare with, each on the same
+        # frozen network: scored when the suite lists the explainer (suites/explainers.yaml does).
+        *(
+            Claim(
+                id=f"tame.{short}.{explainer}",
+                statement=f"TAME's maps give {better} {label} than {name} of the same frozen network",
+                paper=f"TAME {word} {name} (ImageNet; T-TAME, VGG-16 and ResNet-50)",
+                metric=metric,
+                subject=Rows(method="tame", explainer="native"),
+                reference=Rows(method="baseline", explainer=explainer),
+                relation=relation,
+                optional=True,
+            )
+            for metric, short, label, better, word, relation in (
+                ("average_drop", "ad", "Average Drop", "a lower", "below", "<"),
+                ("increase_in_confidence", "ic", "Increase in Confidence", "a higher", "above", ">"),
+            )
+            for explainer, name in (
+                ("gradcam_pp", "Grad-CAM++"),
+                ("scorecam", "Score-CAM"),
+                ("ablationcam", "Ablation-CAM"),
+                ("rise", "RISE"),
+            )
+        ),
     )
 
     def build(self) -> nn.Module:

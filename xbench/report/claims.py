@@ -185,7 +185,21 @@ def verdicts(records: Iterable[Record]) -> list[Verdict]:
     """Every claim the records carry, on every dataset that has its subject rows."""
     records = list(records)
     datasets = list(dict.fromkeys(r.dataset for r in records))
-    return [v for claim in claims_in(records) for d in datasets for v in evaluate(claim, records, d)]
+    return [
+        v
+        for claim in claims_in(records)
+        for d in datasets
+        if not (claim.optional and not _has_reference(claim, records, d))
+        for v in evaluate(claim, records, d)
+    ]
+
+
+def _has_reference(claim: Claim, records: list[Record], dataset: str) -> bool:
+    """Whether the dataset's records hold any row the claim compares with."""
+    if claim.reference is None:
+        return True
+    metric = claim.reference_metric or claim.metric
+    return any(r.dataset == dataset and matches(r, claim.reference, metric) for r in records)
 
 
 def to_rows(found: list[Verdict]) -> list[dict[str, str]]:
