@@ -1,0 +1,102 @@
+"""Explainers ranked per metric, and the sanity check per explainer: two tables from records.
+
+**Ranking** (LATEC's aggregation, Klein et al., NeurIPS 2024). Per dataset and metric category
+(localization, faithfulness, consistency), every explanation row (``method (explainer)``) gets a
+rank on each of the category's metrics: its value is the *median over seeds* (robust to one bad
+seed, as LATEC takes the median over samples), rank 1 is the best in the metric's direction, and
+ties share their average rank. A row's *mean rank* is the mean of its ranks over the category's
+metrics, its *spread* their standard deviation (ddof 0; how much the metrics disagree about it),
+and ``n`` the number of metrics it was ranked on. Rows are ordered by mean rank. Metrics without
+a direction, measured per exit, or with fewer than two rows are not ranked; a row missing a
+metric is ranked on the others (``n`` says so). Efficiency (explanation time) and sanity are not
+ranked: they are costs and checks, not quality.
+
+**Sanity** (Adebayo et al., NeurIPS 2018, "Sanity checks for saliency maps"). Per dataset and
+row: the similarity of the explainer's maps before and after cascading randomisation of every
+model parameter (``parameter_randomisation``, mean over seeds; lower is better), and the
+pass/fail of ``randomisation_check``: ``pass`` if every seed passes, ``fail`` if none, else
+``k/n``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from xbench.report.records import Record
+from xbench.report.stats import as_statistics, category_order
+
+#: Categories whose metrics are ranked.
+RANKED = ("localization", "faithfulness", "consistency")
+SIMILARITY, CHECK = "parameter_randomisation", "randomisation_check"
+RANKING_COLUMNS = ["dataset", "category", "row", "mean_rank", "spread", "n_metrics", "n_rows", "metrics"]
+SANITY_COLUMNS = ["dataset", "row", "similarity", "n_seeds", "passed", "checked", "verdict"]
+
+
+def metric_ranks(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per (dataset, category, metric key, row): the median over seeds and the rank among rows."""
+    stats = as_statistics(records)
+    ok = stats.ok
+    ok = ok[ok["explained"] & ok["exit"].isna() & ok["category"].isin(RANKED) & ok["higher_is_better"].notna()]
+    if ok.empty:
+        return pd.DataFrame(columns=["dataset", "category", "key", "row", "median", "rank"])
+    medians = (
+        ok.groupby(["dataset", "category", "key", "row"], sort=False)
+        .agg(median=("value", "median"), higher=("higher_is_better", "first"))
+        .reset_index()
+    )
+    # Rank 1 is the best: negate the values of metrics where higher is better.
+    signed = medians["median"].where(~medians["higher"].astype(bool), -medians["median"])
+    medians["rank"] = signed.groupby([medians["dataset"], medians["key"]]).rank(method="average")
+    counts = medians.groupby(["dataset", "key"])["row"].transform("count")
+    return medians[counts >= 2].drop(columns="higher").reset_index(drop=True)
+
+
+def ranking(records: Iterable[Record]) -> pd.DataFrame:
+    """The Ranking table's rows (:data:`RANKING_COLUMNS`), per dataset and category, best mean rank first."""
+    ranks = metric_ranks(records)
+    if ranks.empty:
+        return pd.DataFrame(columns=RANKING_COLUMNS)
+    out = (
+        ranks.groupby(["dataset", "category", "row"], sort=False)["rank"]
+        .agg(mean_rank="mean", spread=lambda r: float(np.std(r.to_numpy(), ddof=0)), n_metrics="count")
+        .reset_index()
+    )
+    out["n_rows"] = out.groupby(["dataset", "category"])["row"].transform("count")
+    metrics = ranks.groupby(["dataset", "category"])["key"].agg(lambda k: ", ".join(dict.fromkeys(k)))
+    out["metrics"] = [metrics[(d, c)] for d, c in zip(out["dataset"], out["category"], strict=True)]
+    order = {c: i for i, c in enumerate(category_order(out["category"].unique()))}
+    datasets = {d: i for i, d in enumerate(dict.fromkeys(out["dataset"]))}
+    out = out.assign(_d=out["dataset"].map(datasets), _c=out["category"].map(order))
+    out = out.sort_values(["_d", "_c", "mean_rank", "row"], kind="stable").drop(columns=["_d", "_c"])
+    return out[RANKING_COLUMNS].reset_index(drop=True)
+
+
+def sanity(records: Iterable[Record]) -> pd.DataFrame:
+    """The Sanity table's rows (:data:`SANITY_COLUMNS`): similarity after randomisation and the check's verdict."""
+    ok = as_statistics(records).ok
+    ok = ok[ok["explained"] & ok["metric"].isin([SIMILARITY, CHECK])]
+    if ok.empty:
+        return pd.DataFrame(columns=SANITY_COLUMNS)
+    rows = []
+    for (dataset, row), group in ok.groupby(["dataset", "row"], sort=False):
+        similarity = group.loc[group["metric"] == SIMILARITY, "value"]
+        checks = group.loc[group["metric"] == CHECK, "value"]
+        passed, checked = int((checks >= 0.5).sum()), len(checks)
+        verdict = (
+            "—" if not checked else "pass" if passed == checked else "fail" if not passed else f"{passed}/{checked}"
+        )
+        rows.append(
+            {
+                "dataset": dataset,
+                "row": row,
+                "similarity": float(similarity.mean()) if len(similarity) else float("nan"),
+                "n_seeds": len(similarity),
+                "passed": passed,
+                "checked": checked,
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows, columns=SANITY_COLUMNS)
