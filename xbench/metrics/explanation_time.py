@@ -18,7 +18,8 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from xbench.metrics.base import Metric, MetricResult
-from xbench.metrics.context import EvalContext
+from xbench.explain.base import METHOD_DEFAULT
+from xbench.metrics.context import EvalContext, explained
 from xbench.metrics.latency import _sync, timing_setup
 from xbench.registry import METRICS
 
@@ -46,10 +47,8 @@ class ExplanationTime(Metric[ExplanationTimeParams]):
     Params = ExplanationTimeParams
 
     def compute(self, ctx: EvalContext) -> list[MetricResult]:
-        name = ctx.explainer
-        if name is None:
-            return []
-        explainer = ctx.explainers[name]
+        ctx = explained(ctx)  # a context without a suite explainer times the method's default maps
+        explainer = ctx.explainers[ctx.explainer or METHOD_DEFAULT]
         data = ctx.explain_data()
         n = min(self.params.images or ctx.batch_size, len(data))
         x = data.images[:n].to(ctx.device)
