@@ -292,7 +292,7 @@ BAD_SUITES: list[tuple[str, Any, list[str]]] = [
     (
         "unknown_plugin_key",
         {**MINIMAL, "methods": [{"name": "baseline", "lable": "x"}]},
-        ["methods[0].lable: unknown key", "valid keys: datasets, label, methods, name, params"],
+        ["methods[0].lable: unknown key", "valid keys: backbone, checkpoint, datasets, label, methods, name, params"],
     ),
     (
         "unknown_method",

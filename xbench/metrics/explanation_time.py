@@ -17,8 +17,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from xbench.metrics.base import Metric, MetricResult
 from xbench.explain.base import METHOD_DEFAULT
+from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
 from xbench.metrics.latency import _sync, timing_setup
 from xbench.registry import METRICS
