@@ -4,7 +4,8 @@
    (``cifar_stem: true``), 32-px RGB images, 10 classes, batch 64, reaches at least 0.95× the images
    per second of a bare loop on the same model class built the same way, the same data tensors and
    the same SGD settings (``F.cross_entropy``, no DataLoader). Both models are built by
-   ``method.build()`` (contiguous weights): the layout is the same on both sides.
+   ``method.build()`` (contiguous weights) and ``training`` keeps its defaults (fp32, no compile,
+   ``channels_last: false``): the layout is the same on both sides.
 2. Evaluation: the cell's one forward pass over the test split (``EvalContext.predictions()``, which
    every metric's top-1 reads) with ``baseline`` on ``resnet50`` (random init, torchvision stem) at
    224 px reaches at least 0.95× the images per second of bare ``torchvision.models.resnet50()`` in
@@ -18,9 +19,9 @@ alternates) and the goal is on the median over rounds of the per-round ratio, so
 processes (seconds long on a shared machine) hits both sides of a ratio alike. The table also gives
 the median throughputs and the ratio of the best rounds. Models are untrained: costs do not depend on weights.
 
-Run: ``python -m pytest benchmarks/test_backbone_speed.py -s -q -p no:cacheprovider`` (about 2 minutes on
-2 cores; ``XBENCH_BENCH_ROUNDS`` (7), ``XBENCH_BENCH_TRAIN_STEPS`` (2 batches per training run),
-``XBENCH_BENCH_EVAL_BATCHES`` (1 batch of 16 per evaluation run) size it).
+Run: ``python -m pytest benchmarks/test_backbone_speed.py -s -q -p no:cacheprovider`` (about 1 minute on an
+idle 2-core machine, several under load; ``XBENCH_BENCH_ROUNDS`` (7), ``XBENCH_BENCH_TRAIN_STEPS`` (2
+batches per training run), ``XBENCH_BENCH_EVAL_BATCHES`` (1 batch of 16 per evaluation run) size it).
 """
 
 from __future__ import annotations

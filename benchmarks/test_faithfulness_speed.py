@@ -30,7 +30,8 @@ import torch
 from conftest import Setup, make_setup
 
 from xbench.metrics import faithfulness as F
-from xbench.metrics.quantus_compat import QUANTUS_VERSION, make_metric, numpy_seed, numpy_trapz_shim
+from xbench.metrics.faithfulness.reference import make_metric
+from xbench.metrics.quantus_compat import QUANTUS_VERSION, numpy_seed, numpy_trapz_shim
 from xbench.registry import METRICS
 
 QUANTUS_BACKED = F.quantus_backed()
@@ -91,7 +92,7 @@ def quantus_direct(metric: Any, setup: Setup) -> tuple[float, np.ndarray]:
     """(seconds, per-image output) of the matching Quantus metric, called as its documentation shows."""
     ctx = context(setup)
     shape = setup.data.images.shape
-    q = make_metric(metric.quantus_class, **F._quantus_kwargs(metric.quantus_kwargs(shape)))
+    q = make_metric(metric.quantus_class, **F.constructor_kwargs(metric.quantus_kwargs(shape)))
     start = time.perf_counter()
     with numpy_trapz_shim(), numpy_seed(SEED):
         out = q(model=ctx.logits_model(), x_batch=setup.data.images.numpy(), y_batch=ctx.explain_targets().numpy(),

@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from xbench.metrics import faithfulness as F
-from xbench.metrics.quantus_compat import QUANTUS_VERSION, make_metric, numpy_seed, numpy_trapz_shim
+from xbench.metrics.faithfulness.reference import make_metric
+from xbench.metrics.quantus_compat import QUANTUS_VERSION, numpy_seed, numpy_trapz_shim
 from xbench.registry import METRICS
 
 METRICS_TIMED = [
@@ -47,9 +48,9 @@ def quantus_direct(name: str, metric: Any, setup: Any) -> tuple[float, float] | 
     x = setup.data.images.numpy()
     y = ctx.explain_targets().numpy()
     a = setup.maps[:, None].numpy()
-    if isinstance(metric, F._QuantusFaithfulness):
+    if isinstance(metric, F.QuantusFaithfulness):
         quantus_name = metric.quantus_class
-        kwargs = F._quantus_kwargs(metric.quantus_kwargs(setup.data.images.shape))
+        kwargs = F.constructor_kwargs(metric.quantus_kwargs(setup.data.images.shape))
         softmax = bool(metric.params.softmax)
     elif name == "road":
         quantus_name, softmax = "ROAD", True
@@ -68,7 +69,7 @@ def quantus_direct(name: str, metric: Any, setup: Any) -> tuple[float, float] | 
     if isinstance(out, dict):  # ROAD: per-percentage means
         return elapsed, float(np.mean(list(out.values())))
     raw = np.asarray(out, dtype=np.float64)
-    if isinstance(metric, F._QuantusFaithfulness):  # xbench's summary of Quantus's output (AUC, AOPC)
+    if isinstance(metric, F.QuantusFaithfulness):  # xbench's summary of Quantus's output (AUC, AOPC)
         raw = metric.summarise(raw, metric.quantus_kwargs(setup.data.images.shape), setup.data.images.shape)
     return elapsed, float(np.nanmean(raw))
 

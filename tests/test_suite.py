@@ -230,7 +230,7 @@ def test_set_unknown_key_blames_the_flag(tmp_path: Path) -> None:
     assert "--set training.epochz: unknown key" in message
     for key in TrainingConfig.model_fields:
         assert key in message
-    assert "valid keys: augment, batch_size, epochs," in message  # sorted
+    assert "valid keys: augment, batch_size, channels_last, compile, epochs," in message  # sorted
 
 
 def test_set_bad_value_blames_the_flag(tmp_path: Path) -> None:
@@ -549,7 +549,10 @@ def test_a_method_row_overrides_training_for_its_cells_only(tmp_path: Path) -> N
     ("training", "expected"),
     [
         ({"lr": -1}, "methods[1].training.lr: Input should be greater than 0 (got -1)"),
-        ({"epochz": 3}, "methods[1].training.epochz: unknown key (valid keys: augment, batch_size, epochs,"),
+        (
+            {"epochz": 3},
+            "methods[1].training.epochz: unknown key (valid keys: augment, batch_size, channels_last, compile, epochs,",
+        ),
         ({"epochs": True}, "methods[1].training.epochs:"),
         ({"limit": 10}, "methods[1].training.limit: set it for the whole suite (training.limit)"),
         ({"holdout": 10}, "methods[1].training.holdout: set it for the whole suite"),

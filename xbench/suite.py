@@ -33,12 +33,13 @@ import copy
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xbench.errors import ConfigError, UnknownNameError
+from xbench.params import OmitDefaults
 
 
 class _Strict(BaseModel):
@@ -118,8 +119,14 @@ class RandAugmentConfig(_Strict):
 SHARED_TRAINING_KEYS = frozenset({"limit", "holdout"})
 
 
-class TrainingConfig(_Strict):
-    """The one training loop's settings, shared by every method of a suite."""
+class TrainingConfig(_Strict, OmitDefaults):
+    """The one training loop's settings, shared by every method of a suite.
+
+    The keys added after suites had records (``omit_at_default``) are left out of dumps while they
+    hold their default, so the settings (and cache keys) of the suites written before stay the same.
+    """
+
+    omit_at_default: ClassVar[frozenset[str]] = frozenset({"log_interval", "precision", "channels_last", "compile"})
 
     epochs: int = Field(2, ge=0)
     batch_size: int = Field(128, ge=1)
@@ -142,6 +149,30 @@ class TrainingConfig(_Strict):
     augment: list[Literal["flip", "crop", "randaugment"] | RandAugmentConfig] = Field(
         default_factory=list,
         description="batched in this order: crop, flip, then randaugment ('randaugment' or {name: randaugment, ...})",
+    )
+    log_interval: int = Field(
+        50,
+        ge=1,
+        description="log the mean training loss every this many steps and at each epoch's end (the losses stay on "
+        "the device in between: no host synchronisation per step); a non-finite loss is caught at these points",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="training steps under autocast on the cell's device: bf16, or fp16 with a gradient scaler "
+        "(and fused optimizer steps, so the scaler's inf check needs no host synchronisation); fp32: no autocast",
+    )
+    channels_last: bool = Field(
+        False,
+        description="train with the model and each batch channels-last (NHWC), whatever resources.channels_last "
+        "says; the model goes back to that layout after training. resources.channels_last (default true) keeps "
+        "the weights, hence conv activations, NHWC everywhere and is a speed setting outside the cache key; this "
+        "one changes the training (and its key) only, and with resources.channels_last true adds just the batches' "
+        "layout",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model for the training steps; where it cannot compile (no C++ compiler, "
+        "an unsupported model) one line says so and training continues uncompiled",
     )
 
     @field_validator("augment", mode="before")

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xbench.data.base import ImageSplit
-from xbench.engine.cache import Cache, EpochCheckpoints
+from xbench.engine.cache import Cache
+from xbench.engine.checkpoints import CachedEpochs
 from xbench.engine.train import TrainingError, augment, lr_factor, random_crop, train
 from xbench.methods.base import MethodContext, NoParams
 from xbench.methods.baseline import Baseline
@@ -297,22 +298,23 @@ class Killed(Exception):
 class DiesAfterEpoch:
     """Saves epoch checkpoints through the real cache (torch.save, weights-only load), then 'dies'."""
 
-    def __init__(self, store: EpochCheckpoints, epoch: int | None) -> None:
+    def __init__(self, store: CachedEpochs, epoch: int | None) -> None:
         self.store, self.epoch = store, epoch
 
-    def load(self) -> dict[str, Any] | None:
-        return self.store.load()
+    def restore(self) -> dict[str, Any] | None:
+        return self.store.restore()
 
-    def save(self, state: dict[str, Any]) -> None:
-        self.store.save(state)
-        if state["epoch"] == self.epoch:
+    def save(self, epoch: int, state: dict[str, Any]) -> None:
+        assert state["epoch"] == epoch
+        self.store.save(epoch, state)
+        if epoch == self.epoch:
             raise Killed
 
 
 def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path: Path) -> None:
     data = halves_dataset(n=64)
     cfg = TrainingConfig(epochs=4, batch_size=16, lr=0.05, augment=["crop", "flip"])
-    store = EpochCheckpoints(Cache(tmp_path), "k" * 64, "cell")
+    store = CachedEpochs(Cache(tmp_path), "k" * 64, "cell")
 
     def fresh() -> tuple[Baseline, torch.nn.Module]:
         method = tiny_method(data, Stateful)
@@ -326,7 +328,7 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path: Pa
     method, model = fresh()
     with pytest.raises(Killed):
         train(method, model, data, cfg, CPU, seed=3, progress=False, checkpoint=DiesAfterEpoch(store, 2))
-    saved = store.load()
+    saved = store.restore()
     assert saved is not None and saved["epoch"] == 2
 
     method, model = fresh()

@@ -18,16 +18,19 @@ from xbench.methods.coded_resnext import (
     CodedResNeXt,
     CodedResNeXtMethod,
     CodedResNeXtParams,
-    ResNeXtBlock,
-    _Pass,
     architecture_stages,
     build_coded_resnext,
-    coding_loss,
-    count_binary_parameters,
-    decoding_logits,
-    extract_binary_classifier,
 )
-from xbench.methods.coding_scheme import _scheme, coding_scheme, johnson_bound, min_hamming_distance
+from xbench.methods.coded_resnext_binary import count_binary_parameters, extract_binary_classifier
+from xbench.methods.coded_resnext_network import ResNeXtBlock, _Pass
+from xbench.methods.coding_scheme import (
+    _scheme,
+    coding_loss,
+    coding_scheme,
+    decoding_logits,
+    johnson_bound,
+    min_hamming_distance,
+)
 from xbench.metrics.efficiency import count_parameters
 from xbench.models.output import Batch
 

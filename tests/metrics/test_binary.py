@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
 from xbench.methods.base import MethodContext
-from xbench.methods.coded_resnext import CodedResNeXtMethod, CodedResNeXtParams, count_binary_parameters
+from xbench.methods.coded_resnext import CodedResNeXtMethod, CodedResNeXtParams
+from xbench.methods.coded_resnext_binary import count_binary_parameters
 from xbench.metrics.binary import (
     BinaryParamFraction,
     BinaryPrecision,

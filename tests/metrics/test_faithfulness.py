@@ -22,7 +22,7 @@ from xbench.methods.base import MethodContext
 from xbench.methods.baseline import Baseline
 from xbench.metrics import faithfulness as F
 from xbench.metrics.context import EvalContext
-from xbench.metrics.quantus_compat import make_metric, run_quantus
+from xbench.metrics.faithfulness.reference import make_metric, run_quantus
 from xbench.models.output import ModelOutput
 from xbench.registry import METRICS
 
@@ -231,7 +231,7 @@ def test_average_drop_soft_mask_scales_the_kept_pixels() -> None:
     assert value("average_drop", ctx, keep=1.0, mask="binary") == 0.0  # the whole image: nothing drops
 
 
-# -- Quantus-backed metrics through xbench, on both backends (torch: xbench.metrics.perturb; Quantus itself) ------
+# -- Quantus-backed metrics through xbench, on both backends (torch kernels; Quantus itself) ------
 BACKENDS = ["torch", "quantus"]
 
 

@@ -1,10 +1,11 @@
 """The torch backend of the Quantus-backed faithfulness metrics equals Quantus 0.6.0 called directly.
 
 Quantus is the reference: each test calls the Quantus metric as its documentation shows (numpy
-arrays, numpy's global seed) and :mod:`xbench.metrics.perturb` on the same model, images, maps,
-classes, batch size and seed, and requires the same per-image output to the last bit. The maps have
-ties (a ReLU's zeros, blocks of equal values), which decide the order of tied features, and the
-batch size does not divide the number of images, so the last batch differs from the others.
+arrays, numpy's global seed) and :mod:`xbench.metrics.faithfulness.kernels.quantus_torch` on the
+same model, images, maps, classes, batch size and seed, and requires the same per-image output to
+the last bit. The maps have ties (a ReLU's zeros, blocks of equal values), which decide the order
+of tied features, and the batch size does not divide the number of images, so the last batch
+differs from the others.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from xbench.data.base import ImageSplit
-from xbench.metrics import perturb
 from xbench.metrics.context import EvalContext
-from xbench.metrics.faithfulness import quantus_backed
+from xbench.metrics.faithfulness import BACKENDS, quantus_backed
+from xbench.metrics.faithfulness.kernels import quantus_torch
 from xbench.metrics.quantus_compat import numpy_trapz_shim
 from xbench.registry import METRICS
 
@@ -87,7 +88,7 @@ def test_torch_backend_equals_quantus(name: str, channels: int, ties: str, softm
     model, x, y, maps = case(channels, ties)
     kwargs = CASES[name]
     theirs = quantus_direct(name, kwargs, model, x, y, maps, softmax, seed=5)
-    function = perturb.BACKENDS[name]
+    function = BACKENDS[name]
     seeded = {"seed": 5} if name in ("FaithfulnessCorrelation", "MonotonicityCorrelation") else {}
     state = np.random.get_state()
     ours = function(model, x, y, maps, softmax=softmax, batch_size=BATCH, device="cpu", **seeded, **kwargs)
@@ -102,7 +103,7 @@ def test_pixel_flipping_curves_equal_quantus() -> None:
     model, x, y, maps = case(1, "relu")
     kwargs = {**CASES["PixelFlipping"], "return_auc_per_sample": False}
     theirs = quantus_direct("PixelFlipping", kwargs, model, x, y, maps, True, seed=0)
-    ours = perturb.pixel_flipping(model, x, y, maps, softmax=True, batch_size=BATCH, device="cpu", **kwargs)
+    ours = quantus_torch.pixel_flipping(model, x, y, maps, softmax=True, batch_size=BATCH, device="cpu", **kwargs)
     assert ours.shape == (N, SIZE * SIZE // 12)
     np.testing.assert_array_equal(ours, theirs)
 
@@ -110,12 +111,14 @@ def test_pixel_flipping_curves_equal_quantus() -> None:
 def test_quantus_maps_normalise_by_the_largest_value_of_the_set() -> None:
     # Quantus's normalise_by_max divides by max |a| over every map at once, not per image.
     a = torch.tensor([[[0.5, -1.0]], [[2.0, 0.0]]])
-    out = perturb.quantus_maps(a, normalise=True, absolute=False)
+    out = quantus_torch.quantus_maps(a, normalise=True, absolute=False)
     assert out.shape == (2, 1, 1, 2)
     np.testing.assert_array_equal(out[:, 0, 0], [[0.25, -0.5], [1.0, 0.0]])
-    np.testing.assert_array_equal(perturb.quantus_maps(a, normalise=True, absolute=True)[0, 0, 0], [0.25, 0.5])
+    np.testing.assert_array_equal(quantus_torch.quantus_maps(a, normalise=True, absolute=True)[0, 0, 0], [0.25, 0.5])
     zeros = torch.zeros(1, 2, 2)
-    np.testing.assert_array_equal(perturb.quantus_maps(zeros, normalise=True, absolute=False), np.zeros((1, 1, 2, 2)))
+    np.testing.assert_array_equal(
+        quantus_torch.quantus_maps(zeros, normalise=True, absolute=False), np.zeros((1, 1, 2, 2))
+    )
 
 
 def test_patch_ranks_follow_quantus_padding() -> None:
@@ -124,7 +127,7 @@ def test_patch_ranks_follow_quantus_padding() -> None:
     maps = np.zeros((1, 1, 5, 5), dtype=np.float32)
     maps[0, 0, 4, 4] = 1.0  # the bottom-right patch (2, 2) is the most relevant
     maps[0, 0, 0, 2] = 0.5  # then patch (0, 1)
-    ranks, patches = perturb.patch_ranks(maps, 1, 2)
+    ranks, patches = quantus_torch.patch_ranks(maps, 1, 2)
     assert patches == 9 and ranks.shape == (1, 5, 5)
     assert ranks[0, 4, 4] == 0 and ranks[0, 0, 2] == ranks[0, 1, 3] == 1
     assert sorted(np.unique(ranks).tolist()) == list(range(9))
@@ -135,7 +138,7 @@ def test_padding_size_is_quantus() -> None:
 
     for dim in range(1, 30):
         for patch in range(1, 12):
-            assert perturb.padding_size(dim, patch) == get_padding_size(dim, patch)
+            assert quantus_torch.padding_size(dim, patch) == get_padding_size(dim, patch)
 
 
 # -- through the metrics: both backends record the same value ------------------------------------------------
@@ -187,3 +190,13 @@ def test_backend_defaults_to_torch_and_rejects_others() -> None:
         assert cls.Params().backend == "torch"
         with pytest.raises(ValueError):
             cls.Params(backend="numpy")
+
+
+def test_each_declared_row_is_its_registered_class() -> None:
+    from xbench.metrics.faithfulness import QUANTUS_METRICS, quantus_metrics
+
+    for row in QUANTUS_METRICS:
+        cls = METRICS.get(row.name)
+        assert cls is getattr(quantus_metrics, row.class_name) and cls.__name__ == row.class_name
+        assert cls.declaration is row and cls.Params is row.params and cls.quantus_class == row.quantus_class
+        assert (cls.higher_is_better, cls.label, cls.description) == (row.higher_is_better, row.label, row.description)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from xbench.metrics.quantus_compat import QUANTUS_VERSION, make_metric, numpy_seed, numpy_trapz_shim, run_quantus
+from xbench.metrics.faithfulness.reference import make_metric, run_quantus
+from xbench.metrics.quantus_compat import QUANTUS_VERSION, numpy_seed, numpy_trapz_shim
 
 NUMPY_HAS_TRAPZ = hasattr(np, "trapz")
 
@@ -151,7 +152,7 @@ def test_road_per_sample_over_several_batches() -> None:
 
 
 def test_road_on_colour_ranks_exactly_the_map_pixels() -> None:
-    from xbench.metrics.quantus_compat import _road_channel_adapter
+    from xbench.metrics.faithfulness.reference import _road_channel_adapter
 
     model, x, y, a = model_and_data(3, n=4, size=10)
     scores = run_quantus(

@@ -21,7 +21,9 @@ from PIL import Image
 
 from xbench.report.claims import verdicts
 from xbench.report.records import Record
-from xbench.report.tables import DEFAULT_SIGNIFICANCE, _latex, _prepare, to_latex
+from xbench.report.tables import DEFAULT_SIGNIFICANCE, to_latex
+from xbench.report.tables.cells import _prepare
+from xbench.report.tables.latex import _latex
 from xbench.report.views import get_view
 
 pytestmark = pytest.mark.skipif(
@@ -122,10 +124,10 @@ def too_wide(smoke_like: list[Record]) -> str:
 def test_the_page_checks_catch_a_table_that_is_too_wide(
     smoke_like: list[Record], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xbench.report import tables
+    from xbench.report.tables import latex_fit
 
     # Pretend the page is 2000 pt wide: the fitting keeps all 14 columns in one block.
-    monkeypatch.setitem(tables.LAYOUTS, "onecolumn", ("table", 2000.0))
+    monkeypatch.setitem(latex_fit.LAYOUTS, "onecolumn", ("table", 2000.0))
     page = compile_document(too_wide(smoke_like), tmp_path)
     assert page.overfull and "too wide" in page.overfull[0]
     assert page.ink_past_margin and page.ink_past_margin[0][1] > 50

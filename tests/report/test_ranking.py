@@ -79,3 +79,28 @@ def test_sanity_verdicts() -> None:
 def test_no_explanation_records_give_empty_tables() -> None:
     plain = [make_record("baseline", 0, "top1", 0.9)]
     assert ranking(plain).empty and sanity(plain).empty
+
+
+def test_every_report_format_has_the_ranking_and_sanity(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from xbench.report.html import render_html
+    from xbench.report.tables import write_leaderboard
+
+    recs = [
+        *records(),
+        *values("parameter_randomisation", "a", [0.1], "sanity", False),
+        *values("randomisation_check", "a", [1.0], "sanity", True),
+    ]
+    write_leaderboard(recs, tmp_path)
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "## Ranking" in md and "## Sanity" in md
+    assert md.index("## Ranking") > md.index("# Leaderboard")
+    assert "| 1 | baseline (b) | 1.50 | 0.50 | 2 |" in md
+    for tex in ("leaderboard.tex", "leaderboard_twocolumn.tex"):
+        text = (tmp_path / tex).read_text()
+        assert r"\label{tab:ranking:fmnist:localization}" in text and r"\label{tab:sanity:fmnist}" in text
+        assert "baseline (b) & 1.50 & 0.50 & 2" in text
+    csv = (tmp_path / "ranking.csv").read_text().splitlines()
+    assert csv[0] == "dataset,category,row,mean_rank,spread,n_metrics,n_rows,metrics"
+    assert (tmp_path / "sanity.csv").read_text().splitlines()[1].startswith("fmnist,baseline (a),0.1,1,1,1,pass")
+    html = render_html(recs, [], "t")
+    assert 'id="ranking"' in html and "Mean rank" in html

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from xbench.engine.cache import Cache, EpochCheckpoints
+from xbench.engine.cache import Cache
+from xbench.engine.checkpoints import CachedEpochs
 from xbench.engine.keys import explanations_key, metric_key, model_key, reference_key
 from xbench.engine.plan import CellData, CellSpec, Plan
 from xbench.engine.recording import Provenance, cell_identity, error_text, failed_records, make_record
@@ -279,7 +280,7 @@ def trained_model(
             method.load_required(model, {k: v.detach().cpu() for k, v in base.model.state_dict().items()})
             log.info("%s: builds on %s (%s)", cell.id, required.id, base.note)
         plan.load_checkpoint(cell, model)
-        epochs = EpochCheckpoints(cache, key, cell.id)
+        epochs = CachedEpochs(cache, key, cell.id)
         stats = train(
             method, model, train_split, plan.training(cell), services.device, cell.seed,
             desc=cell.id, progress=services.progress, checkpoint=epochs,

@@ -2,7 +2,7 @@
 
 Paper: A. Avranas, M. Kountouris, "Towards Disentangling Information Paths with Coded
 ResNeXt", NeurIPS 2022, arXiv 2202.05343. Official code: ``avranasa/Coded-ResNeXt``
-(read to understand it; this file is written from the equations below).
+(read to understand it; this method's modules are written from the equations below).
 
 The method builds its own ResNeXt and ignores the suite's ``backbone``. A stage is
 [C_out, d, N_act/N] × blocks: N branches ("subNNs") of width d, of which the N_act
@@ -35,8 +35,9 @@ reports per-block decoding accuracy and defines no exit policy; the thresholds a
 
 Binary classifier of class k: in every coded block, multiply t_n by w_{l,k,n} before the
 energy normalisation (ρ still averages over all N branches), and keep logit z_k.
-:func:`extract_binary_classifier` builds it as a network that holds only what it uses;
-:func:`count_binary_parameters` counts that network (see its docstring for the convention).
+:func:`~xbench.methods.coded_resnext_binary.extract_binary_classifier` builds it as a network that
+holds only what it uses; :func:`~xbench.methods.coded_resnext_binary.count_binary_parameters` counts
+that network (see its docstring for the convention).
 
 Configurations ([C_out, d, N_act/N] × blocks; stem conv3×3 with 16 channels and stride 2
 (narrow) or 64 channels and stride 1 (ResNeXt-29, as in the paper)):
@@ -50,25 +51,29 @@ Configurations ([C_out, d, N_act/N] × blocks; stem conv3×3 with 16 channels an
 ``stages`` overrides the architecture's. μ = 6 and p = 0.1 are the paper's CIFAR values.
 A coded block never materialises the N branch outputs t_n (see ``ResNeXtBlock._coded``):
 the same function, computed several times faster on CPU.
+
+Code: this module holds the configuration, the model (decoding exits, binary classifiers) and the
+method (loss, build); the blocks and backbone are in :mod:`xbench.methods.coded_resnext_network`,
+the codewords, the decoding and the coding loss in :mod:`xbench.methods.coding_scheme`, the
+extraction of binary sub-networks in :mod:`xbench.methods.coded_resnext_binary`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from xbench.claims import Claim, Rows
 from xbench.methods.base import Method, MethodContext
-from xbench.methods.coding_scheme import coding_scheme
-from xbench.models.base import Normalize, memory_format_of
+from xbench.methods.coded_resnext_binary import extract_binary_classifier
+from xbench.methods.coded_resnext_network import ResNeXtBackbone, ResNeXtBlock, ResNeXtStage, _Pass
+from xbench.methods.coding_scheme import coding_loss, coding_scheme, decoding_logits
+from xbench.models.base import Normalize
 from xbench.models.exits import Confidence, ExitSettings
 from xbench.models.fields import BRANCH_ENERGIES, BranchEnergies  # noqa: F401 (BranchEnergies: re-exported)
 from xbench.models.output import Batch, ModelOutput
@@ -161,182 +166,7 @@ def architecture_stages(architecture: Architecture, num_classes: int) -> tuple[i
     return stem, stages
 
 
-# -- the network --------------------------------------------------------------------------------------
-@dataclass
-class _Pass:
-    """State threaded through the blocks of one forward pass.
-
-    Attributes:
-        restrict_to: (B,) class per sample whose inactive branches are zeroed (binary classifiers).
-        energies: normalised (B, N) energies of each coded block so far.
-        codes: (K, N) codewords of each coded block so far.
-        drop_masks: DropSubNNs mask (B, N) of each coded block (None when not dropping).
-        mask_key, mask: the last mask drawn and the (N, N_act) scheme it was drawn for.
-    """
-
-    restrict_to: Tensor | None = None
-    energies: list[Tensor] = field(default_factory=list)
-    codes: list[Tensor] = field(default_factory=list)
-    drop_masks: list[Tensor | None] = field(default_factory=list)
-    mask_key: tuple[int, int] | None = None
-    mask: Tensor | None = None
-
-
-class ResNeXtBlock(nn.Module):
-    """A ResNeXt bottleneck block, plain or coded (see the module docstring).
-
-    Args:
-        in_channels, out_channels, d, n_branches, stride: the block's shape.
-        codes: (K, N) codewords for a coded block, None for a plain one. A coded block
-            without codes (an extracted binary classifier's) normalises but neither decodes nor masks.
-        coded: grouped expansion with energy normalisation (default: ``codes`` is given).
-        drop_p: DropSubNNs probability.
-        energy_branches: the N that ρ² averages over; the block's own N by default.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        d: int,
-        n_branches: int,
-        stride: int = 1,
-        codes: Tensor | None = None,
-        coded: bool | None = None,
-        drop_p: float = 0.0,
-        shared_drop_mask: bool = True,
-        energy_branches: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.n_branches, self.out_channels, self.drop_p = n_branches, out_channels, drop_p
-        self.coded = codes is not None if coded is None else coded
-        self.shared_drop_mask = shared_drop_mask
-        self.energy_branches = energy_branches or n_branches
-        self.codes: Tensor | None
-        if codes is not None:
-            self.register_buffer("codes", codes.float())
-            self.n_active = int(codes[0].sum())
-        else:
-            self.codes = None
-            self.n_active = n_branches
-        width = n_branches * d
-        self.conv_reduce = nn.Conv2d(in_channels, width, 1, bias=False)
-        self.bn_reduce = nn.BatchNorm2d(width)
-        self.conv_internal = nn.Conv2d(width, width, 3, stride, 1, groups=n_branches, bias=False)
-        self.bn_internal = nn.BatchNorm2d(width)
-        if self.coded:
-            self.conv_expand = nn.Conv2d(width, n_branches * out_channels, 1, groups=n_branches, bias=False)
-        else:
-            self.conv_expand = nn.Conv2d(width, out_channels, 1, bias=False)
-        self.bn_expand = nn.BatchNorm2d(out_channels)
-        self.skip: nn.Module = (
-            nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
-            if stride != 1 or in_channels != out_channels
-            else nn.Identity()
-        )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(self.bn_expand.weight)
-
-    @property
-    def scheme_key(self) -> tuple[int, int]:
-        return (self.n_branches, self.n_active)
-
-    def forward(self, h: Tensor, state: _Pass | None = None) -> Tensor:
-        state = state if state is not None else _Pass()
-        u = F.relu(self.bn_reduce(self.conv_reduce(h)))
-        u = F.relu(self.bn_internal(self.conv_internal(u)))
-        t = self._coded(u, state) if self.coded else self.conv_expand(u)
-        return F.relu(self.bn_expand(t) + self.skip(h))
-
-    def _coded(self, u: Tensor, state: _Pass) -> Tensor:
-        """Σ_n s_n·t_n for t_n = W_n u_n (the grouped expansion), without materialising the t_n.
-
-        The N outputs t_n (N× the block's output size) are never built: with W_n the
-        (C_out × d) weight of branch n, E_n = mean_{c,h,w} (W_n u_n)² = Σ_{hw} u_nᵀ(W_nᵀW_n)u_n / (C_out·H·W),
-        and Σ_n s_n W_n u_n is one dense 1×1 conv of the branch inputs scaled by s_n. Same
-        function and MACs as the grouped conv followed by a sum, several times faster on CPU.
-        """
-        b, _, hh, ww = u.shape
-        n, c = self.n_branches, self.out_channels
-        w = self.conv_expand.weight.view(n, c, -1)  # (N, C_out, d): W_n
-        ub = u.view(b, n, w.shape[2], hh * ww)
-        gram = w.transpose(1, 2) @ w  # (N, d, d): W_nᵀW_n
-        energy = (ub * torch.einsum("nij,bnjk->bnik", gram, ub)).sum(dim=(2, 3)).clamp_min(0) / (c * hh * ww)
-        scale = torch.ones_like(energy)
-        if state.restrict_to is not None and self.codes is not None:
-            scale = self.codes[state.restrict_to]  # zeroed branches: no energy, no output
-            energy = energy * scale
-        # ρ² averages over all N branches of the full block, zeroed ones included; the eps
-        # only guards an all-zero input.
-        rho2 = energy.sum(dim=1, keepdim=True) / self.energy_branches + 1e-12
-        energy = energy / rho2
-        scale = scale * rho2.rsqrt()
-        if self.codes is not None:
-            state.energies.append(energy)
-            state.codes.append(self.codes)
-            mask = self._drop_mask(u, state)
-            state.drop_masks.append(mask)
-            if mask is not None:
-                scale = scale * mask
-        scaled = (ub * scale[:, :, None, None]).view_as(u)
-        return F.conv2d(scaled, w.permute(1, 0, 2).reshape(c, -1, 1, 1))
-
-    def _drop_mask(self, like: Tensor, state: _Pass) -> Tensor | None:
-        """DropSubNNs: Bernoulli(1 − p)/(1 − p) per (sample, branch), or the previous block's mask."""
-        if not self.training or self.drop_p == 0:
-            return None
-        if not (self.shared_drop_mask and state.mask is not None and state.mask_key == self.scheme_key):
-            keep = torch.full((like.shape[0], self.n_branches), 1 - self.drop_p, device=like.device, dtype=like.dtype)
-            state.mask = torch.bernoulli(keep) / (1 - self.drop_p)
-            state.mask_key = self.scheme_key
-        return state.mask
-
-
-class ResNeXtStage(nn.Module):
-    """Consecutive blocks; a module of its own so that Grad-CAM can hook its output."""
-
-    def __init__(self, blocks: list[ResNeXtBlock]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, h: Tensor, state: _Pass | None = None) -> Tensor:
-        state = state if state is not None else _Pass()
-        for block in self.blocks:
-            h = block(h, state)
-        return h
-
-
-class ResNeXtBackbone(nn.Module):
-    """``stem`` (normalise, conv3×3-BN-ReLU) and ``stages``, like :class:`xbench.models.base.Backbone`."""
-
-    def __init__(self, stem: nn.Module, stages: list[ResNeXtStage], stage_channels: list[int]) -> None:
-        super().__init__()
-        self.stem = stem
-        self.stages = nn.ModuleList(stages)
-        self.stage_channels = stage_channels
-
-    def forward(self, x: Tensor, state: _Pass | None = None) -> Tensor:
-        state = state if state is not None else _Pass()
-        h = self.stem(x)
-        for stage in self.stages:
-            h = stage(h, state)
-        return h
-
-
-def decoding_logits(energies: Tensor, codes: Tensor, temperature: float = 1.0) -> Tensor:
-    """(B, K) scores −‖v − w_k‖₂/T with v = N_act·E/Σ_n E_n (the energies scaled to sum to N_act)."""
-    n_active = codes[0].sum()
-    v = energies / energies.sum(dim=1, keepdim=True).clamp_min(1e-12) * n_active
-    return -(v[:, None, :] - codes[None]).pow(2).sum(dim=2).sqrt() / temperature
-
-
-def coding_loss(energies: Tensor, codewords: Tensor, ratio: float, power: float = 4.0) -> Tensor:
-    """mean over batch and branches of |r·E_n − w_{y,n}|^q; ``codewords`` holds w_y, one row per sample."""
-    return (ratio * energies - codewords).abs().pow(power).mean()
-
-
+# -- the model -----------------------------------------------------------------------------------------
 class CodedResNeXt(nn.Module):
     """ResNeXt with coded blocks, decoding exits and per-class binary sub-networks.
 
@@ -423,106 +253,6 @@ class CodedResNeXt(nn.Module):
                 break
             plain += 1
         return nn.Sequential(self.backbone.stem, *self.backbone.stages[:plain]), plain
-
-
-# -- binary classifiers ---------------------------------------------------------------------------------
-def _branch_channels(active: Tensor, width: int) -> Tensor:
-    """Channel indices owned by the ``active`` branches when each branch owns ``width`` channels."""
-    return (active[:, None] * width + torch.arange(width)).flatten()
-
-
-def _slice_bn(bn: nn.BatchNorm2d, idx: Tensor) -> nn.BatchNorm2d:
-    out = nn.BatchNorm2d(len(idx), eps=bn.eps, momentum=bn.momentum)
-    with torch.no_grad():
-        out.weight.copy_(bn.weight[idx])
-        out.bias.copy_(bn.bias[idx])
-        out.running_mean.copy_(bn.running_mean[idx])  # type: ignore[index, union-attr]
-        out.running_var.copy_(bn.running_var[idx])  # type: ignore[index, union-attr]
-    return out
-
-
-def _prune_block(block: ResNeXtBlock, active: Tensor) -> ResNeXtBlock:
-    """The block as class k's classifier runs it: only the ``active`` branches' slices."""
-    d = block.conv_internal.in_channels // block.n_branches
-    c_in = block.conv_reduce.in_channels
-    stride = block.conv_internal.stride[0]
-    pruned = ResNeXtBlock(
-        c_in, block.out_channels, d, len(active), stride, coded=True, energy_branches=block.n_branches
-    )
-    inner = _branch_channels(active, d)
-    outer = _branch_channels(active, block.out_channels)
-    with torch.no_grad():
-        pruned.conv_reduce.weight.copy_(block.conv_reduce.weight[inner])
-        pruned.conv_internal.weight.copy_(block.conv_internal.weight[inner])
-        pruned.conv_expand.weight.copy_(block.conv_expand.weight[outer])
-    pruned.bn_reduce = _slice_bn(block.bn_reduce, inner)
-    pruned.bn_internal = _slice_bn(block.bn_internal, inner)
-    pruned.bn_expand = copy.deepcopy(block.bn_expand)
-    pruned.skip = copy.deepcopy(block.skip)
-    return pruned
-
-
-class BinaryClassifier(nn.Module):
-    """Class k's sub-network: shared modules, its active branches and row k of the classifier."""
-
-    def __init__(self, stem: nn.Module, stages: list[ResNeXtStage], weight: Tensor) -> None:
-        super().__init__()
-        self.backbone = ResNeXtBackbone(stem, stages, [weight.shape[1]])
-        self.fc = nn.Linear(weight.shape[1], 1, bias=False)
-        with torch.no_grad():
-            self.fc.weight.copy_(weight)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B,) score z_k."""
-        return self.fc(self.backbone(x).mean(dim=(2, 3))).squeeze(1)
-
-    def forward_from(self, h: Tensor, stage: int) -> Tensor:
-        """(B,) score z_k from the output ``h`` of the first ``stage`` stages (see ``CodedResNeXt.binary_front``)."""
-        for later in self.backbone.stages[stage:]:
-            h = later(h)
-        return self.fc(h.mean(dim=(2, 3))).squeeze(1)
-
-
-def extract_binary_classifier(model: CodedResNeXt, k: int) -> BinaryClassifier:
-    """Class ``k``'s binary classifier as a network holding only what it uses, in eval mode.
-
-    Its output equals ``model(x, restrict_to=k).logits[:, k]``: a zeroed branch contributes
-    nothing to the sum, the energies or ρ, so its slices of ``conv_reduce``/``bn_reduce``,
-    the grouped 3×3 conv, ``bn_internal`` and the grouped expansion can go.
-    """
-    stages = []
-    for stage in model.backbone.stages:
-        blocks = []
-        for block in stage.blocks:  # type: ignore[union-attr]
-            if block.codes is None:
-                blocks.append(copy.deepcopy(block))
-            else:
-                blocks.append(_prune_block(block, block.codes[k].nonzero().flatten().cpu()))
-        stages.append(ResNeXtStage(blocks))
-    classifier = BinaryClassifier(copy.deepcopy(model.backbone.stem), stages, model.fc.weight[k : k + 1].detach())
-    if memory_format_of(model) == "channels_last":  # the pruned convs are new tensors: keep the model's layout
-        classifier.to(memory_format=torch.channels_last)
-    return classifier.to(model.fc.weight.device).eval()
-
-
-def count_binary_parameters(model: CodedResNeXt, k: int) -> int:
-    """Parameters of class ``k``'s binary classifier, counted on the network it really is.
-
-    Convention: every parameter tensor of :func:`extract_binary_classifier`'s network, as
-    :func:`xbench.metrics.efficiency.count_parameters` counts the full model: the stem, all
-    plain blocks, every skip connection and ``bn_expand`` (shared by all classes), in coded
-    blocks the active branches' slices of ``conv_reduce``, ``bn_reduce``, the grouped 3×3
-    conv, ``bn_internal`` and the grouped expansion, and row k of the final linear layer.
-    BatchNorm affine parameters count; running statistics and the normalisation constants
-    are buffers and do not.
-
-    For the paper's models this keeps 46.3% (ResNeXt-29 10×11d, CIFAR-10) and 37.4%
-    (20×6d, CIFAR-100) of the parameters; the paper reports 38% and 27%. Its figures match
-    the fraction of *branch* parameters kept (37.0% and 27.5%), i.e. a count that leaves
-    out what every class shares: the skip projections (≈14% of either model), the stem,
-    every bn_expand and the final layer.
-    """
-    return sum(p.numel() for p in extract_binary_classifier(model, k).parameters())
 
 
 # -- the method ---------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Coding schemes for Coded ResNeXt: which branches ("subNNs") serve which class.
+"""Coding schemes for Coded ResNeXt: which branches ("subNNs") serve which class, and how a scheme is read.
+
+:func:`coding_scheme` builds a scheme; :func:`decoding_logits` (early decoding: how far a block's
+branch energies are from each class's codeword) and :func:`coding_loss` (the coding loss: how far
+they are from the label's codeword) read one.
 
 A scheme for K classes and N branches with N_act active branches per class is a
 binary K × N matrix W whose rows (codewords) each hold exactly N_act ones. Coded
@@ -215,3 +219,16 @@ def coding_scheme(num_classes: int, n_branches: int, n_active: int, seed: int = 
             f"< {num_classes} classes; use more branches or a different n_active"
         )
     return torch.tensor(_scheme(num_classes, n_branches, n_active, seed), dtype=torch.float32)
+
+
+# -- the two uses of a scheme: early decoding and the coding loss ------------------------------------------
+def decoding_logits(energies: Tensor, codes: Tensor, temperature: float = 1.0) -> Tensor:
+    """(B, K) scores −‖v − w_k‖₂/T with v = N_act·E/Σ_n E_n (the energies scaled to sum to N_act)."""
+    n_active = codes[0].sum()
+    v = energies / energies.sum(dim=1, keepdim=True).clamp_min(1e-12) * n_active
+    return -(v[:, None, :] - codes[None]).pow(2).sum(dim=2).sqrt() / temperature
+
+
+def coding_loss(energies: Tensor, codewords: Tensor, ratio: float, power: float = 4.0) -> Tensor:
+    """mean over batch and branches of |r·E_n − w_{y,n}|^q; ``codewords`` holds w_y, one row per sample."""
+    return (ratio * energies - codewords).abs().pow(power).mean()

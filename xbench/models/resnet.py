@@ -13,26 +13,32 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from xbench.models.base import Backbone, Normalize
+from xbench.models.layers import Add, ReLU
 from xbench.registry import BACKBONES
 
 
 class BasicBlock(nn.Module):
+    """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``, hook-safe (:mod:`xbench.models.layers`):
+    one non-in-place ReLU module per use and the residual sum as an :class:`Add` module."""
+
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu1 = ReLU()
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.add = Add()
+        self.relu2 = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         # Not in-place: the sum is a tapped stage output that hooks may keep.
-        return nn.functional.relu(out + self.shortcut(x))
+        return self.relu2(self.add(out, self.shortcut(x)))
 
 
 class ResNetCifarParams(BaseModel):
@@ -70,7 +76,7 @@ class ResNetCifar(Backbone):
             Normalize(mean, std),
             nn.Conv2d(in_channels, w, 3, params.stem_stride, 1, bias=False),
             nn.BatchNorm2d(w),
-            nn.ReLU(inplace=True),
+            ReLU(),
         )
         widths = [w, 2 * w, 4 * w]
         stages, c_in = [], w

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from xbench.errors import CheckpointError, ConfigError, UnknownNameError
 from xbench.models import weights as wts
 from xbench.models.base import Backbone, Normalize
+from xbench.models.layers import Add, ReLU
 from xbench.registry import BACKBONES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -289,7 +290,7 @@ class TorchvisionBackbone(ZooBackbone):
                 transform = enum.transforms()
                 stats = (tuple(transform.mean), tuple(transform.std))
             wts.load_checked(model, state, f"{where} {source}")
-        return model, stats
+        return make_hook_safe(model), stats
 
     @classmethod
     def weights_file(cls, name: str) -> str | None:
@@ -320,6 +321,64 @@ class TorchvisionBackbone(ZooBackbone):
         stem = blocks[: starts[0]]
         bounds = [*starts, len(blocks)]
         return stem, [blocks[a:b] for a, b in itertools.pairwise(bounds)], head
+
+
+# -- hook safety: one ReLU module per use, the residual sum as a module (xbench.models.layers) ------------
+def make_hook_safe(model: nn.Module) -> nn.Module:
+    """``model`` made readable by hook-based attribution (captum's DeepLift, LRP, Guided Backprop), in place.
+
+    Every module with a boolean ``inplace`` flag (activations, dropout) stops working in place, and every
+    torchvision ResNet ``BasicBlock``/``Bottleneck`` becomes a subclass of its class (``isinstance`` still
+    holds) whose forward calls a separate ReLU module per use (``relu1``, ``relu2``, ``relu3``; the shared
+    ``relu`` goes) and sums the shortcut with an :class:`~xbench.models.layers.Add` module. The same
+    operations run in the same order, so the outputs are bitwise torchvision's; ReLU and Add hold no
+    tensors, so the state dict keeps its keys.
+    """
+    for m in model.modules():
+        if isinstance(getattr(m, "inplace", None), bool):
+            m.inplace = False  # type: ignore[assignment]
+        if type(m) is nn.ReLU:
+            m.__class__ = ReLU  # in place again where no gradient is taken (xbench.models.layers)
+    safe = _hook_safe_blocks()
+    for m in list(model.modules()):
+        if type(m) not in safe:
+            continue
+        cls, relus = safe[type(m)]
+        del m.relu
+        m.__class__ = cls
+        for i in range(1, relus + 1):
+            m.add_module(f"relu{i}", ReLU())
+        m.add_module("add", Add(reuse_first=True))
+    return model
+
+
+_HOOK_SAFE: dict[type, tuple[type, int]] = {}
+
+
+def _hook_safe_blocks() -> dict[type, tuple[type, int]]:
+    """torchvision's ResNet block classes -> (hook-safe subclass, ReLUs per block); created once, as torchvision
+    is imported lazily."""
+    if _HOOK_SAFE:
+        return _HOOK_SAFE
+    from torchvision.models import resnet as tv
+
+    class HookSafeBasicBlock(tv.BasicBlock):
+        def forward(self, x: Tensor) -> Tensor:
+            out = self.relu1(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.relu2(self.add(out, identity))  # type: ignore[no-any-return]
+
+    class HookSafeBottleneck(tv.Bottleneck):
+        def forward(self, x: Tensor) -> Tensor:
+            out = self.relu1(self.bn1(self.conv1(x)))
+            out = self.relu2(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.relu3(self.add(out, identity))  # type: ignore[no-any-return]
+
+    _HOOK_SAFE.update({tv.BasicBlock: (HookSafeBasicBlock, 2), tv.Bottleneck: (HookSafeBottleneck, 3)})
+    return _HOOK_SAFE
 
 
 def _block_sizes(blocks: list[nn.Module], size: int) -> list[int]:

@@ -26,6 +26,7 @@ from xbench.errors import DataError
 from xbench.fileio import atomic_write_text
 from xbench.report.claims import to_markdown as claims_markdown
 from xbench.report.claims import verdicts as claim_verdicts
+from xbench.report.ranking import ranking_markdown
 from xbench.report.records import Record
 from xbench.report.stats import as_statistics
 from xbench.report.tables import to_markdown
@@ -228,6 +229,9 @@ def render_html(
         + markdown_to_html(to_markdown(stats, view=view))
         + "</section>",
     ]
+    ranked = ranking_markdown(stats)
+    if ranked:  # the explainers' Ranking and Sanity tables (their own h2 headings)
+        sections.append(f'<section id="ranking">{markdown_to_html(ranked, heading_offset=0)}</section>')
     if others:
         sections.append('<section id="plots"><h2>Plots</h2>' + "".join(_figure_html(p) for p in others) + "</section>")
     if energy:

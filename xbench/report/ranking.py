@@ -100,3 +100,108 @@ def sanity(records: Iterable[Record]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=SANITY_COLUMNS)
+
+
+# -- rendering: Markdown (also the HTML report's), LaTeX and CSV -----------------------------------------
+RANKING_CAPTION = (
+    "Each explanation row ranked on every metric of the category by its median over seeds (1 = best); mean "
+    "rank over the metrics, and their spread (standard deviation): LATEC's aggregation."
+)
+SANITY_CAPTION = (
+    "Similarity (Spearman) of each explainer's maps after randomising every model parameter to its maps of the "
+    "trained model (Adebayo et al. 2018; lower is better), and the check: pass below the threshold on every seed."
+)
+
+
+def _ranking_rows(table: pd.DataFrame) -> list[tuple[str, str, list[list[str]]]]:
+    """``(dataset, category, rows)`` with each row's cells as text: rank, row, mean rank, spread, metrics."""
+    out = []
+    for (dataset, category), group in table.groupby(["dataset", "category"], sort=False):
+        rows = [
+            [f"{i}", r.row, f"{r.mean_rank:.2f}", f"{r.spread:.2f}", f"{r.n_metrics}"]
+            for i, r in enumerate(group.itertuples(), start=1)
+        ]
+        out.append((str(dataset), str(category), rows))
+    return out
+
+
+def ranking_markdown(records: Iterable[Record]) -> str:
+    """The ``## Ranking`` and ``## Sanity`` sections (empty string without explanation records)."""
+    parts = []
+    table = ranking(records)
+    if not table.empty:
+        parts += ["## Ranking", "", RANKING_CAPTION, ""]
+        for dataset, category, rows in _ranking_rows(table):
+            metrics = table[(table["dataset"] == dataset) & (table["category"] == category)]["metrics"].iloc[0]
+            parts += [f"### {dataset} · {category}", "", f"Ranked on: {metrics}.", ""]
+            parts += ["| Rank | Method (explainer) | Mean rank ↓ | Spread | Metrics |", "|---:|:---|---:|---:|---:|"]
+            parts += ["| " + " | ".join(cells) + " |" for cells in rows] + [""]
+    checks = sanity(records)
+    if not checks.empty:
+        parts += ["## Sanity", "", SANITY_CAPTION, ""]
+        for dataset, group in checks.groupby("dataset", sort=False):
+            parts += [f"### {dataset}", "", "| Method (explainer) | Similarity ↓ | Check |", "|:---|---:|:---|"]
+            parts += [f"| {r.row} | {_number(r.similarity)} | {r.verdict} |" for r in group.itertuples()] + [""]
+    return "\n".join(parts)
+
+
+def _number(value: float) -> str:
+    return "—" if value != value else f"{value:.3f}"  # NaN: no similarity recorded
+
+
+def ranking_latex(records: Iterable[Record], layout: str = "onecolumn") -> str:
+    """Booktabs tables of the Ranking and Sanity (``table`` floats that fit a column: five narrow columns)."""
+    from xbench.report.tables.latex_text import latex_escape
+
+    parts = []
+    table = ranking(records)
+    for dataset, category, rows in _ranking_rows(table):
+        body = [" & ".join([cells[0], latex_escape(cells[1]), *cells[2:]]) + r" \\" for cells in rows]
+        parts.append(
+            _float(
+                f"Ranking: {dataset}, {category}. {RANKING_CAPTION}",
+                f"tab:ranking:{dataset}:{category}",
+                "rlrrr",
+                r"Rank & Method (explainer) & {Mean rank $\downarrow$} & Spread & Metrics \\",
+                body,
+            )
+        )
+    checks = sanity(records)
+    for dataset, group in checks.groupby("dataset", sort=False):
+        body = [
+            f"{latex_escape(r.row)} & {_number(r.similarity)} & {latex_escape(r.verdict)}" + r" \\"
+            for r in group.itertuples()
+        ]
+        parts.append(
+            _float(
+                f"Sanity: {dataset}. {SANITY_CAPTION}",
+                f"tab:sanity:{dataset}",
+                "lrl",
+                r"Method (explainer) & {Similarity $\downarrow$} & Check \\",
+                body,
+            )
+        )
+    return "\n".join(parts)
+
+
+def _float(caption: str, label: str, spec: str, header: str, body: list[str]) -> str:
+    from xbench.report.tables.latex_text import latex_escape
+
+    safe = "".join(c if c.isalnum() or c in ".:-" else "-" for c in label)
+    return "\n".join(
+        [
+            r"\begin{table}[htbp]",
+            r"\centering\small",
+            rf"\caption{{{latex_escape(caption)}}}",
+            rf"\label{{{safe}}}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            header,
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
+        ]
+    )

@@ -17,7 +17,7 @@ batch sizes above 1; a batch of one image can differ in the last bit).
 
 Every function takes ``x`` (N, C, H, W) images, ``y`` (N,) classes, ``a`` (N, H, W) maps (any device:
 maps are read on the CPU, where they live in xbench) and returns exactly what
-:func:`xbench.metrics.quantus_compat.run_quantus` returns for the corresponding Quantus metric:
+:func:`xbench.metrics.faithfulness.reference.run_quantus` returns for the corresponding Quantus metric:
 float64, one row per image. ``seed`` seeds numpy's global generator for the call and restores it
 afterwards, as ``run_quantus`` does.
 
@@ -399,13 +399,3 @@ def selectivity(
         model, x, y, a, patch_size=patch_size, regions=None, perturb_baseline=perturb_baseline, softmax=softmax,
         batch_size=batch_size, device=device, drop=False, normalise=normalise, abs=abs,
     )  # fmt: skip
-
-
-#: The torch implementation of each Quantus class xbench runs, called with the Quantus kwargs xbench records.
-BACKENDS: dict[str, Callable[..., np.ndarray]] = {
-    "FaithfulnessCorrelation": faithfulness_correlation,
-    "PixelFlipping": pixel_flipping,
-    "RegionPerturbation": region_perturbation,
-    "Selectivity": selectivity,
-    "MonotonicityCorrelation": monotonicity_correlation,
-}
