@@ -138,3 +138,24 @@ def test_the_fitted_wide_table_passes_the_same_checks(smoke_like: list[Record], 
     assert latex.count(r"\begin{tabular}") > 2  # split into blocks that fit
     page = compile_document(latex, tmp_path)
     assert page.overfull == [] and page.ink_past_margin == []
+
+
+@pytest.mark.parametrize("layout", ["onecolumn", "twocolumn"])
+def test_ranking_and_sanity_tables_fit_the_page(tmp_path: Path, layout: str) -> None:
+    from tests.helpers import make_record
+    from xbench.report.ranking import ranking_latex
+
+    long_rows = ["integrated_gradients", "guided_gradcam", "kernel_shap", "gradient_shap", "ablationcam"]
+    records = [
+        make_record("baseline (masks, pretrained)", s, metric, v + i / 10, explainer=e, category=cat,
+                    higher_is_better=metric != "parameter_randomisation")
+        for i, e in enumerate(long_rows)
+        for s in range(2)
+        for metric, cat, v in (("pointing_game", "localization", 0.1), ("relevance_mass_accuracy", "localization", 0.2),
+                               ("parameter_randomisation", "sanity", 0.1), ("randomisation_check", "sanity", 1.0))
+    ]  # fmt: skip
+    body = ranking_latex(records, layout)
+    assert r"\label{tab:ranking:" in body and r"\label{tab:sanity:" in body
+    page = compile_document(body, tmp_path, twocolumn=layout == "twocolumn")
+    assert page.overfull == []
+    assert page.ink_past_margin == []

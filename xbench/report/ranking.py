@@ -150,47 +150,53 @@ def _number(value: float) -> str:
 
 
 def ranking_latex(records: Iterable[Record], layout: str = "onecolumn") -> str:
-    """Booktabs tables of the Ranking and Sanity (``table`` floats that fit a column: five narrow columns)."""
+    """Booktabs tables of the Ranking and Sanity: ``table`` floats on one column; in the two-column layout
+    ``table*`` (page-wide), as the leaderboard's wide tables, since row labels like
+    ``baseline (integrated_gradients)`` leave five columns wider than ``\\columnwidth``."""
+    env = "table*" if layout == "twocolumn" else "table"
+    from xbench.report.tables.latex import _breakable
     from xbench.report.tables.latex_text import latex_escape
 
     parts = []
     table = ranking(records)
     for dataset, category, rows in _ranking_rows(table):
-        body = [" & ".join([cells[0], latex_escape(cells[1]), *cells[2:]]) + r" \\" for cells in rows]
+        body = [" & ".join([cells[0], _breakable(latex_escape(cells[1])), *cells[2:]]) + r" \\" for cells in rows]
         parts.append(
             _float(
                 f"Ranking: {dataset}, {category}. {RANKING_CAPTION}",
                 f"tab:ranking:{dataset}:{category}",
-                "rlrrr",
+                r"rp{0.38\linewidth}rrr",  # long row labels wrap (after underscores and spaces)
                 r"Rank & Method (explainer) & {Mean rank $\downarrow$} & Spread & Metrics \\",
                 body,
+                env,
             )
         )
     checks = sanity(records)
     for dataset, group in checks.groupby("dataset", sort=False):
         body = [
-            f"{latex_escape(r.row)} & {_number(r.similarity)} & {latex_escape(r.verdict)}" + r" \\"
+            f"{_breakable(latex_escape(r.row))} & {_number(r.similarity)} & {latex_escape(r.verdict)}" + r" \\"
             for r in group.itertuples()
         ]
         parts.append(
             _float(
                 f"Sanity: {dataset}. {SANITY_CAPTION}",
                 f"tab:sanity:{dataset}",
-                "lrl",
+                r"p{0.6\linewidth}rl",
                 r"Method (explainer) & {Similarity $\downarrow$} & Check \\",
                 body,
+                env,
             )
         )
     return "\n".join(parts)
 
 
-def _float(caption: str, label: str, spec: str, header: str, body: list[str]) -> str:
+def _float(caption: str, label: str, spec: str, header: str, body: list[str], env: str = "table") -> str:
     from xbench.report.tables.latex_text import latex_escape
 
     safe = "".join(c if c.isalnum() or c in ".:-" else "-" for c in label)
     return "\n".join(
         [
-            r"\begin{table}[htbp]",
+            rf"\begin{{{env}}}[htbp]",
             r"\centering\small",
             rf"\caption{{{latex_escape(caption)}}}",
             rf"\label{{{safe}}}",
@@ -201,7 +207,7 @@ def _float(caption: str, label: str, spec: str, header: str, body: list[str]) ->
             *body,
             r"\bottomrule",
             r"\end{tabular}",
-            r"\end{table}",
+            rf"\end{{{env}}}",
             "",
         ]
     )

@@ -45,7 +45,10 @@ def write_leaderboard(
     if ranked:
         markdown = markdown.rstrip("\n") + "\n\n" + ranked
     one, two = (_latex(prepared, None, None, claims=found, view=chosen, layout=lay) for lay in LAYOUTS)
-    one, two = (tex.rstrip("\n") + "\n\n" + ranking_latex(stats) if ranked else tex for tex in (one, two))
+    if ranked:
+        one, two = (
+            tex.rstrip("\n") + "\n\n" + ranking_latex(stats, lay) for tex, lay in zip((one, two), LAYOUTS, strict=True)
+        )
     ranks, checks = ranking(stats), sanity(stats)
     return [
         atomic_write_text(out_dir / "leaderboard.md", markdown),
