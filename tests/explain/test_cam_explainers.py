@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from xbench.explain.base import Explainer
 from xbench.explain.cam_explainers import AblationCamParams, ScoreCamParams
 from xbench.methods.base import MethodContext
-from xbench.models.output import ModelOutput
+from xbench.models.output import LogitsOnly, ModelOutput
 from xbench.registry import EXPLAINERS, METHODS
 
 NUM_CLASSES = 5
@@ -67,21 +67,12 @@ def models() -> dict[str, tuple[nn.Module, Tensor, Tensor]]:
     return {name: build(name) for name in BACKBONES}
 
 
-class Logits(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x).logits
-
-
 def library(
     cam_class: type, model: nn.Module, x: Tensor, target: Tensor, targets: type = ClassifierOutputTarget
 ) -> Tensor:
     """The library called directly, as its README does."""
     layers = [] if cam_class is pgc.FullGrad else [model.backbone.stages[-1]]
-    cam = cam_class(Logits(model), layers)
+    cam = cam_class(LogitsOnly(model), layers)
     try:
         return torch.from_numpy(cam(x, [targets(int(c)) for c in target]))
     finally:

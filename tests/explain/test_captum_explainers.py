@@ -37,9 +37,11 @@ from captum.attr import (
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from xbench.explain.captum_explainers import baseline_images, cell_mask, gaussian_blur, lrp_rules
+from xbench.explain.attribution import baseline_images, cell_mask, gaussian_blur
+from xbench.explain.captum_explainers import lrp_rules
 from xbench.methods.base import Method, MethodContext
 from xbench.models.layers import plain_relus
+from xbench.models.output import LogitsOnly
 from xbench.registry import EXPLAINERS, METHODS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum.*")
@@ -51,16 +53,6 @@ CAPTUM = [
     "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "guided_backprop", "guided_gradcam",
     "deeplift", "gradient_shap", "occlusion", "lime", "kernel_shap", "lrp",
 ]  # fmt: skip
-
-
-class Logits(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.model(x).logits
-        return out
 
 
 def build(backbone: str, params: dict[str, Any], size: int) -> tuple[Method, nn.Module]:
@@ -110,7 +102,7 @@ def grid(size: int, cell: int) -> Tensor:
     return cells[:size, :size][None, None]
 
 
-def direct(name: str, p: dict[str, Any], f: Logits, x: Tensor, t: Tensor, seed: int) -> Tensor:
+def direct(name: str, p: dict[str, Any], f: LogitsOnly, x: Tensor, t: Tensor, seed: int) -> Tensor:
     """captum's attributions for explainer ``name`` with params ``p`` (every param given explicitly)."""
     torch.manual_seed(seed)
     np.random.seed(seed)  # GradientShap draws its baselines and path points from numpy
@@ -202,7 +194,7 @@ def test_explainer_equals_captum(setup: tuple[str, Method, nn.Module, Tensor, Te
     assert ours.shape == (BATCH, *x.shape[-2:])
     assert torch.isfinite(ours).all() and ours.abs().sum() > 0 and not ours.requires_grad
 
-    f = Logits(copy.deepcopy(model))
+    f = LogitsOnly(copy.deepcopy(model))
     # captum looks activations up by exact type: xbench's no-grad in-place ReLU is an nn.ReLU to it.
     with torch.enable_grad(), plain_relus(f):
         attr = direct(name, p, f, x, t, SEED)
@@ -252,7 +244,7 @@ def test_params_are_checked() -> None:
 
 def test_defaults_follow_the_image_size() -> None:
     """Occlusion's window max(4, side // 16), stride = window; LIME's cells ceil(side / 6)."""
-    from xbench.explain.captum_explainers import default_cell, default_window
+    from xbench.explain.attribution import default_cell, default_window
 
     assert [default_window(s, s) for s in (16, 32, 64, 128, 224)] == [4, 4, 4, 8, 14]
     assert [default_cell(s, s) for s in (16, 24, 32, 224)] == [3, 4, 6, 38]

@@ -169,8 +169,8 @@ def test_weight_concentration_by_hand() -> None:
 
 @pytest.mark.parametrize("similarity", ["cosine", "spearman"])
 def test_the_similarity_param_chooses_e(similarity: str) -> None:
-    from xbench.models.background_attack import LogitsOf
     from xbench.models.maps import spearman
+    from xbench.models.output import LogitsOnly
 
     torch.manual_seed(0)
     method = ECR(ECRParams(steps=2, batch_size=8, similarity=similarity), CTX)  # type: ignore[arg-type]
@@ -181,7 +181,7 @@ def test_the_similarity_param_chooses_e(similarity: str) -> None:
     x, y = data.images, data.labels
     with torch.no_grad():
         clean = cam(model, x, y)
-    x_hat = background_pgd(LogitsOf(model), x, y, background_mask(clean, 0.5), method.params)
+    x_hat = background_pgd(LogitsOnly(model), x, y, background_mask(clean, 0.5), method.params)
     with torch.no_grad():
         attacked = cam(model, x_hat, y)
     expected = map_cosine(clean, attacked) if similarity == "cosine" else spearman(clean, attacked).float()

@@ -26,6 +26,7 @@ from xbench.methods.baseline import Classifier
 from xbench.models import weights as wts
 from xbench.models import zoo
 from xbench.models.base import Backbone, Normalize
+from xbench.models.output import LogitsOnly
 from xbench.registry import BACKBONES
 
 SEED = 0
@@ -98,18 +99,6 @@ def assert_one_line(err: pytest.ExceptionInfo[BaseException], *parts: str) -> st
     return msg
 
 
-class Logits(nn.Module):
-    """A :class:`Classifier` returning its logits only (fvcore traces tensors)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits: Tensor = self.model(x).logits
-        return logits
-
-
 class Zoo:
     """torchvision models with seeded random weights saved to files, and the backbones built from the files."""
 
@@ -164,7 +153,7 @@ def test_original_head_classifier_is_torchvision_model(tv: Zoo, name: str) -> No
     assert count_params(model) == count_params(ref)
     x = images(n=1)
     xn = normalized(x, IMAGENET_MEAN, IMAGENET_STD)
-    assert count_macs(Logits(model), x) == count_macs(ref, xn) > 0
+    assert count_macs(LogitsOnly(model), x) == count_macs(ref, xn) > 0
     x = images()
     want = ref(normalized(x, IMAGENET_MEAN, IMAGENET_STD))
     got = model(x).logits

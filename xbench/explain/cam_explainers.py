@@ -99,22 +99,11 @@ from torch import Tensor, nn
 from xbench.explain.base import Explainer
 from xbench.explain.gradcam import _last_stage
 from xbench.methods.base import Method
+from xbench.models.output import LogitsOnly
 from xbench.params import NoParams, P
 from xbench.registry import EXPLAINERS
 
 LIBRARY = "grad-cam"
-
-
-class LogitsModule(nn.Module):
-    """An xbench model as the library wants it: ``x -> logits`` (a tensor, not a ModelOutput)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits: Tensor = self.model(x).logits
-        return logits
 
 
 class LogProbabilityTarget:
@@ -183,7 +172,7 @@ def library_cam(
     from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    wrapped = LogitsModule(model)
+    wrapped = LogitsOnly(model)
     if cam_class is FullGrad:  # it takes every bias layer instead (and warns when given a layer)
         layers: list[nn.Module] = []
     else:
@@ -277,7 +266,7 @@ def check_fullgrad_applies(model: nn.Module, x: Tensor) -> None:
     def with_bias(layer: nn.Module) -> bool:  # the library's predicate: exact types
         return type(layer) in (nn.Conv2d, nn.BatchNorm2d) and getattr(layer, "bias", None) is not None
 
-    layers = find_layer_predicate_recursive(LogitsModule(model), with_bias)
+    layers = find_layer_predicate_recursive(LogitsOnly(model), with_bias)
     ran: list[nn.Module] = []
     handles = [layer.register_forward_hook(lambda m, _i, _o: ran.append(m)) for layer in layers]
     try:

@@ -93,29 +93,34 @@ activations, in-place or reused ReLUs and ``+`` in a forward escape captum's hoo
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar, cast
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from xbench.explain.attribution import (
+    BaselineKind,
+    ChannelRule,
+    attribution_map,
+    baseline_images,
+    cell_mask,
+    default_cell,
+    default_window,
+    seeded,
+)
 from xbench.explain.base import Explainer
 from xbench.explain.gradcam import _last_stage
 from xbench.methods.base import Method
 from xbench.models.base import Normalize
 from xbench.models.layers import Add, plain_relus
+from xbench.models.output import LogitsOnly
 from xbench.registry import EXPLAINERS
 
 log = logging.getLogger(__name__)
-
-ChannelRule = Literal["sum", "abs_sum"]
-BaselineKind = Literal["zero", "mean", "blur"]
 
 #: captum's warnings that say what this module does on purpose (hooks on activations, LIME per image).
 _EXPECTED_WARNINGS = (
@@ -124,83 +129,6 @@ _EXPECTED_WARNINGS = (
     r"You are providing multiple inputs for Lime / Kernel SHAP",
     r"Input Tensor \d+ did not already require gradients",
 )
-
-
-# -- shared pieces ------------------------------------------------------------------------------------
-def attribution_map(attr: Tensor, size: tuple[int, int], channels: ChannelRule = "sum") -> Tensor:
-    """(B, C, h, w) attributions -> (B, H, W) map: summed over channels (``abs_sum``: their absolute
-    values), resized bilinearly to ``size`` if ``(h, w)`` differs, detached."""
-    m = attr.sum(dim=1) if channels == "sum" else attr.abs().sum(dim=1)
-    if tuple(m.shape[-2:]) != tuple(size):
-        m = F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return m.detach()
-
-
-def default_window(h: int, w: int) -> int:
-    """Occlusion's default patch side: ``max(4, min(h, w) // 16)`` px (4 px up to 64-px images, 14 at 224)."""
-    return max(4, min(h, w) // 16)
-
-
-def default_cell(h: int, w: int) -> int:
-    """LIME's and KernelSHAP's default cell side: ``ceil(min(h, w) / 6)`` px, about a 6 × 6 grid (36 cells:
-    fewer than the default 64 samples, so KernelSHAP's regression is not underdetermined)."""
-    return max(1, math.ceil(min(h, w) / 6))
-
-
-def cell_mask(h: int, w: int, cell: int, device: torch.device | None = None) -> Tensor:
-    """(1, 1, h, w) feature mask numbering square ``cell``-px cells row by row from 0 (the edge ones may be cut)."""
-    cols = math.ceil(w / cell)
-    r = torch.arange(h, device=device) // cell
-    c = torch.arange(w, device=device) // cell
-    return (r[:, None] * cols + c[None, :])[None, None]
-
-
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of (B, C, H, W) images, radius ``ceil(3 sigma)``, edges replicated."""
-    r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    out = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(out, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def baseline_images(x: Tensor, kind: BaselineKind, blur_sigma: float | None = None) -> Tensor:
-    """The reference images x' for ``x``: ``zero`` (black), ``mean`` (each image's per-channel mean) or
-    ``blur`` (Gaussian, sigma ``blur_sigma`` px, by default ``min(H, W) / 8``)."""
-    if kind == "zero":
-        return torch.zeros_like(x)
-    if kind == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
-    sigma = blur_sigma if blur_sigma is not None else min(x.shape[-2:]) / 8
-    return gaussian_blur(x, sigma)
-
-
-class LogitsOf(nn.Module):
-    """``model(x).logits`` as a module: captum's hook-based methods need an ``nn.Module`` returning a tensor."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return cast(Tensor, self.model(x).logits)
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """torch's (CPU and ``device``'s) and numpy's global generators seeded with ``seed`` inside, restored after:
-    captum draws from them (GradientShap's baseline choices and path points from numpy's)."""
-    devices = [device] if device.type == "cuda" else []
-    state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
-            yield
-    finally:
-        np.random.set_state(state)
 
 
 @contextmanager
@@ -298,12 +226,12 @@ class CaptumExplainer(Explainer[C]):
 
     def explain(self, method: Method, model: nn.Module, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         with torch.enable_grad(), _quiet(), seeded(seed, x.device), plain_relus(model):
-            attr = self.attribute(LogitsOf(model), x, target, seed)
+            attr = self.attribute(LogitsOnly(model), x, target, seed)
         if attr is None:
             return None
         return attribution_map(attr, (x.shape[-2], x.shape[-1]), self.params.channels)
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         """(B, C, H, W) captum attributions of ``target`` for ``x`` (None: does not apply)."""
         raise NotImplementedError
 
@@ -319,7 +247,7 @@ class SaliencyExplainer(CaptumExplainer[SaliencyParams]):
     description = "captum Saliency: |d logit / d pixel|, summed over channels"
     Params = SaliencyParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import Saliency
 
         return Saliency(f).attribute(x, target=target, abs=self.params.abs)
@@ -332,7 +260,7 @@ class InputXGradientExplainer(CaptumExplainer[ChannelParams]):
     description = "captum InputXGradient: pixel x d logit / d pixel"
     Params = ChannelParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import InputXGradient
 
         return cast(Tensor, InputXGradient(f).attribute(x, target=target))
@@ -345,7 +273,7 @@ class IntegratedGradientsExplainer(CaptumExplainer[IntegratedGradientsParams]):
     description = "captum IntegratedGradients from a zero/mean/blur baseline"
     Params = IntegratedGradientsParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import IntegratedGradients
 
         p = self.params
@@ -364,7 +292,7 @@ class SmoothGradExplainer(CaptumExplainer[SmoothGradParams]):
     description = "captum NoiseTunnel(Saliency), smoothgrad: mean saliency of noisy copies"
     Params = SmoothGradParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import NoiseTunnel, Saliency
 
         p = self.params
@@ -389,7 +317,7 @@ class GuidedBackpropExplainer(CaptumExplainer[ChannelParams]):
     description = "captum GuidedBackprop: gradients with ReLU'd backward through every ReLU module"
     Params = ChannelParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import GuidedBackprop
 
         return cast(Tensor, GuidedBackprop(f).attribute(x, target=target))
@@ -408,7 +336,7 @@ class GuidedGradCamExplainer(CaptumExplainer[GuidedGradCamParams]):
     description = "captum GuidedGradCam: guided backprop x Grad-CAM of the backbone's last stage"
     Params = GuidedGradCamParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import GuidedGradCam
 
         gc = GuidedGradCam(f, _last_stage(f.model))
@@ -422,7 +350,7 @@ class DeepLiftExplainer(CaptumExplainer[BaselineParams]):
     description = "captum DeepLift (rescale rule) from a zero/mean/blur baseline"
     Params = BaselineParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import DeepLift
 
         return cast(Tensor, DeepLift(f).attribute(x, baselines=_baseline(self.params, x), target=target))
@@ -441,7 +369,7 @@ class GradientShapExplainer(CaptumExplainer[GradientShapParams]):
     description = "captum GradientShap: expected gradients over seeded uniform (or zero) baselines"
     Params = GradientShapParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import GradientShap
 
         p = self.params
@@ -458,7 +386,7 @@ class OcclusionExplainer(CaptumExplainer[OcclusionParams]):
     description = "captum Occlusion: logit drop when a sliding patch shows the baseline"
     Params = OcclusionParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import Occlusion
 
         p = self.params
@@ -480,7 +408,7 @@ class OcclusionExplainer(CaptumExplainer[OcclusionParams]):
 
 
 class _Surrogate(CaptumExplainer[S]):
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         p = self.params
         h, w = x.shape[-2:]
         mask = cell_mask(h, w, p.cell or default_cell(h, w), x.device)
@@ -498,7 +426,7 @@ class _Surrogate(CaptumExplainer[S]):
                 ),
             )
 
-    def captum(self, f: LogitsOf) -> Any:
+    def captum(self, f: LogitsOnly) -> Any:
         raise NotImplementedError
 
 
@@ -509,7 +437,7 @@ class LimeExplainer(_Surrogate[LimeParams]):
     description = "captum Lime: a Lasso on random on/off patterns of square cells"
     Params = LimeParams
 
-    def captum(self, f: LogitsOf) -> Any:
+    def captum(self, f: LogitsOnly) -> Any:
         from captum._utils.models.linear_model import SkLearnLasso
         from captum.attr import Lime
         from captum.attr._core.lime import get_exp_kernel_similarity_function
@@ -529,7 +457,7 @@ class KernelShapExplainer(_Surrogate[SurrogateParams]):
     description = "captum KernelShap: Shapley-kernel regression on square cells"
     Params = SurrogateParams
 
-    def captum(self, f: LogitsOf) -> Any:
+    def captum(self, f: LogitsOnly) -> Any:
         from captum.attr import KernelShap
 
         return KernelShap(f)
@@ -592,7 +520,7 @@ class LRPExplainer(CaptumExplainer[LRPParams]):
     description = "captum LRP: epsilon rule, residual sums split by contribution; hook-safe ResNets only"
     Params = LRPParams
 
-    def attribute(self, f: LogitsOf, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
+    def attribute(self, f: LogitsOnly, x: Tensor, target: Tensor, seed: int) -> Tensor | None:
         from captum.attr import LRP
 
         p = self.params

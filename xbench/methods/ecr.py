@@ -52,13 +52,12 @@ from xbench.methods.baseline import Classifier
 from xbench.models.background_attack import (
     SIMILARITIES,
     AttackParams,
-    LogitsOf,
     class_activation_map,
     consistency_weights,
     explanation_consistency,
     weight_concentration,
 )
-from xbench.models.output import Batch, ModelOutput
+from xbench.models.output import Batch, LogitsOnly, ModelOutput
 from xbench.registry import METHODS
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,7 @@ class ECR(Method[ECRParams]):
         """E of every item of ``data`` (ground-truth class), computed in eval mode."""
         was_training = model.training
         model.eval()
-        logits = LogitsOf(model)
+        logits = LogitsOnly(model)
         scores = []
         bs = self.params.batch_size
         for s in tqdm(range(0, len(data), bs), desc="ecr consistency", leave=False, disable=not progress):

@@ -16,7 +16,7 @@ from xbench.explain.base import METHOD_DEFAULT, Explainer, MethodDefault
 from xbench.methods.base import Method
 from xbench.models.exits import ExitPolicy, calibrate_thresholds
 from xbench.models.maps import normalise
-from xbench.models.output import OutputField
+from xbench.models.output import LogitsOnly, OutputField
 
 T = TypeVar("T")
 #: ``store(name, compute)``: a persistent cache of explanation maps (the runner's disk cache);
@@ -228,17 +228,6 @@ class EvalContext:
     def example_input(self, batch: int = 1) -> Tensor:
         """A batch of real test images on the device (for FLOP counting and timing)."""
         return self.data.images[:batch].to(self.device)
-
-
-class LogitsOnly(nn.Module):
-    """Expose ``model(x).logits`` as a plain tensor function, for tracers."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x).logits  # type: ignore[no-any-return]
 
 
 def explained(ctx: EvalContext) -> EvalContext:

@@ -31,8 +31,9 @@ from torch import Tensor
 
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
-from xbench.models.background_attack import SIMILARITIES, AttackParams, LogitsOf, explanation_consistency
+from xbench.models.background_attack import SIMILARITIES, AttackParams, explanation_consistency
 from xbench.models.maps import normalise
+from xbench.models.output import LogitsOnly
 from xbench.registry import METRICS
 
 
@@ -65,7 +66,7 @@ class ExplanationConsistency(Metric[ExplanationConsistencyParams]):
         data, targets = ctx.explain_data(), ctx.explain_targets()
         n = len(data) if self.params.n is None else min(self.params.n, len(data))
         explainer = ctx.explainers[ctx.explainer]
-        logits = LogitsOf(ctx.model)
+        logits = LogitsOnly(ctx.model)
         similarity = SIMILARITIES[self.params.similarity]
         scores = []
         for s in range(0, n, ctx.batch_size):

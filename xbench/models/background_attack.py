@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from xbench.models.maps import normalise, spearman
 
@@ -147,14 +147,3 @@ def consistency_weights(consistency: Tensor) -> Tensor:
     v = (1 - consistency).clamp_min(0)
     mean = v.mean()
     return v / mean if float(mean) > 0 else torch.ones_like(v)
-
-
-class LogitsOf(nn.Module):
-    """``model(x).logits`` as a plain function of ``x``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x).logits

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass
@@ -61,3 +61,16 @@ class Batch:
     y: Tensor
     index: Tensor
     mask: Tensor | None = None
+
+
+class LogitsOnly(nn.Module):
+    """``model(x).logits`` as a module returning a tensor: what tracers (fvcore), captum, pytorch-grad-cam
+    and Quantus call, since xbench models return a :class:`ModelOutput`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits: Tensor = self.model(x).logits
+        return logits

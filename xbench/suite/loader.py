@@ -1,0 +1,284 @@
+"""Reading suite files: strict YAML, ``extends:``, ``--set`` overrides, plugin validation and the resolved
+suite written next to the results."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from xbench.errors import ConfigError, UnknownNameError
+from xbench.suite.messages import format_validation_error, number_problem
+from xbench.suite.schema import PluginSpec, Suite
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" may be overridden by later keys
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.setdefault(key, key_node)
+        except TypeError:  # an unhashable key: the standard constructor reports it
+            continue
+        if first is not key_node:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {first.start_mark.line + 1})", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``path``; any problem is a one-line ConfigError naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such suite file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
+    except yaml.reader.ReaderError as err:  # a control character such as NUL: no mark, a position
+        line = text.count("\n", 0, err.position) + 1
+        char = err.character if isinstance(err.character, str) else chr(err.character)
+        problem = f"character #x{ord(char):04x} is not allowed in YAML"
+        raise ConfigError(f"{path}: line {line}: YAML syntax error: {problem}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: {where}YAML syntax error: {problem}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a suite must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge mappings; lists and scalars in ``over`` replace those in ``base``.
+
+    A plugin given by another ``name`` replaces the base's whole mapping: its params belong to the
+    old plugin (a child suite that switches ``backbone`` from resnet_cifar to resnet50 must not
+    inherit ``depth``).
+    """
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        both = isinstance(v, dict) and isinstance(out.get(k), dict)
+        if both and not ("name" in v and v["name"] != out[k].get("name")):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _resolve_extends(
+    path: Path, seen: tuple[Path, ...] = (), chain: list[tuple[Path, Any]] | None = None
+) -> dict[str, Any]:
+    """Merge ``path`` over the suites it extends; ``chain`` collects (file, raw data), child first."""
+    path = path.resolve() if path.exists() else path
+    if path in seen:
+        cycle = " -> ".join(p.name for p in (*seen, path))
+        raise ConfigError(f"{seen[0]}: extends: circular ({cycle})")
+    data = read_yaml(path)
+    if chain is not None:
+        chain.append((path, copy.deepcopy(data)))
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: must be a file path, got {parent!r}")
+    parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+    if not parent_path.is_file():
+        raise ConfigError(f"{path}: extends: no such suite file {parent!r}")
+    base = _resolve_extends(parent_path, (*seen, path), chain)
+    base.pop("name", None)  # a child is its own suite unless it names itself
+    base.pop("output", None)
+    return _merge(base, data)
+
+
+_SEGMENT = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
+def _split_path(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for seg in _SEGMENT.findall(key):
+        parts.append(int(seg[1:-1]) if seg.startswith("[") else (int(seg) if seg.isdigit() else seg))
+    return parts
+
+
+def apply_override(data: dict[str, Any], assignment: str, source: str = "--set") -> None:
+    """Apply one ``key.path=value`` (value parsed as YAML) to raw suite data in place."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{source} {assignment!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source} {key}: value {raw!r} is not valid YAML") from err
+    path = _split_path(key.strip())
+    if not path:
+        raise ConfigError(f"{source} {assignment!r}: expected key.path=value")
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if isinstance(node, list):
+            part = _index(node, part, key, source)
+            if isinstance(node[part], str):  # a shorthand plugin name: expand to a mapping
+                node[part] = {"name": node[part]}
+            node = node[part]
+        elif isinstance(node, dict):
+            if part not in node or node[part] is None:
+                node[part] = [] if isinstance(nxt, int) else {}
+            elif isinstance(node[part], str) and not isinstance(nxt, int):
+                node[part] = {"name": node[part]}
+            node = node[part]
+        else:  # e.g. training.epochs.x.y: epochs holds a number
+            raise ConfigError(f"{source} {key}: cannot set a key inside {type(node).__name__} value")
+    last = path[-1]
+    if isinstance(node, list):
+        node[_index(node, last, key, source)] = value
+    elif isinstance(node, dict):
+        node[str(last)] = value
+    else:
+        raise ConfigError(f"{source} {key}: cannot set a key inside {type(node).__name__} value")
+
+
+def _index(node: list[Any], part: str | int, key: str, source: str) -> int:
+    """``part`` as an index into the list ``node``, or a ConfigError for the ``--set`` path ``key``."""
+    if not isinstance(part, int):
+        raise ConfigError(f"{source} {key}: {part!r} is not an index; that key holds a list (use [0], [1], ...)")
+    if part >= len(node):
+        raise ConfigError(f"{source} {key}: index {part} out of range (list of {len(node)})")
+    return part
+
+
+def validate_plugins(suite: Suite, source: str) -> dict[str, dict[str, BaseModel]]:
+    """Check every plugin name and its params against the registries.
+
+    Returns the validated params per kind and row label, so callers need not
+    validate them again.
+    """
+    from xbench.params import Configurable
+    from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS, Registry
+
+    validated: dict[str, dict[str, BaseModel]] = {}
+    prefix = f"{source}: " if source else ""
+    groups: list[tuple[str, Registry[type[Configurable]], list[PluginSpec]]] = [
+        ("datasets", DATASETS, suite.datasets),
+        ("methods", METHODS, suite.methods),
+        ("metrics", METRICS, suite.metrics),
+        ("explainers", EXPLAINERS, suite.explainers),
+        ("backbone", BACKBONES, [suite.backbone]),
+        ("row_backbones", BACKBONES, [m.backbone for m in suite.methods if m.backbone is not None]),
+    ]
+    for key, registry, specs in groups:
+        validated[key] = {}
+        rows = [i for i, m in enumerate(suite.methods) if m.backbone is not None]
+        for i, spec in enumerate(specs):
+            if key == "row_backbones":
+                where = f"methods[{rows[i]}].backbone"
+            else:
+                where = key if key == "backbone" else f"{key}[{i}]"
+            try:
+                cls = registry.get(spec.name)
+            except UnknownNameError as err:
+                raise ConfigError(f"{prefix}{where}.name: {err}") from err
+            try:
+                params = cls.Params.model_validate(spec.params)
+            except ValidationError as err:
+                raise ConfigError(f"{prefix}{format_validation_error(err, cls.Params, f'{where}.params')}") from err
+            problem = number_problem(spec.params, params.model_dump(), f"{where}.params")
+            if problem is not None:
+                raise ConfigError(f"{prefix}{problem}")
+            # A row backbone is validated under its method row's label (two rows may give it different params).
+            validated[key][suite.methods[rows[i]].display if key == "row_backbones" else spec.display] = params
+    if not suite.explainers:  # explanation metrics would silently report nothing
+        for i, spec in enumerate(suite.metrics):
+            if getattr(METRICS.get(spec.name), "uses_explanations", False):
+                raise ConfigError(
+                    f"{prefix}explainers: empty, but metrics[{i}] ({spec.name}) scores explanations; "
+                    "list explainers (e.g. [native, gradcam, random]) or drop the explanation metrics"
+                )
+    return validated
+
+
+def _has_path(data: Any, where: str) -> bool:
+    """Whether raw YAML ``data`` sets the key path ``where`` (e.g. ``methods[0].params.lam``)."""
+    node = data
+    for part in _split_path(where):
+        in_list = isinstance(part, int) and isinstance(node, list) and part < len(node)
+        if not (in_list or (isinstance(node, dict) and part in node)):
+            return isinstance(node, str) and part == "name"  # a plugin shorthand string is its name
+        node = node[part]
+    return True
+
+
+def _blame(message: str, path: Path, chain: list[tuple[Path, Any]], overrides: tuple[str, ...] | list[str]) -> str:
+    """Prefix ``key: problem`` with what set the key: a ``--set`` flag, the file, or a parent it extends."""
+    where = message.split(":", 1)[0]
+    for assignment in reversed(overrides):
+        key = assignment.partition("=")[0].strip()
+        norm = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
+        if where == norm or where.startswith((norm + ".", norm + "[")) or norm.startswith((where + ".", where + "[")):
+            return f"{path}: --set {message}"
+    for file, raw in chain[1:]:
+        if not _has_path(chain[0][1], where) and _has_path(raw, where):
+            return f"{file} (extended by {path}): {message}"
+    return f"{path}: {message}"
+
+
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), check_plugins: bool = True) -> Suite:
+    """Load, merge ``extends:``, apply ``--set`` overrides and validate a suite file."""
+    path = Path(path)
+    chain: list[tuple[Path, Any]] = []
+    data = _resolve_extends(path, chain=chain)
+    for assignment in overrides:
+        apply_override(data, assignment, source=f"{path}: --set")
+    data.setdefault("name", path.stem)
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_blame(format_validation_error(err, Suite), path, chain, overrides)) from err
+    problem = number_problem(data, suite.model_dump())
+    if problem is not None:
+        raise ConfigError(_blame(problem, path, chain, overrides))
+    if suite.output is None:
+        suite = suite.model_copy(update={"output": suite.output_dir})
+    if check_plugins:
+        try:
+            validate_plugins(suite, "")
+        except ConfigError as err:
+            raise ConfigError(_blame(str(err), path, chain, overrides)) from err
+    return suite
+
+
+def dump_suite(suite: Suite) -> str:
+    """The resolved suite as YAML (written next to the results)."""
+    data = suite.model_dump(mode="json")
+    for row in [
+        data["backbone"],
+        *(r for kind in ("datasets", "methods", "metrics", "explainers") for r in data[kind]),
+    ]:
+        for key in ("datasets", "methods", "training", "backbone", "checkpoint"):  # unset filters and overrides
+            if row.get(key) is None:
+                row.pop(key, None)
+        if isinstance(row.get("backbone"), dict):
+            for key in ("datasets", "methods", "training", "backbone", "checkpoint"):
+                if row["backbone"].get(key) is None:
+                    row["backbone"].pop(key, None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
