@@ -48,7 +48,7 @@ def _top1(model: torch.nn.Module, data: CellData, batch_size: int) -> float:
 
 def _train_once(plan: Plan, cell: CellSpec, data: CellData, precision: str) -> tuple[float, float]:
     """(images per second, test top-1) of the cell trained with ``precision``."""
-    method = plan.method_for(cell, data)
+    method = plan.resolve(cell).method_for(data)
     torch.manual_seed(cell.seed)
     model = build_model(method, plan.suite.resources.channels_last)
     cfg = plan.training(cell).model_copy(update={"precision": precision})

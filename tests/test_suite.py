@@ -525,7 +525,6 @@ OVERRIDE = {
 
 
 def test_a_method_row_overrides_training_for_its_cells_only(tmp_path: Path) -> None:
-    from xbench.engine.keys import model_key
     from xbench.engine.plan import Plan
 
     suite = load_suite(write(tmp_path / "s.yaml", OVERRIDE))
@@ -540,8 +539,8 @@ def test_a_method_row_overrides_training_for_its_cells_only(tmp_path: Path) -> N
     # Part of the cell's cache key: another override trains another model.
     other = load_suite(write(tmp_path / "o.yaml", {**OVERRIDE, "methods": ["baseline", {"name": "tame"}]}))
     other_tame = next(c for c in Plan(other).cells() if c.method.name == "tame")
-    assert model_key(plan, cells["tame"], "t") != model_key(Plan(other), other_tame, "t")
-    assert model_key(plan, cells["baseline"], "t") == model_key(Plan(other), Plan(other).cells()[0], "t")
+    assert plan.resolve(cells["tame"]).model_key != Plan(other).resolve(other_tame).model_key
+    assert plan.resolve(cells["baseline"]).model_key == Plan(other).resolved[0].model_key
     assert "training" not in yaml.safe_load(dump_suite(other))["methods"][1]  # unset: not written
 
 

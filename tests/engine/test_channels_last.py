@@ -12,6 +12,7 @@ import torch
 
 from xbench.engine.cell import CellState, trained_model
 from xbench.engine.options import RunOptions
+from xbench.engine.plan import Plan
 from xbench.engine.worker import Worker
 from xbench.methods.base import MethodContext
 from xbench.models.base import memory_format_of
@@ -65,8 +66,8 @@ def _suite(tmp: Path, channels_last: bool) -> Suite:
 def test_runner_trains_in_the_suite_layout_and_caches_a_loadable_model(tmp_path: Path, channels_last: bool) -> None:
     layout = torch.channels_last if channels_last else torch.contiguous_format
     for attempt in ("trained", "cached"):
-        worker = Worker(_suite(tmp_path, channels_last), RunOptions(progress=False))
-        (cell,) = worker.plan.cells()
+        worker = Worker(Plan(_suite(tmp_path, channels_last)), RunOptions(progress=False))
+        (cell,) = worker.plan.resolved
         trained = trained_model(cell, worker.data_for(cell.dataset), worker.services, CellState())
         model = trained.model
         assert trained.note.startswith(attempt)

@@ -282,19 +282,18 @@ def test_cells_start_longest_critical_path_first(tmp_path: Path, monkeypatch: py
 
 def test_cell_cost_counts_the_images_a_cell_pushes_through_its_model(tmp_path: Path) -> None:
     from xbench.engine.driver import Driver, RunOptions
-    from xbench.engine.keys import model_key
     from xbench.engine.schedule import EXPLAIN_FORWARDS
     from xbench.suite import load_suite
 
     coded = {"name": "coded_resnext", "params": {"blocks": 1}}
     suite = load_suite(_suite(tmp_path, methods=["baseline", coded])).model_copy(update={"cache_dir": tmp_path})
     runner = Driver(suite, RunOptions(progress=False)).costs
-    baseline, coded_cell = runner.worker.plan.cells()
+    baseline, coded_cell = runner.worker.plan.resolved
     # 100 test images, and 600 training images × 8 epochs × (forward + backward ≈ 3 forwards)
     assert runner.images_through(baseline) == runner.images_through(coded_cell) == 100 + 3 * 600 * 8
     assert runner.seconds_per_image(baseline) > 0 and runner.seconds_per_image(coded_cell) > 0
     services = runner.worker.services
-    services.cache.save_model(model_key(services.plan, baseline, services.provenance.versions["torch"]), {}, {})
+    services.cache.save_model(baseline.model_key, {}, {})
     assert runner.images_through(baseline) == 100  # a cached model is not trained again
     # explanation metrics: EXPLAIN_FORWARDS per explained image and explainer (native, gradcam)
     suite = load_suite(
@@ -302,7 +301,7 @@ def test_cell_cost_counts_the_images_a_cell_pushes_through_its_model(tmp_path: P
                evaluation={"batch_size": 100, "explain_limit": 40})
     ).model_copy(update={"cache_dir": tmp_path / "empty"})  # fmt: skip
     runner = Driver(suite, RunOptions(progress=False)).costs
-    assert runner.images_through(runner.worker.plan.cells()[0]) == 100 + 3 * 600 * 8 + EXPLAIN_FORWARDS * 40 * 2
+    assert runner.images_through(runner.worker.plan.resolved[0]) == 100 + 3 * 600 * 8 + EXPLAIN_FORWARDS * 40 * 2
 
 
 class InAnotherRunner(LosesCell):
@@ -336,7 +335,7 @@ def test_the_driver_times_with_the_exit_policy_the_worker_calibrated(
     metrics = ["top1", "policy_top1", "latency", "policy_latency"]
     suite = load_suite(_suite(tmp_path, metrics=metrics, training={**TINY["training"], "epochs": 1}))
     suite = suite.model_copy(update={"output": tmp_path / "out", "cache_dir": tmp_path / "cache"})
-    worker = Driver(suite, RunOptions(progress=False, timings=False, echo=lambda _: None))
+    worker = Driver(suite, RunOptions(progress=False, echo=lambda _: None))
     driver = Driver(suite, RunOptions(progress=False, echo=lambda _: None))
     executor = InAnotherRunner(worker)
     monkeypatch.setattr(driver, "_executor", lambda: executor)

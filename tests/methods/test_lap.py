@@ -200,7 +200,6 @@ def test_from_pretrained_requires_the_baseline_and_copies_its_weights() -> None:
 
 def test_a_suite_row_from_pretrained_builds_on_the_baseline_cell(tmp_path: Path) -> None:
     from xbench.engine.driver import RunOptions, run_suite
-    from xbench.engine.keys import model_key
     from xbench.engine.plan import Plan
     from xbench.suite import Suite
 
@@ -223,7 +222,7 @@ def test_a_suite_row_from_pretrained_builds_on_the_baseline_cell(tmp_path: Path)
     assert plan.required_cell(plain) is None
     required = plan.required_cell(pretrained)
     assert required is not None and required.method.name == "baseline"
-    assert model_key(plan, pretrained, "t") != model_key(plan, plain, "t")  # the baseline's key is part of it
+    assert plan.resolve(pretrained).model_key != plan.resolve(plain).model_key  # the baseline's key is part of it
     lines: list[str] = []
     result = run_suite(suite, RunOptions(progress=False, fail_fast=True, echo=lines.append))
     assert result.failed_cells == [], lines

@@ -27,10 +27,11 @@ from xbench.engine.cell import CellOutcome
 from xbench.engine.executors import Executor, Job, ProcessExecutor, RayExecutor, SerialExecutor, cpu_count
 from xbench.engine.options import RunOptions
 from xbench.engine.output import RESULT_MARKER, check_output, output_lock, prepare_output, publish
-from xbench.engine.plan import CellSpec
+from xbench.engine.plan import Plan
 from xbench.engine.provenance import device_description
 from xbench.engine.reference import ReferenceWriter
 from xbench.engine.reports import cached_report, report_key
+from xbench.engine.resolved import ResolvedCell, timing_pass
 from xbench.engine.schedule import CostModel
 from xbench.engine.worker import Worker
 from xbench.errors import ConfigError, XBenchError
@@ -61,13 +62,14 @@ class Driver:
     def __init__(self, suite: Suite, options: RunOptions, source: str = "suite") -> None:
         self.suite = suite
         self.opt = options
-        self.worker = Worker(suite, options, source)  # serial cells and the timing phase run here
+        self.worker = Worker(Plan(suite, source), options)  # serial cells and the timing pass run here
         self.plan = self.worker.plan
         self.costs = CostModel(self.worker)
         self._saliency: dict[str, dict[str, Any]] = {}  # per dataset: images and maps for the report's grid
 
-    def cells(self) -> list[CellSpec]:
-        return self.plan.cells()
+    def cells(self) -> list[ResolvedCell]:
+        """The plan's cells, resolved (once, on the first call; after :meth:`Plan.check_weights` in a run)."""
+        return self.plan.resolved
 
     @property
     def jobs(self) -> int:
@@ -85,13 +87,12 @@ class Driver:
                 torch.set_num_threads(cpus)
             return SerialExecutor(self.worker)
         # Workers print nothing (the driver echoes one line per finished cell) and export through the driver.
-        # They leave timing metrics to the driver, which measures them alone (see _measure_timings).
-        options = replace(self.opt, progress=False, echo=_silent, timings=False)
-        source = self.plan.source
+        # They run the measure pass; the driver runs the time pass alone (see _measure_timings).
+        options = replace(self.opt, progress=False, echo=_silent)
         if self.opt.executor == "ray":
-            return RayExecutor(Job(self.suite, options, source, cpus or 1), self.opt.address)
+            return RayExecutor(Job(self.plan, options, cpus or 1), self.opt.address)
         threads = cpus or max(1, cpu_count() // self.jobs)
-        return ProcessExecutor(Job(self.suite, options, source, threads), self.jobs)
+        return ProcessExecutor(Job(self.plan, options, threads), self.jobs)
 
     # -- the sweep -----------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -105,6 +106,7 @@ class Driver:
             self.worker.data_for(spec)
             timings["data"][spec.display] = time.perf_counter() - t0
         self.plan.check_weights(self.worker.data_for)  # bad weights or checkpoints: exit 2, nothing written
+        self.cells()  # resolved once, here; workers get the resolved cells with the plan
         check_output(out)
         threads = torch.get_num_threads()
         services = self.worker.services
@@ -152,12 +154,12 @@ class Driver:
         }
 
     def _run_cells(self, out: Path, executor: Executor, exporter: ReferenceWriter | None) -> RunResult:
-        """Run every cell on ``executor``, longest first; a cell starts once the cell it builds on has finished."""
+        """Run every cell's measure pass on ``executor``, longest first, then its time pass here.
+
+        A cell starts once the cell it builds on has finished.
+        """
         cells = self.cells()
-        index = {c.id: i for i, c in enumerate(cells)}
-        needs = {
-            i: index.get(r.id) if (r := self.plan.required_cell(c)) is not None else None for i, c in enumerate(cells)
-        }
+        needs = {i: None if c.required is None else c.required.index for i, c in enumerate(cells)}
         capacity = {"local": max(1, self.jobs)}.get(executor.name, len(cells))
         outcomes: dict[int, CellOutcome] = {}
         # Order only matters when several cells run at once; one at a time keeps the suite's order.
@@ -196,8 +198,7 @@ class Driver:
             executor.close(cancel=True)
             raise
         executor.close()
-        if not isinstance(executor, SerialExecutor):
-            self._measure_timings(cells, outcomes)
+        self._measure_timings(cells, outcomes)
         records: list[Record] = []
         failed: list[str] = []
         timings: dict[str, Any] = {"cells": {}}
@@ -213,7 +214,7 @@ class Driver:
             timings["cells"][cells[i].id] = {"wall": outcome.wall_s, **outcome.stages, "worker": outcome.worker}
         return RunResult(out, records, failed, timings=timings)
 
-    def _echo_done(self, cells: list[CellSpec], outcomes: dict[int, CellOutcome], i: int) -> None:
+    def _echo_done(self, cells: list[ResolvedCell], outcomes: dict[int, CellOutcome], i: int) -> None:
         """The line of a finished cell: ``[done/all] cell: summary (note; seconds)``."""
         outcome = outcomes[i]
         self.opt.echo(
@@ -221,12 +222,13 @@ class Driver:
             f"({outcome.note}; {outcome.wall_s:.1f}s)"
         )
 
-    def _measure_timings(self, cells: list[CellSpec], outcomes: dict[int, CellOutcome]) -> None:
-        """Timing metrics of a parallel run, measured here one cell at a time once every cell has finished.
+    def _measure_timings(self, cells: list[ResolvedCell], outcomes: dict[int, CellOutcome]) -> None:
+        """The time pass: timing metrics, measured here one cell at a time once every cell has finished.
 
         A latency measured while other cells train on the same machine measures the load, not the
-        model; so workers skip timing metrics and the driver measures them on an otherwise idle
-        machine (each model comes from the cache). Records keep the suite's metric order.
+        model; so the measure pass skips timing metrics and the driver measures them on an otherwise
+        idle machine (each model comes from the cache), whichever executor ran the cells. Records
+        keep the suite's metric order.
         """
         metrics = self.plan.metrics
         if not any(metric.measures_time for _, metric in metrics):
@@ -243,13 +245,13 @@ class Driver:
             torch.set_num_threads(threads)
 
     def _time_cells(
-        self, cells: list[CellSpec], outcomes: dict[int, CellOutcome], timed: list[int], order: dict[str, int]
+        self, cells: list[ResolvedCell], outcomes: dict[int, CellOutcome], timed: list[int], order: dict[str, int]
     ) -> None:
         for n, i in enumerate(timed, 1):
             cell, outcome = cells[i], outcomes[i]
             start = time.perf_counter()
-            # The worker's calibrated policy: the same model, the same thresholds.
-            timing = self.worker.outcome(i, only_timings=True, policy=outcome.policy)
+            # The measure pass's calibrated policy: the same model, the same thresholds.
+            timing = self.worker.outcome(i, timing_pass(outcome.policy))
             if timing.error:  # the model was trained; only its timing failed
                 log.debug("cell %s: timing failed: %s", cell.id, timing.error)
             records = timing.records
@@ -286,7 +288,7 @@ class Driver:
         if cached:
             log.info("report: the same records as an earlier run; its files come from the cache")
 
-    def merge_saliency(self, cell: CellSpec, sample: dict[str, Any] | None) -> None:
+    def merge_saliency(self, cell: ResolvedCell, sample: dict[str, Any] | None) -> None:
         """Add a cell's saliency sample to its dataset's grid (every cell of a dataset explains the same images)."""
         if sample is None:
             return

@@ -2,9 +2,9 @@
 
 The driver (:class:`xbench.engine.driver.Driver`) decides *when* a cell may start
 (after the cells it builds on) and writes every output; an executor only runs
-cells. A worker builds its own :class:`~xbench.engine.worker.Worker` from the suite
-and loads the data itself, so a cell computes exactly what it computes in a serial run, and it
-shares trained models and metric values with every other worker through the
+cells. A worker builds its own :class:`~xbench.engine.worker.Worker` from the driver's plan
+(its cells resolved there) and loads the data itself, so a cell computes exactly what it
+computes in a serial run, and it shares trained models and metric values with every other worker through the
 on-disk cache (which must therefore be on a file system all workers see).
 
 Numbers are bitwise reproducible for a given device and torch thread count:
@@ -29,16 +29,15 @@ from xbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from xbench.engine.options import RunOptions
-    from xbench.suite import Suite
+    from xbench.engine.plan import Plan
 
 
 @dataclass
 class Job:
-    """Everything a worker process needs to run the driver's cells."""
+    """Everything a worker process needs to run the driver's cells: its plan, resolved cells included."""
 
-    suite: Suite
+    plan: Plan
     options: RunOptions
-    source: str
     threads: int | None
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -71,7 +70,7 @@ def run_cell_task(job: Job, index: int) -> CellOutcome:
         if job.threads is not None:
             torch.set_num_threads(job.threads)
         _WORKERS.clear()  # a new run: drop the previous one's data
-        worker = _WORKERS[job.token] = Worker(job.suite, job.options, job.source)
+        worker = _WORKERS[job.token] = Worker(job.plan, job.options)
     outcome = worker.outcome(index)
     outcome.exception = None  # not every exception pickles; the error text is in the records
     ray = sys.modules.get("ray")
@@ -140,7 +139,7 @@ class RayExecutor:
                 ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
             except ConnectionError as err:
                 raise ConfigError(f"--address {address}: cannot connect to a Ray cluster: {err}") from err
-        res = job.suite.resources
+        res = job.plan.suite.resources
         options: dict[str, Any] = {"num_cpus": res.cpus or 1, "max_retries": 0}
         if res.gpus:
             options["num_gpus"] = res.gpus

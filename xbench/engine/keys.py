@@ -7,11 +7,10 @@ recomputes that method's cells and nothing else. See ``docs/design.md`` (Cache).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xbench.engine import train as train_module
 from xbench.engine.cache import cache_key
-from xbench.engine.plan import CellSpec, Plan
 from xbench.engine.provenance import code_fingerprint
 from xbench.explain.base import Explainer
 from xbench.metrics.base import Metric
@@ -19,6 +18,10 @@ from xbench.metrics.context import EvalContext
 from xbench.models import exits as exits_module
 from xbench.registry import BACKBONES, DATASETS, METHODS
 from xbench.suite import PluginSpec
+
+if TYPE_CHECKING:
+    from xbench.engine.plan import CellSpec, Plan
+    from xbench.engine.resolved import ResolvedCell
 
 
 def setup_hash(config: dict[str, Any]) -> str:
@@ -53,39 +56,33 @@ def explainer_identity(explainer: Explainer) -> dict[str, Any]:
 
 
 def metric_key(
-    plan: Plan,
-    model: str,
-    cell: CellSpec,
-    spec: PluginSpec,
-    metric: Metric,
-    device_type: str,
-    explainer: str | None = None,
+    cell: ResolvedCell, model: str, spec: PluginSpec, metric: Metric, device_type: str, explainer: str | None = None
 ) -> str:
     """A metric's values for a model (and explainer), under the suite's evaluation settings."""
-    code = code_fingerprint(type(metric), METHODS.get(cell.method.name), EvalContext, exits_module)
+    code = code_fingerprint(type(metric), cell.method_class, EvalContext, exits_module)
     return cache_key(
         {
             "kind": "metric",
             "model": model,
             "metric": spec.name,
             "params": metric.param_dict(),
-            "evaluation": plan.suite.evaluation.model_dump(mode="json"),
+            "evaluation": cell.evaluation.model_dump(mode="json"),
             "device": device_type,
             "code": code,
-            **({} if explainer is None else {"explainer": explainer_identity(plan.explainers[explainer])}),
+            **({} if explainer is None else {"explainer": explainer_identity(cell.explainers[explainer])}),
         }
     )
 
 
-def explanations_key(plan: Plan, model: str, cell: CellSpec, explainer: str, device_type: str) -> str:
+def explanations_key(cell: ResolvedCell, model: str, explainer: str, device_type: str) -> str:
     """One explainer's maps of a model's explained test images."""
     return cache_key(
         {
             "kind": "explanations",
             "model": model,
-            "explainer": explainer_identity(plan.explainers[explainer]),
-            "method_code": code_fingerprint(METHODS.get(cell.method.name), EvalContext),
-            "evaluation": plan.suite.evaluation.model_dump(mode="json"),
+            "explainer": explainer_identity(cell.explainers[explainer]),
+            "method_code": code_fingerprint(cell.method_class, EvalContext),
+            "evaluation": cell.evaluation.model_dump(mode="json"),
             "device": device_type,
         }
     )

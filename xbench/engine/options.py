@@ -21,4 +21,3 @@ class RunOptions:
     executor: str = "local"  # "local" or "ray"
     jobs: int | None = None  # local executor: cells at a time (worker processes when > 1); None: resources.jobs
     address: str | None = None  # Ray cluster address ("auto", "HOST:PORT"); None starts a local Ray
-    timings: bool = True  # measure timing metrics (workers of a parallel run leave them to the driver)

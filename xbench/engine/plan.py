@@ -8,20 +8,22 @@ settings). Nothing here trains, measures or writes.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from torch import nn
 
 from xbench.data.base import ImageSplit
+from xbench.engine.resolved import ResolvedCell
 from xbench.errors import CheckpointError, ConfigError, XBenchError
 from xbench.explain.base import Explainer
-from xbench.methods.base import Method, MethodContext
+from xbench.methods.base import Method
 from xbench.metrics.base import Metric
-from xbench.models.weights import file_sha256, load_checked, read_state_dict
+from xbench.models.weights import file_sha256
 from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
 from xbench.suite import PluginSpec, Suite, TrainingConfig, validate_plugins
 
@@ -58,7 +60,8 @@ class Plan:
     def __init__(self, suite: Suite, source: str = "suite") -> None:
         self.suite = suite
         self.source = source
-        self.params = validate_plugins(suite, source)
+        # Validated once: by load_suite when it loaded the suite, else here.
+        self.params = suite.validated_plugins() or validate_plugins(suite, source)
         self.metrics: list[tuple[PluginSpec, Metric]] = [
             (spec, METRICS.get(spec.name)(self.params["metrics"][spec.display])) for spec in suite.metrics
         ]
@@ -66,6 +69,7 @@ class Plan:
             spec.display: EXPLAINERS.get(spec.name)(self.params["explainers"][spec.display])
             for spec in suite.explainers
         }
+        self._resolved: dict[str, ResolvedCell] = {}
 
     # -- cells -----------------------------------------------------------------------
     def cells(self) -> list[CellSpec]:
@@ -176,29 +180,58 @@ class Plan:
 
     def method_for(self, cell: CellSpec, data: CellData) -> Method:
         """The cell's method, configured for its data (its model not built yet)."""
-        train_split = data.train
-        backbone, backbone_params = self.backbone_of(cell.method)
-        required = self.required_cell(cell)
-        ctx = MethodContext(
-            num_classes=train_split.num_classes,
-            in_channels=train_split.in_channels,
-            image_size=train_split.image_size,
-            mean=tuple(train_split.mean),
-            std=tuple(train_split.std),
-            backbone=backbone.name,
-            backbone_params=backbone_params.model_dump(mode="json"),
-            seed=cell.seed,
-            required_params=None if required is None else self.dump("methods", required.method),
-        )
-        method: Method = METHODS.get(cell.method.name)(self.row_params("methods", cell.method), ctx)
-        return method
+        return self.resolve(cell).method_for(data)
 
-    def load_checkpoint(self, cell: CellSpec, model: nn.Module) -> None:
-        """Load the cell's method row's ``checkpoint`` (if any) into its freshly built model."""
-        path = cell.method.checkpoint
-        if path is not None:
-            where = f"{self.source}: {self._row_where(cell.method)}.checkpoint"
-            load_checked(model, read_state_dict(path, where), f"{where} {path}")
+    # -- resolution ------------------------------------------------------------------
+    @functools.cached_property
+    def resolved(self) -> list[ResolvedCell]:
+        """Every cell of :meth:`cells`, resolved once (see :mod:`xbench.engine.resolved`).
+
+        Resolving hashes the weights files, so the driver asks for it after :meth:`check_weights`;
+        the resolved cells travel to workers with the pickled plan.
+        """
+        return [self.resolve(cell) for cell in self.cells()]
+
+    def resolve(self, cell: CellSpec) -> ResolvedCell:
+        """``cell`` with everything running it needs; the cells it builds on are resolved with it."""
+        if cell.id not in self._resolved:
+            index = next((i for i, c in enumerate(self.cells()) if c.id == cell.id), None)
+            self._resolved[cell.id] = self._resolve(cell, index)
+        return self._resolved[cell.id]
+
+    def _resolve(self, cell: CellSpec, index: int | None) -> ResolvedCell:
+        from xbench.engine.keys import model_key, setup_hash  # keys reads the plan
+        from xbench.engine.provenance import versions
+
+        required = self.required_cell(cell)
+        backbone, backbone_params = self.backbone_of(cell.method)
+        config = self.cell_config(cell)
+        method_class = METHODS.get(cell.method.name)
+        scored = [name for name in self.explainers if self.explains(name, cell)] if self.explained_on(cell) else []
+        return ResolvedCell(
+            index=index,
+            dataset=cell.dataset,
+            method=cell.method,
+            seed=cell.seed,
+            method_class=method_class,
+            method_params=self.row_params("methods", cell.method),
+            backbone=backbone,
+            backbone_params=backbone_params,
+            training=self.training(cell),
+            evaluation=self.suite.evaluation,
+            channels_last=self.suite.resources.channels_last,
+            config_json=json.dumps(config, sort_keys=True),
+            setup=setup_hash(config),
+            claims=tuple(c.model_dump(mode="json") for c in method_class.claims),
+            metrics=tuple(self.metrics),
+            explainers=self.explainers,
+            scored=tuple(scored),
+            model_key=model_key(self, cell, versions()["torch"]),
+            required=None if required is None else self.resolve(required),
+            checkpoint=cell.method.checkpoint,
+            checkpoint_where=f"{self.source}: {self._row_where(cell.method)}",
+            saliency=cell.seed == self.suite.seeds[0],
+        )
 
     def check_weights(self, data_of: Callable[[PluginSpec], CellData]) -> None:
         """Read every row's backbone weights and checkpoint once, before any cell starts.
@@ -220,10 +253,14 @@ class Plan:
                 continue
             seen.add(key)
             try:
-                model = self.method_for(cell, data_of(cell.dataset)).build()
+                resolved = self.resolve(cell)  # hashes the checkpoint
+            except XBenchError as err:
+                raise CheckpointError(f"{where}.checkpoint: {err}") from err
+            try:
+                model = resolved.method_for(data_of(cell.dataset)).build()
             except XBenchError as err:
                 raise CheckpointError(f"{where}: {err}") from err
-            self.load_checkpoint(cell, model)
+            resolved.load_checkpoint(model)
 
     def _row_where(self, method: PluginSpec) -> str:
         rows = [m.display for m in self.suite.methods]

@@ -6,10 +6,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from xbench.engine.keys import explainer_identity, setup_hash
-from xbench.engine.plan import CellSpec, Plan
+from xbench.engine.keys import explainer_identity
+from xbench.engine.resolved import ResolvedCell
 from xbench.metrics.base import Metric, MetricResult
-from xbench.registry import METHODS
 from xbench.report.records import Record
 from xbench.suite import PluginSpec
 
@@ -24,24 +23,21 @@ class Provenance:
     device: str
 
 
-def cell_identity(plan: Plan, cell: CellSpec, data_source: str | None, uses_masks: bool) -> tuple[dict[str, Any], str]:
+def cell_identity(cell: ResolvedCell, data_source: str | None, uses_masks: bool) -> tuple[dict[str, Any], str]:
     """``(config with data source, setup hash)`` of a cell, as every record of it carries.
 
     A method's paper claims (``Method.claims``) ride along under ``claims``, outside the setup
     hash (they say what to test, not how the cell was made), so reports can judge them from records.
     """
-    config = plan.cell_config(cell)
     extra: dict[str, Any] = {"data_source": data_source, "uses_masks": uses_masks}
-    claims = METHODS.get(cell.method.name).claims
-    if claims:
-        extra["claims"] = [c.model_dump(mode="json") for c in claims]
-    return {**config, **extra}, setup_hash(config)
+    if cell.claims:
+        extra["claims"] = list(cell.claims)
+    return {**cell.config, **extra}, cell.setup
 
 
 def make_record(
-    plan: Plan,
+    cell: ResolvedCell,
     provenance: Provenance,
-    cell: CellSpec,
     identity: tuple[dict[str, Any], str],
     spec: PluginSpec,
     metric: Metric,
@@ -66,7 +62,7 @@ def make_record(
         display={**metric.display(), **({"label": spec.label} if spec.label else {})},
         params={
             **metric.param_dict(),
-            **({} if explainer is None else {"explainer": explainer_identity(plan.explainers[explainer])["params"]}),
+            **({} if explainer is None else {"explainer": explainer_identity(cell.explainers[explainer])["params"]}),
             **({} if result is None else result.params),
         },
         versions=provenance.versions,
@@ -83,19 +79,18 @@ def make_record(
 
 
 def failed_records(
-    plan: Plan,
+    cell: ResolvedCell,
     provenance: Provenance,
-    cell: CellSpec,
     identity: tuple[dict[str, Any], str],
     err: BaseException,
-    only_timings: bool = False,
+    timing_only: bool = False,
 ) -> list[Record]:
-    """One failed record per metric of the suite (``only_timings``: per timing metric) for ``err``."""
+    """One failed record per metric of the suite (``timing_only``: per timing metric) for ``err``."""
     text = error_text(err)
     return [
-        make_record(plan, provenance, cell, identity, spec, metric, None, None, error=text)
-        for spec, metric in plan.metrics
-        if metric.measures_time or not only_timings
+        make_record(cell, provenance, identity, spec, metric, None, None, error=text)
+        for spec, metric in cell.metrics
+        if metric.measures_time or not timing_only
     ]
 
 

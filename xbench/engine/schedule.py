@@ -14,8 +14,7 @@ import logging
 import torch
 
 from xbench.engine.cell import build_model
-from xbench.engine.keys import model_key
-from xbench.engine.plan import CellSpec
+from xbench.engine.resolved import ResolvedCell
 from xbench.engine.worker import Worker
 from xbench.metrics.latency import time_calls
 
@@ -33,11 +32,11 @@ class CostModel:
         self.worker = worker
         self._per_image: dict[tuple[str, str], float] = {}
 
-    def cell_cost(self, cell: CellSpec) -> float:
+    def cell_cost(self, cell: ResolvedCell) -> float:
         """:meth:`seconds_per_image` × :meth:`images_through`."""
         return self.seconds_per_image(cell) * self.images_through(cell)
 
-    def seconds_per_image(self, cell: CellSpec) -> float:
+    def seconds_per_image(self, cell: ResolvedCell) -> float:
         """One timed forward pass of the untrained model on 16 test images (CPU, the cells' thread count).
 
         Measured once per (dataset, method row): seeds change the weights, not the network.
@@ -47,41 +46,38 @@ class CostModel:
             self._per_image[key] = self._time_forward(cell)
         return self._per_image[key]
 
-    def _time_forward(self, cell: CellSpec) -> float:
-        plan = self.worker.plan
+    def _time_forward(self, cell: ResolvedCell) -> float:
         data = self.worker.data_for(cell.dataset)
-        method = plan.method_for(cell, data)
+        method = cell.method_for(data)
         threads = torch.get_num_threads()
         try:
             with torch.random.fork_rng(devices=[]):
-                torch.set_num_threads(plan.suite.resources.cpus or 1)
+                torch.set_num_threads(self.worker.plan.suite.resources.cpus or 1)
                 x = data.test.images[:16]
-                model = build_model(method, plan.suite.resources.channels_last).eval()
+                model = build_model(method, cell.channels_last).eval()
                 (seconds,) = time_calls(model, [x], warmup=1, device=torch.device("cpu"))
                 return seconds / len(x)
         finally:
             torch.set_num_threads(threads)
 
-    def images_through(self, cell: CellSpec) -> int:
+    def images_through(self, cell: ResolvedCell) -> int:
         """Images the cell pushes through its model, counted in forward passes.
 
         3 per training image and epoch (forward and backward) unless the model is cached, one
         per test image, and ``EXPLAIN_FORWARDS`` per explained image and explainer.
         """
-        plan, services = self.worker.plan, self.worker.services
-        suite = plan.suite
         data = self.worker.data_for(cell.dataset)
         images = len(data.test)
-        if not services.cache.has_model(model_key(plan, cell, services.provenance.versions["torch"])):
-            limit = suite.training.limit
+        if not self.worker.services.cache.has_model(cell.model_key):
+            limit = cell.training.limit
             n_train = len(data.train) if limit is None else min(limit, len(data.train))
-            images += 3 * n_train * plan.training(cell).epochs
-        if any(m.uses_explanations for _, m in plan.metrics) and plan.explained_on(cell):
-            explained = min(suite.evaluation.explain_limit or len(data.test), len(data.test))
-            images += EXPLAIN_FORWARDS * explained * sum(plan.explains(name, cell) for name in plan.explainers)
+            images += 3 * n_train * cell.training.epochs
+        if any(m.uses_explanations for _, m in cell.metrics):
+            explained = min(cell.evaluation.explain_limit or len(data.test), len(data.test))
+            images += EXPLAIN_FORWARDS * explained * len(cell.scored)
         return images
 
-    def start_order(self, cells: list[CellSpec], needs: dict[int, int | None]) -> list[int]:
+    def start_order(self, cells: list[ResolvedCell], needs: dict[int, int | None]) -> list[int]:
         """Cell indices, longest critical path first: a cell's own cost plus that of what waits on it."""
         try:
             cost = [self.cell_cost(c) for c in cells]

@@ -261,9 +261,10 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), ch
         suite = suite.model_copy(update={"output": suite.output_dir})
     if check_plugins:
         try:
-            validate_plugins(suite, "")
+            validated = validate_plugins(suite, "")
         except ConfigError as err:
             raise ConfigError(_blame(str(err), path, chain, overrides)) from err
+        suite._plugins = (suite.plugin_rows(), validated)  # a Plan of this suite validates nothing again
     return suite
 
 

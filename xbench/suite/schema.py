@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from xbench.params import OmitDefaults
 from xbench.suite.messages import format_validation_error, number_problem
@@ -211,6 +212,9 @@ class ReportConfig(_Strict):
     )
 
 
+_PLUGIN_KEYS = ("datasets", "methods", "metrics", "explainers")
+
+
 class Suite(_Strict):
     """A resolved suite: datasets × methods × seeds, and how to train and measure them."""
 
@@ -235,6 +239,20 @@ class Suite(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    # load_suite's validated plugin params and the rows they were validated from: a Plan built
+    # from this suite reuses them instead of validating every plugin again (see validated_plugins).
+    _plugins: tuple[str, dict[str, dict[str, BaseModel]]] | None = PrivateAttr(default=None)
+
+    def plugin_rows(self) -> str:
+        """The rows whose params the registries validate, as canonical JSON."""
+        rows = {k: [s.model_dump(mode="json") for s in getattr(self, k)] for k in _PLUGIN_KEYS}
+        return json.dumps({**rows, "backbone": self.backbone.model_dump(mode="json")}, sort_keys=True)
+
+    def validated_plugins(self) -> dict[str, dict[str, BaseModel]] | None:
+        """The plugin params ``load_suite`` validated, if this suite's rows are still the ones it validated."""
+        if self._plugins is None or self._plugins[0] != self.plugin_rows():
+            return None
+        return self._plugins[1]
 
     @field_validator("name")
     @classmethod
