@@ -17,9 +17,9 @@ import torch
 from xbench.data.base import ImageSplit
 from xbench.engine.cache import Cache
 from xbench.engine.cell import CellServices, NotCached, probe, run_cell
-from xbench.engine.plan import CellData, Plan
+from xbench.engine.plan import Plan
 from xbench.engine.recording import Provenance
-from xbench.engine.resolved import MEASURE, PROBE, ResolvedCell, timing_pass
+from xbench.engine.resolved import MEASURE, PROBE, CellData, ResolvedCell, timing_pass
 from xbench.registry import BACKBONES, EXPLAINERS, METHODS, METRICS
 from xbench.suite import EvaluationConfig, PluginSpec, Suite, TrainingConfig
 

@@ -26,10 +26,9 @@ import torch
 from xbench.engine.cache import Cache
 from xbench.engine.checkpoints import CachedEpochs
 from xbench.engine.keys import explanations_key, metric_key, reference_key
-from xbench.engine.plan import CellData
 from xbench.engine.recording import Provenance, cell_identity, error_text, failed_records, make_record
 from xbench.engine.reference import ReferenceModels
-from xbench.engine.resolved import MEASURE, PROBE, Pass, ResolvedCell
+from xbench.engine.resolved import MEASURE, PROBE, CellData, Pass, ResolvedCell
 from xbench.engine.train import train
 from xbench.errors import CheckpointError
 from xbench.methods.base import Method

@@ -16,11 +16,9 @@ from xbench.explain.base import Explainer
 from xbench.metrics.base import Metric
 from xbench.metrics.context import EvalContext
 from xbench.models import exits as exits_module
-from xbench.registry import BACKBONES, DATASETS, METHODS
 from xbench.suite import PluginSpec
 
 if TYPE_CHECKING:
-    from xbench.engine.plan import CellSpec, Plan
     from xbench.engine.resolved import ResolvedCell
 
 
@@ -29,21 +27,20 @@ def setup_hash(config: dict[str, Any]) -> str:
     return cache_key(config)[:12]
 
 
-def model_key(plan: Plan, cell: CellSpec, torch_version: str) -> str:
-    """A trained model: the cell's settings but evaluation, the seed, the code, torch, the model it builds on."""
-    config = plan.cell_config(cell)
-    del config["evaluation"]
-    code = code_fingerprint(
-        METHODS.get(cell.method.name),
-        BACKBONES.get(plan.backbone_of(cell.method)[0].name),
-        DATASETS.get(cell.dataset.name),
-        train_module,
-    )
-    required = plan.required_cell(cell)
-    base = None if required is None else model_key(plan, required, torch_version)
-    return cache_key(
-        {"kind": "model", **config, "seed": cell.seed, "code": code, "torch": torch_version, "requires": base}
-    )
+def model_key(
+    config: dict[str, Any], seed: int, torch_version: str, plugins: tuple[type, ...], requires: str | None
+) -> str:
+    """A trained model: the cell's settings but evaluation, the seed, the code, torch, the model it builds on.
+
+    Args:
+        config: the cell's config (``Plan.cell_config``).
+        plugins: the method, backbone and dataset classes whose code the model depends on.
+        requires: the key of the model the cell builds on, if any.
+    """
+    config = {k: v for k, v in config.items() if k != "evaluation"}
+    code = code_fingerprint(*plugins, train_module)
+    key = {"kind": "model", **config, "seed": seed, "code": code, "torch": torch_version, "requires": requires}
+    return cache_key(key)
 
 
 def reference_key(model: str, sha256: str) -> str:

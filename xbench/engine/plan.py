@@ -17,8 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from xbench.data.base import ImageSplit
-from xbench.engine.resolved import ResolvedCell
+from xbench.engine.keys import model_key, setup_hash
+from xbench.engine.provenance import versions
+from xbench.engine.resolved import CellData, ResolvedCell
 from xbench.errors import CheckpointError, ConfigError, XBenchError
 from xbench.explain.base import Explainer
 from xbench.methods.base import Method
@@ -26,16 +27,6 @@ from xbench.metrics.base import Metric
 from xbench.models.weights import file_sha256
 from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
 from xbench.suite import PluginSpec, Suite, TrainingConfig, validate_plugins
-
-
-@dataclass
-class CellData:
-    """A dataset row's splits, as every cell of that row sees them; ``source``: where it was found."""
-
-    train: ImageSplit
-    test: ImageSplit
-    holdout: ImageSplit | None = None
-    source: str | None = None
 
 
 @dataclass
@@ -200,13 +191,13 @@ class Plan:
         return self._resolved[cell.id]
 
     def _resolve(self, cell: CellSpec, index: int | None) -> ResolvedCell:
-        from xbench.engine.keys import model_key, setup_hash  # keys reads the plan
-        from xbench.engine.provenance import versions
-
         required = self.required_cell(cell)
+        resolved_required = None if required is None else self.resolve(required)
         backbone, backbone_params = self.backbone_of(cell.method)
         config = self.cell_config(cell)
         method_class = METHODS.get(cell.method.name)
+        plugins = (method_class, BACKBONES.get(backbone.name), DATASETS.get(cell.dataset.name))
+        requires = None if resolved_required is None else resolved_required.model_key
         scored = [name for name in self.explainers if self.explains(name, cell)] if self.explained_on(cell) else []
         return ResolvedCell(
             index=index,
@@ -226,8 +217,8 @@ class Plan:
             metrics=tuple(self.metrics),
             explainers=self.explainers,
             scored=tuple(scored),
-            model_key=model_key(self, cell, versions()["torch"]),
-            required=None if required is None else self.resolve(required),
+            model_key=model_key(config, cell.seed, versions()["torch"], plugins, requires),
+            required=resolved_required,
             checkpoint=cell.method.checkpoint,
             checkpoint_where=f"{self.source}: {self._row_where(cell.method)}",
             saliency=cell.seed == self.suite.seeds[0],

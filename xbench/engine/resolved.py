@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
+from xbench.data.base import ImageSplit
 from xbench.methods.base import Method, MethodContext
 from xbench.models.weights import load_checked, read_state_dict
 from xbench.suite import EvaluationConfig, PluginSpec, TrainingConfig
@@ -34,10 +35,19 @@ from xbench.suite import EvaluationConfig, PluginSpec, TrainingConfig
 if TYPE_CHECKING:
     from torch import nn
 
-    from xbench.engine.plan import CellData
     from xbench.explain.base import Explainer
     from xbench.metrics.base import Metric
     from xbench.models.exits import ExitPolicy
+
+
+@dataclass
+class CellData:
+    """A dataset row's splits, as every cell of that row sees them; ``source``: where it was found."""
+
+    train: ImageSplit
+    test: ImageSplit
+    holdout: ImageSplit | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)
