@@ -1,9 +1,11 @@
 """What a suite asks for: its cells, their settings, which cell builds on which.
 
 A :class:`Plan` is a pure function of the suite (and the plugin registries): it validates
-every plugin's parameters once, expands the suite into cells and answers questions about
+every plugin's parameters once, expands the suite into cells, answers questions about
 them (the cell a method requires, whether an explainer is scored for a method, a cell's
-settings). Nothing here trains, measures or writes.
+settings) and resolves each cell once from those answers into the frozen
+:class:`~xbench.engine.resolved.ResolvedCell` the engine runs. Nothing here trains, measures
+or writes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from xbench.engine.provenance import versions
 from xbench.engine.resolved import CellData, ResolvedCell
 from xbench.errors import CheckpointError, ConfigError, XBenchError
 from xbench.explain.base import Explainer
-from xbench.methods.base import Method
 from xbench.metrics.base import Metric
 from xbench.models.weights import file_sha256
 from xbench.registry import BACKBONES, DATASETS, EXPLAINERS, METHODS, METRICS
@@ -168,10 +169,6 @@ class Plan:
     def training(self, cell: CellSpec) -> TrainingConfig:
         """The cell's training settings: the suite's, with its method row's ``training`` applied."""
         return self.suite.training_for(cell.method)
-
-    def method_for(self, cell: CellSpec, data: CellData) -> Method:
-        """The cell's method, configured for its data (its model not built yet)."""
-        return self.resolve(cell).method_for(data)
 
     # -- resolution ------------------------------------------------------------------
     @functools.cached_property
