@@ -13,7 +13,7 @@ assertion on time: the ratios are the result.
   the same metric's ``evaluate_batch`` (already vectorised over images in Quantus 0.6.0) and skips the
   preprocessing's set of every attribution value (see :func:`~xbench.metrics.localization.quantus_scores`).
 - ``attention_consistency_ssim``: ``skimage.metrics.structural_similarity`` per pair against
-  :func:`xbench.metrics.consistency.ssim` (one batched box filter).
+  :func:`xbench.metrics.exit_agreement.ssim` (one batched box filter).
 
 Run: ``python -m pytest benchmarks/test_map_metrics_speed.py -s`` (``XBENCH_BENCH_MAPS`` maps, default 1,000).
 """
@@ -31,7 +31,7 @@ import torch
 from conftest import smooth
 
 from xbench.metrics import localization as L
-from xbench.metrics.consistency import ssim, ssim_window
+from xbench.metrics.exit_agreement import ssim, ssim_window
 from xbench.metrics.quantus_compat import QUANTUS_VERSION, numpy_trapz_shim
 
 SIZE = 40

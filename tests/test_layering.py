@@ -1,6 +1,6 @@
-"""The package's layers: every import points down the stack, and no module imports itself back.
+"""The package's layers: every import points down the stack, no module imports itself back, none is long.
 
-    foundation (errors, params, registry, fileio, suite, claims)
+    foundation (errors, params, registry, fileio, metadata, suite, claims)
       <- data, models <- methods <- explain <- metrics <- engine <- cli
     report <- foundation only (tables and plots are functions of records)
 
@@ -12,6 +12,8 @@ under ``if TYPE_CHECKING:`` only; those imports never run and are left out.
 Within ``methods``, metrics, explainers and reports may use the method contract
 (``xbench.methods.base``) but no paper's method (egt, ecr, lap, tame, coded_resnext, ...): what
 they need from a model lives in ``models`` (``output``, ``contract``, ``fields``, ``exits``, ...).
+
+No module is longer than :data:`MAX_LINES` lines: a longer one holds more than one thing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "xbench"
-FOUNDATION = {"errors", "params", "registry", "fileio", "suite", "claims", "__init__"}
+FOUNDATION = {"errors", "params", "registry", "fileio", "metadata", "suite", "claims", "__init__"}
 BELOW = {
     "foundation": set(),
     "data": {"foundation"},
@@ -158,3 +160,26 @@ def test_the_checks_can_fail(tmp_path: Path) -> None:
     assert paper_method_imports(imports(metric)) == ["xbench.methods", "xbench.methods.egt", "xbench.methods.tame"]
     assert paper_method_imports({"xbench.methods.base", "xbench.models.output", "xbench.models.contract"}) == []
     assert "methods" not in BELOW["models"] and "models" in BELOW["methods"]
+
+
+#: Most lines a module of the package may have.
+MAX_LINES = 600
+
+
+def long_modules(paths: list[Path], limit: int = MAX_LINES) -> list[str]:
+    """``"path: N lines"`` for every file of ``paths`` longer than ``limit`` lines."""
+    counts = {path: len(path.read_text().splitlines()) for path in paths}
+    shown = {
+        path: path.relative_to(PACKAGE.parent) if path.is_relative_to(PACKAGE.parent) else path.name for path in paths
+    }
+    return [f"{shown[path]}: {n} lines" for path, n in counts.items() if n > limit]
+
+
+def test_no_module_is_over_the_line_limit(tmp_path: Path) -> None:
+    long = long_modules(sorted(PACKAGE.rglob("*.py")))
+    assert not long, f"modules over {MAX_LINES} lines (split them): {long}"
+    over = tmp_path / "over.py"
+    over.write_text("x = 1\n" * (MAX_LINES + 1))
+    at = tmp_path / "at.py"
+    at.write_text("x = 1\n" * MAX_LINES)
+    assert long_modules([over, at]) == [f"over.py: {MAX_LINES + 1} lines"]

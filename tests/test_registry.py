@@ -303,6 +303,37 @@ def test_entry_point_of_a_non_subclass_names_itself(monkeypatch: pytest.MonkeyPa
     monkeypatch.delitem(sys.modules, module)
 
 
+def test_metric_plugins_are_checked_when_loaded(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A plugin metric with ``higher_is_better = True`` still loads; an unknown category names the plugin."""
+    module = "xbench_fake_metric_plugins"
+    header = "from xbench.metrics.base import Metric\nfrom xbench.params import NoParams\n\n"
+    (tmp_path / f"{module}.py").write_text(
+        header + "class Older(Metric[NoParams]):\n    category = 'accuracy'\n    higher_is_better = True\n"
+    )
+    (tmp_path / f"{module}_bad.py").write_text(
+        header + "class Robust(Metric[NoParams]):\n    category = 'robustness'\n    higher_is_better = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in (module, f"{module}_bad"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    fake_entry_points(
+        monkeypatch,
+        EntryPoint(name="older", value=f"{module}:Older", group=GROUP),
+        EntryPoint(name="robust", value=f"{module}_bad:Robust", group=GROUP),
+    )
+    reg: Registry[type] = Registry("metric", GROUP, base="xbench.metrics.base:Metric")
+    older = reg.get("older")
+    assert (older.category, older.direction.value, older.higher_is_better) == ("accuracy", "higher", True)
+    with pytest.raises(XBenchError) as info:
+        reg.get("robust")
+    assert str(info.value) == (
+        f"metric plugin 'robust' ({module}_bad:Robust) failed to import: metric class {module}_bad.Robust: "
+        "'robustness' is not a category (valid: 'accuracy', 'efficiency', 'localization', 'faithfulness', "
+        "'consistency', 'sanity')"
+    )
+    monkeypatch.delitem(sys.modules, module)
+
+
 GLOBAL_BASES = [
     (METHODS, "method", "xbench.methods.base.Method"),
     (METRICS, "metric", "xbench.metrics.base.Metric"),

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from xbench.errors import XBenchError
 
@@ -70,9 +70,16 @@ def _add_suite_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error every other bad input gets (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m xbench",
         formatter_class=fmt,
         description="Benchmark interpretable and early-exit image classifiers.",
@@ -82,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # -v also after the command; SUPPRESS keeps the top-level count unless given here.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging (-vv: debug)")
 
     run = sub.add_parser(
@@ -224,6 +231,9 @@ def _add_tolerance_arg(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+MAX_JOBS = 256  # worker processes; each loads the data and torch (~300 MB), so more cannot run on one machine
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -231,6 +241,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value > MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_JOBS} worker processes")
     return value
 
 
@@ -243,6 +255,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.output is not None and str(args.output).strip() in ("", "."):
         raise ConfigError(f"--output {str(args.output)!r}: give a results folder, not the current directory")
+    for flag, folder in (("--data-dir", args.data_dir), ("--reference", args.reference)):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{flag} {folder}: not a folder")
     if args.address is not None and args.executor != "ray":
         raise ConfigError(f"--address {args.address}: only applies to --executor ray")
     if args.jobs is not None and args.jobs > 1 and args.executor != "local":
@@ -284,6 +299,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.kind == "suites":
         from xbench.suite import read_yaml
 
+        if args.suites_dir.exists() and not args.suites_dir.is_dir():
+            from xbench.errors import ConfigError
+
+            raise ConfigError(f"--suites-dir {args.suites_dir}: not a folder")
         files = sorted(args.suites_dir.glob("*.yaml"))
         if not files:
             print(f"no suites in {args.suites_dir}/ (run from the repository root, or pass --suites-dir)")
@@ -325,15 +344,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from xbench.errors import DataError
     from xbench.report.outputs import write_report
+    from xbench.report.plots.saliency_files import _saliency_files, read_saliency
     from xbench.report.records import read_records
+    from xbench.report.stats import statistics
 
-    records = []
+    records: list[Record] = []
+    paths: list[str] = []
     for run_dir in args.run_dirs:
         path = run_dir / "records.jsonl" if run_dir.is_dir() else run_dir
         if not path.is_file():
             raise DataError(f"{path}: no such records file (is {run_dir} an xbench results folder?)")
         records.extend(read_records(path))
+        paths.append(str(path))
+    try:  # refused before anything is written: rows that mix settings, a broken saliency file
+        statistics(records)
+    except DataError as err:
+        raise DataError(f"{', '.join(paths)}: {err}") from err
     first = args.run_dirs[0] if args.run_dirs[0].is_dir() else args.run_dirs[0].parent
+    for sample in _saliency_files(first / "saliency"):
+        read_saliency(sample)
     out = args.output or first
     title = "xbench: " + ", ".join(sorted({r.suite for r in records}))
     view = args.view or _suite_view(first / "config.yaml")
@@ -446,3 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("xbench: interrupted; completed cells are cached and will be reused", file=sys.stderr)
         return 130
+    except OSError as err:  # a path the user gave that the system refuses (too long, no such device, ...)
+        where = f"{err.filename}: " if err.filename is not None else ""
+        print(f"xbench: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2

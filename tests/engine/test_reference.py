@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from xbench.engine.driver import CellFailed, RunOptions, run_suite
+from xbench.engine.driver import RunOptions, run_suite
 from xbench.errors import CheckpointError
 from xbench.suite import Suite
 
@@ -59,7 +59,7 @@ def test_a_changed_or_missing_reference_is_refused(tmp_path: Path) -> None:
     manifest = json.loads((ref / "manifest.json").read_text())
     checkpoint = ref / manifest["cells"]["synthetic_shapes/baseline/seed0"]["file"]
     checkpoint.write_bytes(checkpoint.read_bytes()[:-10])  # truncated
-    with pytest.raises(CellFailed, match=r"sha256 differs from manifest\.json"):
+    with pytest.raises(CheckpointError, match=r"sha256 differs from manifest\.json"):  # before any cell runs
         run_suite(_suite(tmp_path, "bad"), RunOptions(reference=ref, **opts))
     with pytest.raises(CheckpointError, match="no reference manifest"):
         run_suite(_suite(tmp_path, "none"), RunOptions(reference=tmp_path / "nowhere", **opts))

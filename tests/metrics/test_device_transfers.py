@@ -18,7 +18,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from tests.metrics.test_faithfulness import context, tiny_cnn
-from xbench.metrics.consistency import cosine, pearson, ssim, top_iou
+from xbench.metrics.exit_agreement import cosine, pearson, ssim, top_iou
 from xbench.metrics.localization import roc_auc, top_q_iou
 from xbench.registry import METRICS
 

@@ -199,4 +199,4 @@ def test_each_declared_row_is_its_registered_class() -> None:
         cls = METRICS.get(row.name)
         assert cls is getattr(quantus_metrics, row.class_name) and cls.__name__ == row.class_name
         assert cls.declaration is row and cls.Params is row.params and cls.quantus_class == row.quantus_class
-        assert (cls.higher_is_better, cls.label, cls.description) == (row.higher_is_better, row.label, row.description)
+        assert (cls.direction, cls.label, cls.description) == (row.direction, row.label, row.description)

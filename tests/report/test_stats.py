@@ -104,3 +104,21 @@ def test_category_order_and_column_titles() -> None:
     assert column_title("Top-1", "%", 0, True) == "Top-1 @exit 0 [%] ↑"
     assert column_title("Params", "M", None, False) == "Params [M] ↓"
     assert column_title("Time", "", higher_is_better=None) == "Time"
+
+
+def test_a_metric_declaring_the_median_is_aggregated_by_the_median() -> None:
+    # Seeds 1, 2 and 10: the median is the middle value, 2 (the mean would be 13 / 3 = 4.33).
+    median = {"label": "Latency", "unit": "ms", "scale": 1.0, "decimals": 2, "aggregation": "median"}
+    records = [*seeds("egt", "latency", [10.0, 1.0, 2.0], display=median), *seeds("egt", "top1", [0.7, 0.8, 0.9])]
+    stats = statistics(records)
+    cell = one_cell(stats, key="latency")
+    assert cell["aggregation"] == "median" and cell["mean"] == 2.0 and (cell["n_seeds"], cell["n_failed"]) == (3, 0)
+    assert pd.isna(cell["ci"])  # the t interval is of a mean
+    top1 = one_cell(stats, key="top1")  # the default is the mean, with its interval
+    assert top1["aggregation"] == "mean" and top1["mean"] == pytest.approx(0.8)
+    assert top1["ci"] == pytest.approx(T_975_2 * 0.1 / math.sqrt(3))
+    row = aggregate(records)[("fmnist", "egt", None, "latency", None)]
+    assert (row.mean, row.ci) == (2.0, None)  # the baseline check reads the same cell
+    assert leaderboard_frame(stats)["fmnist"].loc["egt", ("latency", "mean")] == 2.0
+    # An even number of seeds: the median is the mean of the middle two, (1 + 2) / 2.
+    assert one_cell(statistics(seeds("a", "latency", [1.0, 5.0, 2.0, 0.5], display=median)))["mean"] == 1.5

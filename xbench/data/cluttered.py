@@ -24,7 +24,7 @@ and no distractor pixel ever lies inside the mask.
 Everything is drawn from one generator seeded per split (train and test derive
 different seeds from ``seed``), so the same parameters give bit-identical
 tensors. ``mean``/``std`` are computed from the generated split itself, on its
-first 8,192 canvases (the runner normalises with the training split's).
+first 8,192 canvases (models normalise with the training split's).
 """
 
 from __future__ import annotations
@@ -60,9 +60,11 @@ class ClutteredParams(BaseModel):
     mask_threshold: float = Field(
         default=0.1, ge=0.0, lt=1.0, description="object pixels brighter than this (in [0, 1]) form the mask"
     )
-    seed: int = Field(default=0, ge=0, description="seed of the generator; train and test derive their own")
-    n_train: int | None = Field(default=None, ge=1, description="first n training items (None: all 60,000)")
-    n_test: int | None = Field(default=None, ge=1, description="first n test items (None: all 10,000)")
+    seed: int = Field(default=0, ge=0, lt=2**32, description="seed of the generator; train and test derive their own")
+    n_train: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="first n training items (None: all 60,000)"
+    )
+    n_test: int | None = Field(default=None, ge=1, le=10_000_000, description="first n test items (None: all 10,000)")
 
 
 @dataclass

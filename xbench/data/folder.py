@@ -22,7 +22,7 @@ Images are converted to RGB (``channels: 3``) or greyscale (``channels: 1``).
 Without ``image_size`` every image must have the size of the first training
 image; with it, images are resized to ``image_size`` x ``image_size``
 (bilinear) and masks after thresholding with nearest neighbour. ``mean``/``std``
-are computed from the loaded split (the runner normalises with the training
+are computed from the loaded split (models normalise with the training
 split's).
 """
 

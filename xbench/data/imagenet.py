@@ -101,7 +101,10 @@ class ImageNetParams(BaseModel):
         default=10, ge=1, le=1300, description="load the first this many train images of each class (None: all)"
     )
     train_limit: int | None = Field(
-        default=None, ge=1, description="load at most this many train images, classes in turn (None: no cap)"
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="load at most this many train images, classes in turn (None: no cap)",
     )
 
     @model_validator(mode="after")
@@ -307,7 +310,9 @@ def parse_xml(path: Path) -> Element:
         return builder.close()
     except _Refused:
         raise DataError(f"bounding boxes {path} declare a DOCTYPE or entity, which is refused") from None
-    except (expat.ExpatError, AssertionError) as err:  # TreeBuilder.close asserts on an unclosed tree
+    # TreeBuilder.close asserts on an unclosed tree; an unknown declared encoding is a LookupError, bytes
+    # that are not in the declared one a ValueError.
+    except (expat.ExpatError, AssertionError, LookupError, ValueError) as err:
         raise DataError(f"bounding boxes {path} are malformed XML: {err}") from None
 
 
@@ -323,6 +328,10 @@ def _number(element: Element, tag: str, path: Path) -> float:
     return value
 
 
+def _clip(value: float, limit: float) -> float:
+    return min(max(value, 0.0), limit)
+
+
 def box_mask_for(path: Path, image_size: tuple[int, int], wnid: str | None) -> np.ndarray:
     """The bool (H, W) union of the boxes in the XML file ``path`` for an image of ``image_size`` (W, H).
 
@@ -336,13 +345,13 @@ def box_mask_for(path: Path, image_size: tuple[int, int], wnid: str | None) -> n
     if root.tag != "annotation":
         raise DataError(f"bounding boxes {path} have root <{root.tag}>; expected <annotation>")
     width, height = image_size
-    sx = sy = 1.0
+    xml_w, xml_h = float(width), float(height)
     size = root.find("size")
     if size is not None:
         xml_w, xml_h = _number(size, "width", path), _number(size, "height", path)
-        if xml_w <= 0 or xml_h <= 0:
+        if xml_w < 1 or xml_h < 1:
             raise DataError(f"bounding boxes {path} give the image size {xml_w:g}x{xml_h:g}")
-        sx, sy = width / xml_w, height / xml_h
+    sx, sy = width / xml_w, height / xml_h
     mask = np.zeros((height, width), dtype=bool)
     for obj in root.iter("object"):
         name = obj.find("name")
@@ -356,9 +365,10 @@ def box_mask_for(path: Path, image_size: tuple[int, int], wnid: str | None) -> n
             raise DataError(f"bounding boxes {path}: object {name.text!r} has xmax < xmin or ymax < ymin")
         if wnid is not None and (name.text or "").strip() != wnid:
             continue
-        # Inclusive pixel indices: the box spans [xmin, xmax + 1) in continuous coordinates.
-        x0, x1 = max(0, math.floor(xmin * sx)), min(width, math.ceil((xmax + 1) * sx))
-        y0, y1 = max(0, math.floor(ymin * sy)), min(height, math.ceil((ymax + 1) * sy))
+        # Inclusive pixel indices: the box spans [xmin, xmax + 1) in continuous coordinates, clipped to the
+        # image before scaling (so that no coordinate, however large, overflows).
+        x0, x1 = math.floor(_clip(xmin, xml_w) * sx), min(width, math.ceil(_clip(xmax + 1, xml_w) * sx))
+        y0, y1 = math.floor(_clip(ymin, xml_h) * sy), min(height, math.ceil(_clip(ymax + 1, xml_h) * sy))
         if x0 < x1 and y0 < y1:
             mask[y0:y1, x0:x1] = True
     return mask

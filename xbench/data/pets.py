@@ -97,7 +97,10 @@ class PetsParams(BaseModel):
 
     image_size: int = Field(default=64, ge=8, le=1024, description="images and masks are resized to this square")
     limit: int | None = Field(
-        default=None, ge=1, description="load at most this many images per split, a fixed seeded sample (None: all)"
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="load at most this many images per split, a fixed seeded sample (None: all)",
     )
 
 

@@ -56,11 +56,11 @@ class SyntheticShapesParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_train: int = Field(default=2000, ge=1, description="number of training images")
-    n_test: int = Field(default=500, ge=1, description="number of test images")
+    n_train: int = Field(default=2000, ge=1, le=10_000_000, description="number of training images (at most 10^7)")
+    n_test: int = Field(default=500, ge=1, le=10_000_000, description="number of test images (at most 10^7)")
     image_size: int = Field(default=32, ge=16, le=512, description="height and width in pixels")
     channels: Literal[1, 3] = Field(default=3, description="1 for grey images, 3 for colour")
-    seed: int = Field(default=0, ge=0, description="seed of the generator; train and test derive their own")
+    seed: int = Field(default=0, ge=0, lt=2**32, description="seed of the generator; train and test derive their own")
     noise: float = Field(default=0.1, ge=0.0, le=1.0, description="std of the Gaussian pixel noise")
     distractors: int = Field(default=2, ge=0, le=16, description="small blobs per image outside the mask")
 

@@ -1,1 +1,1 @@
-"""Training, evaluation, the checkpoint cache and the suite runner."""
+"""Training, evaluation, the checkpoint cache and the driver that runs a suite."""

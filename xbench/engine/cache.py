@@ -7,7 +7,8 @@ entry under a real key. Each entry has a sidecar ``.json`` with the sha256 of
 its payload; a load that finds a different hash reports it and returns
 ``None`` so the caller recomputes, and never uses the tampered file.
 Checkpoints load with ``torch.load(weights_only=True)``, which refuses pickled
-code.
+code. Whatever is wrong with an entry (a missing or damaged sidecar, a payload that
+does not match it, one that does but cannot be read), a load returns ``None``: a miss.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 
 from xbench.errors import CheckpointError
 from xbench.fileio import atomic_write, atomic_write_text
+from xbench.models.weights import load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,15 @@ def sha256_file(path: Path) -> str:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a state dict safely: ``weights_only=True`` refuses pickled objects."""
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: no such checkpoint") from err
-    except Exception as err:  # UnpicklingError, RuntimeError (truncated zip), ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint: {first}") from err
+    """Load a state dict safely: ``weights_only=True`` refuses pickled objects (see
+    :func:`xbench.models.weights.load_weights_only`); every failure is a :class:`CheckpointError`."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    state = load_weights_only(Path(path), f"{path}: not a loadable weights-only checkpoint")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    if map_location != "cpu":
+        state = {k: v.to(map_location) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
     return state
 
 
@@ -74,8 +74,8 @@ class Cache:
         if not payload.exists():
             return False
         try:
-            expected = json.loads(meta.read_text())["sha256"]
-        except (OSError, ValueError, KeyError):
+            expected = json.loads(meta.read_text(encoding="utf-8"))["sha256"]
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):  # TypeError: not an object
             log.warning("cache entry %s has no valid hash sidecar; recomputing", payload)
             return False
         if sha256_file(payload) != expected:
@@ -122,7 +122,11 @@ class Cache:
         path = self._path(kind, key, ".json")
         if not self._verify(path):
             return None
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as err:  # matches its sidecar, yet is not JSON: rewritten
+            log.warning("cache entry %s is not JSON (%s); recomputing", path, err)
+            return None
 
     def save_json(self, kind: str, key: str, obj: Any, meta: dict[str, Any] | None = None) -> Path:
         path = self._path(kind, key, ".json")
@@ -141,29 +145,6 @@ class Cache:
         atomic_write(path, lambda f: f.write(data))
         self._commit(path, meta)
         return path
-
-
-@dataclass
-class EpochCheckpoints:
-    """A cell's training state after its last finished epoch, in the cache next to its model.
-
-    A run killed in the middle of training resumes from the last finished epoch; the
-    state is removed once the model is saved.
-    """
-
-    cache: Cache
-    key: str
-    cell: str
-    kind: str = "train-state"
-
-    def load(self) -> dict[str, Any] | None:
-        return self.cache.load_model(self.key, kind=self.kind)
-
-    def save(self, state: dict[str, Any]) -> None:
-        self.cache.save_model(self.key, state, {"cell": self.cell, "epoch": state["epoch"]}, kind=self.kind)
-
-    def discard(self) -> None:
-        self.cache.discard(self.key, kind=self.kind)
 
 
 def default_cache_dir() -> Path:

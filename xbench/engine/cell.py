@@ -248,8 +248,9 @@ def trained_model(
         try:
             model.load_state_dict(saved)
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0]
-            raise CheckpointError(f"{cell.id}: the reference weights do not fit the model: {first}") from err
+            source = f"reference weights {reference.path(cell.id)}" if reference is not None else "cached model"
+            detail = " ".join(str(err).split())[:300]  # torch's first line names only the model; the tensor is next
+            raise CheckpointError(f"{cell.id}: {source}: does not fit the model: {detail}") from err
         note = "reference" if reference is not None else "cached"
     elif not run.computes:
         raise NotCached(f"{cell.id}: model")

@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 
+from xbench.engine import memory
 from xbench.engine.cache import atomic_write_text
 from xbench.engine.cell import CellOutcome
 from xbench.engine.executors import Executor, Job, ProcessExecutor, RayExecutor, SerialExecutor, cpu_count
 from xbench.engine.options import RunOptions
-from xbench.engine.output import RESULT_MARKER, check_output, output_lock, prepare_output, publish
+from xbench.engine.output import RESULT_MARKER, check_folder, check_output, output_lock, prepare_output, publish
 from xbench.engine.plan import Plan
 from xbench.engine.provenance import device_description
 from xbench.engine.reference import ReferenceWriter
@@ -99,6 +100,7 @@ class Driver:
         start = time.perf_counter()
         out = self.suite.output_dir
         timings: dict[str, Any] = {"data": {}}
+        memory.check_data_memory(self.plan)  # data that cannot fit in memory: exit 2 before loading it
         # Load every dataset before creating or training anything: missing data is an
         # input error and must stop the run before it spends time or writes folders.
         for spec in self.suite.datasets:
@@ -106,10 +108,14 @@ class Driver:
             self.worker.data_for(spec)
             timings["data"][spec.display] = time.perf_counter() - t0
         self.plan.check_weights(self.worker.data_for)  # bad weights or checkpoints: exit 2, nothing written
+        memory.check_cell_memory(self.plan, self.worker.data_for, self.jobs if self.opt.executor == "local" else None)
         self.cells()  # resolved once, here; workers get the resolved cells with the plan
         check_output(out)
-        threads = torch.get_num_threads()
         services = self.worker.services
+        check_folder(services.cache.root, self._cache_flag())
+        if self.opt.export_reference is not None:
+            check_folder(self.opt.export_reference, "--export-reference")
+        threads = torch.get_num_threads()
         with output_lock(out):
             executor = self._executor()
             staging = prepare_output(out)
@@ -135,6 +141,12 @@ class Driver:
                 shutil.rmtree(staging, ignore_errors=True)
                 torch.set_num_threads(threads)  # resources.cpus applies to this run only
         return result
+
+    def _cache_flag(self) -> str:
+        """What set the cache folder, for error messages."""
+        if self.opt.cache_dir is not None:
+            return "--cache-dir"
+        return f"{self.plan.source}: cache_dir" if self.suite.cache_dir is not None else "cache folder ($XBENCH_CACHE)"
 
     def _summary(self, result: RunResult, executor: Executor) -> dict[str, Any]:
         services = self.worker.services

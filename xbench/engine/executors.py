@@ -137,7 +137,7 @@ class RayExecutor:
         if not ray.is_initialized():
             try:
                 ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
-            except ConnectionError as err:
+            except (ConnectionError, ValueError) as err:  # ValueError: not an address Ray can parse
                 raise ConfigError(f"--address {address}: cannot connect to a Ray cluster: {err}") from err
         res = job.plan.suite.resources
         options: dict[str, Any] = {"num_cpus": res.cpus or 1, "max_retries": 0}

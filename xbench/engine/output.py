@@ -50,6 +50,19 @@ def check_output(out: Path) -> None:
         raise OutputError(f"{out}: cannot create the output folder: {blocker} is a file")
 
 
+def check_folder(path: Path, what: str) -> None:
+    """Raise OutputError unless ``path`` is, or can be created as, a writable folder; creates nothing.
+
+    ``what`` names the flag or key that gave the path (``--cache-dir``, ``--export-reference``), so
+    a run told to write where it cannot stops before any cell starts, not after its training.
+    """
+    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"{what} {path}: {blocker} is a file, not a folder")
+    if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: {blocker} is not writable")
+
+
 @contextmanager
 def output_lock(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``out`` for a whole run; a second run gets a clear OutputError.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import inspect
 import platform
 import subprocess
+import sys
 import sysconfig
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -78,25 +80,108 @@ def device_description(device: torch.device) -> dict[str, object]:
 
 
 def code_fingerprint(*objects: object) -> str:
-    """sha256 of the source files that define ``objects`` and their base classes.
+    """sha256 of the source that defines ``objects``: their modules, their base classes' and what those import.
 
-    Cache keys include it, so editing a method, metric, backbone or dataset (a
-    third-party plugin's too) invalidates exactly the entries that depend on it,
-    without a version bump.
+    Cache keys include it, so editing a method, metric, backbone or dataset (a third-party
+    plugin's too) invalidates exactly the entries that depend on it, without a version bump.
+    Besides the module of each object and of each of its base classes, it covers every module
+    those import from xbench or from the object's own top-level package, directly or through
+    one another (:func:`imported_modules`), so a helper split off into a module of its own (the
+    faithfulness kernels, Coded ResNeXt's network) counts for the code that calls it. Files are
+    named by module, not path, so keys are equal across clones.
     """
-    files: set[str] = set()
+    modules: dict[str, str] = {}
     for obj in objects:
-        targets = inspect.getmro(obj) if inspect.isclass(obj) else (obj,)
-        for target in targets:
+        own = inspect.getmodule(obj)
+        roots = frozenset({"xbench", own.__name__.partition(".")[0]} if own else {"xbench"})
+        for target in inspect.getmro(obj) if inspect.isclass(obj) else (obj,):
             module = inspect.getmodule(target)
             path = getattr(module, "__file__", None)
-            if path and not path.startswith(_STDLIB):
-                files.add(path)
+            if module is not None and path and not path.startswith(_STDLIB):
+                modules[module.__name__] = path
+                modules.update(imported_modules(module.__name__, path, roots))
     digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path.rsplit("/", 1)[-1].encode())
-        digest.update(_file_hash(path).encode())
+    for name in sorted(modules):
+        digest.update(name.encode())
+        digest.update(_file_hash(modules[name]).encode())
     return digest.hexdigest()
+
+
+@functools.cache
+def imported_modules(name: str, path: str, roots: frozenset[str]) -> dict[str, str]:
+    """``{module: file}`` of the modules of the packages ``roots`` that module ``name`` (file ``path``) imports.
+
+    Transitively, from the source: an import inside a function counts, one under
+    ``if TYPE_CHECKING:`` does not (it never runs). ``from package import name`` counts the
+    submodule ``package.name`` if there is one, else the package's ``__init__``; a package's
+    ``__init__`` is not counted for importing one of its submodules, since the built-in packages'
+    ``__init__`` files import every plugin of their kind.
+    """
+    found: dict[str, str] = {}
+    todo = [(name, path)]
+    while todo:
+        module, file = todo.pop()
+        for imported in _imports(module, file):
+            if imported.partition(".")[0] not in roots or imported in found or imported == name:
+                continue
+            source = _module_file(imported)
+            if source is not None:
+                found[imported] = source
+                todo.append((imported, source))
+    return found
+
+
+@functools.cache
+def _imports(module: str, path: str) -> tuple[str, ...]:
+    """The absolute names of the modules (or packages) that the source at ``path`` imports."""
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    type_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+        for stmt in node.body
+        for n in ast.walk(stmt)
+    }
+    package = module if Path(path).name == "__init__.py" else module.rpartition(".")[0]
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                if node.level - 1 >= len(parts):
+                    continue
+                base = ".".join([*parts[: len(parts) - node.level + 1], *([base] if base else [])])
+            for alias in node.names:
+                sub = f"{base}.{alias.name}" if base else alias.name
+                names.append(sub if _module_file(sub) is not None else base)
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+@functools.cache
+def _module_file(name: str) -> str | None:
+    """The source file of module ``name`` found from its top-level package's folder, without importing it."""
+    top, _, rest = name.partition(".")
+    package = sys.modules.get(top)
+    init = getattr(package, "__file__", None)
+    if init is None:
+        return None
+    if not rest:
+        return str(init)
+    if Path(init).name != "__init__.py":
+        return None
+    stem = Path(init).parent.joinpath(*rest.split("."))
+    for candidate in (stem.with_name(stem.name + ".py"), stem / "__init__.py"):
+        if candidate.is_file():
+            return str(candidate)
+    return None
 
 
 @functools.cache

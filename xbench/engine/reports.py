@@ -2,7 +2,8 @@
 
 A run whose records, saliency samples, title and view are byte for byte those of an earlier run
 (a re-run with a full cache) gets that run's report files from the cache instead of drawing them
-again: about 6 s of the quick suite's 15-s re-run, mostly matplotlib. The key also hashes every
+again (most of a full-cache re-run's time, mostly matplotlib: BENCHMARKS.md, "The main job and
+its re-run, latest"). The key also hashes every
 source file of the xbench package and the versions of the libraries that draw and format, so
 editing the report code (or upgrading matplotlib) draws afresh. The files are stored as one tar
 archive with a recorded sha256, like every cache entry; a damaged entry is redrawn.

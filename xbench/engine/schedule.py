@@ -3,8 +3,8 @@
 With more cells than workers, the order decides when the run ends (LPT scheduling). The cost
 is estimated, not declared: a forward pass of the cell's untrained model is timed on 16 test
 images and multiplied by the images the cell will push through it. A MACs count would be
-simpler but wrong where it matters: Coded ResNeXt's grouped convolutions take 4–5× the
-baseline's time per image for 2.7× its MACs.
+simpler but wrong where it matters: Coded ResNeXt's grouped convolutions take far more time per
+MAC than the baseline's dense ones (BENCHMARKS.md, "Numbers behind the code").
 """
 
 from __future__ import annotations

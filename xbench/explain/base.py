@@ -77,7 +77,7 @@ class GradCam(Explainer[NoParams]):
 
 class RandomParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cell: int = Field(1, ge=1, description="side of the constant blocks, in pixels (1: i.i.d. pixel noise)")
+    cell: int = Field(1, ge=1, le=4096, description="side of the constant blocks, in pixels (1: i.i.d. pixel noise)")
 
 
 @EXPLAINERS.register("random")

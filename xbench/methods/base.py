@@ -13,7 +13,7 @@ A method is a class registered by name in :data:`xbench.registry.METHODS`. It
   model can also be explained post hoc (:mod:`xbench.explain`: Grad-CAM through
   captum, random maps as the chance level);
 * may need another cell's trained model (``requires``, e.g. TAME explains a
-  frozen baseline): the runner trains or loads that cell first and hands its
+  frozen baseline): the engine trains or loads that cell first and hands its
   weights to :meth:`Method.load_required` after :meth:`Method.build`.
 
 Metadata lives in class attributes (``name``, ``paper``, ``Params``) so the CLI
@@ -84,7 +84,7 @@ class Method(Generic[P]):
     #: True when the model's logits and gradients are exactly those of the ``requires`` cell's
     #: model (TAME: a frozen baseline plus an attention module that only explains it). Explainers
     #: that read only logits and gradients (Grad-CAM, random) would then repeat that cell's
-    #: values, so the runner scores only ``native`` maps for such a method when the suite has that cell.
+    #: values, so the engine scores only ``native`` maps for such a method when the suite has that cell.
     classifies_as_required: ClassVar[bool] = False
     #: Method-specific outputs the evaluation pass over the test split keeps for metrics.
     output_fields: ClassVar[tuple[OutputField[Any], ...]] = ()

@@ -62,10 +62,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from xbench.claims import Claim, Rows
@@ -79,17 +79,24 @@ from xbench.models.fields import BRANCH_ENERGIES, BranchEnergies  # noqa: F401 (
 from xbench.models.output import Batch, ModelOutput
 from xbench.registry import METHODS
 
-
 # -- configuration ---------------------------------------------------------------------------------
+BlockCount = Annotated[int, Field(gt=0, le=256)]
+
+
 class StageSpec(BaseModel):
     """One stage: ``blocks`` ResNeXt blocks [out_channels, d, n_active/n_branches]."""
 
     model_config = ConfigDict(extra="forbid")
-    out_channels: int = Field(gt=0)
-    d: int = Field(gt=0, description="width (channels) of each branch")
-    n_branches: int = Field(gt=0, description="N, the cardinality")
-    n_active: int | None = Field(None, gt=0, description="N_act branches per class; None = N (a plain stage)")
-    blocks: int = Field(1, gt=0)
+    out_channels: int = Field(gt=0, le=4096)
+    d: int = Field(gt=0, le=4096, description="width (channels) of each branch")
+    n_branches: int = Field(
+        gt=0,
+        le=64,
+        description="N, the cardinality; at most 64 (the papers use 10-32; the coding-scheme search for 64 "
+        "branches takes about 30 s, for 1024 hours)",
+    )
+    n_active: int | None = Field(None, gt=0, le=64, description="N_act branches per class; None = N (a plain stage)")
+    blocks: int = Field(1, gt=0, le=256)
     stride: Literal[1, 2] | None = Field(None, description="stride of the stage's first block; default 1 first, then 2")
 
     @model_validator(mode="after")
@@ -113,13 +120,17 @@ class CodedResNeXtParams(BaseModel):
         description="narrow (CPU-sized; 10 branches up to 10 classes, else 20), or the paper's ResNeXt-29 "
         "10×11d (CIFAR-10) / 20×6d (CIFAR-100)",
     )
-    stages: list[StageSpec] | None = Field(None, description="explicit stages; overrides the architecture's")
-    blocks: PositiveInt | list[PositiveInt] | None = Field(
+    stages: list[StageSpec] | None = Field(
+        None, max_length=16, description="explicit stages; overrides the architecture's"
+    )
+    blocks: BlockCount | Annotated[list[BlockCount], Field(max_length=16)] | None = Field(
         None,
         description="blocks per stage of the named architecture (one number, or one per stage); "
         "default 2 narrow, 3 ResNeXt-29",
     )
-    stem_channels: int | None = Field(None, gt=0, description="3×3 stem conv width; default 16 narrow, 64 ResNeXt-29")
+    stem_channels: int | None = Field(
+        None, gt=0, le=4096, description="3×3 stem conv width; default 16 narrow, 64 ResNeXt-29"
+    )
     stem_stride: Literal[1, 2] | None = Field(
         None, description="stride of the stem conv; default 2 narrow (4× cheaper on CPU), 1 ResNeXt-29 (the paper's)"
     )
@@ -128,9 +139,9 @@ class CodedResNeXtParams(BaseModel):
     shared_drop_mask: bool = Field(True, description="consecutive blocks with the same scheme reuse one mask")
     loss_power: float = Field(4.0, gt=0, description="q, exponent of the coding loss")
     decode_temperature: float = Field(1.0, gt=0, description="T in the decoding softmax over −distance/T")
-    code_seed: int = Field(0, description="seed of the coding-scheme search")
+    code_seed: int = Field(0, ge=0, lt=2**32, description="seed of the coding-scheme search")
     thresholds: list[Confidence] | None = Field(
-        None, description="τ per coded block (decoding exit); default: calibrated"
+        None, max_length=1024, description="τ per coded block (decoding exit); default: calibrated"
     )
     max_accuracy_drop: float = Field(0.5, ge=0, description="calibration target, in accuracy points")
     coded: bool = Field(

@@ -8,7 +8,7 @@ plus an attention-consistency term aligning each early exit's attention map with
 the final exit's — and reports up to 98.97 % accuracy (equal to the baseline), a
 1.97× inference speedup and up to 18.5 % better attention consistency. It does not
 state the backbone, exit positions, map construction, loss form or weight, or the
-thresholds; xbench's choices below are configurable defaults (see the EGT issue).
+thresholds; xbench's choices below are configurable defaults.
 
 Exits. An exit after backbone stage s (``exits``; every stage but the last by
 default, and the final exit always after the last stage) is a head
@@ -39,7 +39,7 @@ consistency, the row that isolates what the consistency loss adds.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,12 +57,14 @@ from xbench.registry import METHODS
 class EGTParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lam: float = Field(1.0, ge=0, description="λ, weight of the attention-consistency loss")
-    exits: list[int] | None = Field(None, description="backbone stages with an early exit; default all but the last")
-    exit_weights: list[float] | None = Field(None, description="w_i per exit, final last; default all 1")
+    exits: list[Annotated[int, Field(le=1023)]] | None = Field(
+        None, max_length=64, description="backbone stages with an early exit; default all but the last"
+    )
+    exit_weights: list[float] | None = Field(None, max_length=65, description="w_i per exit, final last; default all 1")
     head_conv: bool = Field(True, description="a 3×3 conv-BN-ReLU in each early-exit head")
     attention: Literal["cam", "activation"] = "cam"
     thresholds: list[Confidence] | None = Field(
-        None, description="τ_i per early exit (above 1: never exits); default: calibrated"
+        None, max_length=64, description="τ_i per early exit (above 1: never exits); default: calibrated"
     )
     max_accuracy_drop: float = Field(0.5, ge=0, description="calibration target, in accuracy points")
 

@@ -89,7 +89,7 @@ from xbench.registry import METHODS
 class LAPParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     downsample: bool = Field(True, description="replace stride-2 downsampling by 2×2 LAP layers (else global only)")
-    hidden: int = Field(16, ge=1, description="channels of the scoring head's 3×3 conv")
+    hidden: int = Field(16, ge=1, le=4096, description="channels of the scoring head's 3×3 conv")
     interpretation: Literal["last", "product"] = "last"
     injection: float = Field(0.0, ge=0, description="weight of the mask loss (0: no knowledge injection)")
     injection_fraction: float = Field(0.1, gt=0, le=1, description="fraction of training samples whose masks are used")

@@ -56,14 +56,13 @@ R is chosen by ``masking``:
 Inference (``maps``), as the official evaluation (``scripts/eval_script.py``) does it: one
 forward pass, the target class's map of the **pre-sigmoid** output C (``get_c``, not
 ``get_a``), min-max normalised at the module's resolution h × w (``normalizeMinMax``), then
-upsampled bilinearly to the input size; the runner passes the prediction as the target, as
+upsampled bilinearly to the input size; xbench passes the prediction as the target, as
 the official code passes the arg-max class. ``maps: sigmoid`` reads A = σ(C) instead. The
 sigmoid is monotone, so both give the same pixel order (same deletion/insertion curves) but
 different values, which moves Average Drop, Increase in Confidence and every score that
-multiplies the image by the map. How much depends on the logits' scale: σ flattens large
-logits. Min-max normalised, the two differ by 0.002 per pixel on average on random weights
-(logits near 0, where σ is almost linear) and by 0.11 for a TAME trained on the cluttered
-Fashion-MNIST (the claims suite's, 256 test images).
+multiplies the image by the map. How much depends on the logits' scale, since σ flattens large
+logits: little on random weights (logits near 0, where σ is almost linear), much more for a
+trained TAME (BENCHMARKS.md, "Numbers behind the code").
 
 The metrics receive every explainer's maps min-max normalised once more at the input size
 (:meth:`xbench.metrics.context.EvalContext.explanations`); the official mask, normalised
@@ -107,7 +106,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -125,8 +124,10 @@ from xbench.registry import METHODS
 
 class TAMEParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    taps: list[int] | None = Field(
-        None, description="backbone stages feeding the attention module, increasing; default the last three"
+    taps: list[Annotated[int, Field(le=1023)]] | None = Field(
+        None,
+        max_length=64,
+        description="backbone stages feeding the attention module, increasing; default the last three",
     )
     masking: Literal["diagonal", "official"] = Field(
         "diagonal", description="area/TV on each sample's label map, or on every map × every label (official, B×B)"
@@ -137,7 +138,9 @@ class TAMEParams(BaseModel):
     area_power: float = Field(0.3, gt=0, description="p in mean((a + ε)^p)")
     tv_weight: float = Field(0.01, ge=0, description="λ_tv, weight of the total-variation term")
     tv_border: float = Field(0.3, ge=0, description="β, weight of the squared border pixels in the TV term")
-    max_map_size: int | None = Field(56, ge=1, description="cap on each side of the map resolution (official: 56)")
+    max_map_size: int | None = Field(
+        56, ge=1, le=4096, description="cap on each side of the map resolution (official: 56)"
+    )
     maps: Literal["logits", "sigmoid"] = Field(
         "logits", description="explanation maps from the pre-sigmoid class maps C (official evaluation) or σ(C)"
     )

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.params import NoParams
@@ -22,8 +23,8 @@ def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
 class _TopK(Metric[NoParams]):
     k: ClassVar[int]
     per_exit: ClassVar[bool] = True
-    category = "accuracy"
-    higher_is_better = True
+    category = Category.ACCURACY
+    direction = Direction.HIGHER
     unit = "%"
     scale = 100.0
 

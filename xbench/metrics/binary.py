@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from xbench.data.base import ImageSplit
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.metrics.efficiency import count_parameters
@@ -111,12 +112,14 @@ def precision_recall(scores: Tensor, positive: Tensor, threshold: float) -> tupl
 
 class BinaryEvalParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    train_limit: int = Field(2000, gt=0, description="training images (seeded subset) that set the thresholds")
+    train_limit: int = Field(
+        2000, gt=0, le=10_000_000, description="training images (seeded subset) that set the thresholds"
+    )
     # Every (image, class) pair runs a class-restricted network: K x 10 passes per positive,
     # so the full 10,000-image test set costs as much as ten epochs of inference on CPU.
-    test_limit: int | None = Field(2000, gt=0, description="test images (seeded subset); null = all")
-    negatives_per_positive: int = Field(9, gt=0)
-    seed: int = Field(0, description="seed of the training subset and the negative sampling")
+    test_limit: int | None = Field(2000, gt=0, le=10_000_000, description="test images (seeded subset); null = all")
+    negatives_per_positive: int = Field(9, gt=0, le=1000)
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of the training subset and the negative sampling")
 
 
 def _scores_from_front(
@@ -208,8 +211,8 @@ class _BinaryMetric(Metric[BinaryEvalParams]):
 class BinaryPrecision(_BinaryMetric):
     """Mean over classes of the binary classifiers' test precision at 9 negatives per positive."""
 
-    category = "accuracy"
-    higher_is_better = True
+    category = Category.ACCURACY
+    direction = Direction.HIGHER
     label = "Binary precision"
     unit = "%"
     scale = 100.0
@@ -221,8 +224,8 @@ class BinaryPrecision(_BinaryMetric):
 class BinaryRecall(_BinaryMetric):
     """Mean over classes of the binary classifiers' test recall at their training max-F1 thresholds."""
 
-    category = "accuracy"
-    higher_is_better = True
+    category = Category.ACCURACY
+    direction = Direction.HIGHER
     label = "Binary recall"
     unit = "%"
     scale = 100.0
@@ -234,8 +237,8 @@ class BinaryRecall(_BinaryMetric):
 class BinaryParamFraction(Metric[NoParams]):
     """Fraction of the model's parameters that class k's binary sub-network keeps (mean over k)."""
 
-    category = "efficiency"
-    higher_is_better = False
+    category = Category.EFFICIENCY
+    direction = Direction.LOWER
     requires_exits = True  # no values for models without binary sub-networks
     label = "Binary params"
     unit = "%"
@@ -289,7 +292,7 @@ def binary_timings(ctx: EvalContext, params: LatencyParams) -> dict[str, Any]:
 
 
 class _BinaryLatency(Metric[LatencyParams]):
-    category = "efficiency"
+    category = Category.EFFICIENCY
     requires_exits = True  # no values for models without binary sub-networks
     measures_time = True
     Params = LatencyParams
@@ -299,7 +302,7 @@ class _BinaryLatency(Metric[LatencyParams]):
 class BinaryLatency(_BinaryLatency):
     """Median ms per image at batch 1 of a class's extracted binary sub-network (mean over classes)."""
 
-    higher_is_better = False
+    direction = Direction.LOWER
     label = "Binary latency"
     unit = "ms"
     decimals = 3
@@ -317,7 +320,7 @@ class BinaryLatency(_BinaryLatency):
 class BinarySpeedup(_BinaryLatency):
     """The full model's batch-1 time / a binary sub-network's (mean over classes), same images, same process."""
 
-    higher_is_better = True
+    direction = Direction.HIGHER
     label = "Binary speedup"
     unit = "×"
     decimals = 2

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.models.fields import BRANCH_ENERGIES
@@ -72,8 +73,8 @@ def energy_shares(sums: Tensor, counts: Tensor) -> Tensor:
 class BranchEnergy(Metric[NoParams]):
     """Mean share of a coded block's energy on the class's own branches (Coded ResNeXt; 1 = perfectly coded)."""
 
-    category = "consistency"
-    higher_is_better = True
+    category = Category.CONSISTENCY
+    direction = Direction.HIGHER
     requires_exits = True  # no values for models without coded blocks (whose decodings are its exits)
     label = "Energy on code"
     unit = "%"

@@ -19,7 +19,7 @@ from xbench.models.maps import normalise
 from xbench.models.output import LogitsOnly, OutputField
 
 T = TypeVar("T")
-#: ``store(name, compute)``: a persistent cache of explanation maps (the runner's disk cache);
+#: ``store(name, compute)``: a persistent cache of explanation maps (the engine's disk cache);
 #: ``compute`` returns None when the explainer does not apply, and the store remembers that too.
 MapStore = Callable[[str, Callable[[], Tensor | None]], Tensor | None]
 
@@ -233,7 +233,7 @@ class EvalContext:
 def explained(ctx: EvalContext) -> EvalContext:
     """``ctx`` itself when it selects an explainer, else ``ctx`` explaining with the method's default.
 
-    The runner always selects one (it computes explanation metrics once per suite explainer);
+    The engine always selects one (it computes explanation metrics once per suite explainer);
     a context built by hand without explainers scores the method's native maps, else Grad-CAM
     (:func:`xbench.explain.base.default_explanation`). The fallback's maps are memoised with the
     cell's other results but never written to ``ctx.store``, which knows only the suite's explainers.

@@ -18,6 +18,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, LogitsOnly
 from xbench.params import NoParams
@@ -72,8 +73,8 @@ def count_torch_flops(module: nn.Module, example: Tensor) -> tuple[int, dict[str
 class Params(Metric[NoParams]):
     """Number of parameters."""
 
-    category = "efficiency"
-    higher_is_better = False
+    category = Category.EFFICIENCY
+    direction = Direction.LOWER
     label = "Params"
     unit = "M"
     scale = 1e-6
@@ -88,8 +89,8 @@ class Params(Metric[NoParams]):
 class Flops(Metric[NoParams]):
     """Multiply-accumulates of one full forward pass of one image (fvcore)."""
 
-    category = "efficiency"
-    higher_is_better = False
+    category = Category.EFFICIENCY
+    direction = Direction.LOWER
     label = "MACs"
     unit = "M"
     scale = 1e-6

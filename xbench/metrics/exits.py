@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, LogitsOnly
 from xbench.metrics.efficiency import count_macs
@@ -74,8 +75,8 @@ class _PolicyMetric(Metric[NoParams]):
 class PolicyTop1(_PolicyMetric):
     """Top-1 accuracy when each sample leaves at the exit the policy picks."""
 
-    category = "accuracy"
-    higher_is_better = True
+    category = Category.ACCURACY
+    direction = Direction.HIGHER
     label = "Top-1 (policy)"
     unit = "%"
     scale = 100.0
@@ -93,7 +94,8 @@ class PolicyTop1(_PolicyMetric):
 
 #: Shared thresholds of the accuracy/cost curve, from 0 (every sample leaves at the first exit) to
 #: 1.0 (every sample reaches the final exit). The low end matters for models whose early exits are
-#: rarely confident, e.g. Coded ResNeXt's decoding (calibrated thresholds below 0.3 on Fashion-MNIST).
+#: rarely confident, e.g. Coded ResNeXt's decoding (its calibrated thresholds: BENCHMARKS.md,
+#: "Numbers behind the code").
 CURVE_THRESHOLDS = (
     0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0,
 )  # fmt: skip
@@ -124,8 +126,8 @@ def tradeoff_curve(ctx: EvalContext) -> list[dict[str, float]]:
 class ExitFraction(_PolicyMetric):
     """Fraction of test samples leaving at each exit (one value per exit)."""
 
-    category = "efficiency"
-    higher_is_better = None
+    category = Category.EFFICIENCY
+    direction = Direction.NONE
     label = "Exit share"
     unit = "%"
     scale = 100.0
@@ -145,7 +147,7 @@ class ExitFraction(_PolicyMetric):
 
 
 class _CostMetric(_PolicyMetric):
-    category = "efficiency"
+    category = Category.EFFICIENCY
 
     def costs(self, ctx: EvalContext) -> tuple[float, int, dict[str, object]]:
         """``(expected MACs, full-path MACs, params)``."""
@@ -167,7 +169,7 @@ class _CostMetric(_PolicyMetric):
 class ExpectedFlops(_CostMetric):
     """Expected multiply-accumulates per image under the exit policy."""
 
-    higher_is_better = False
+    direction = Direction.LOWER
     label = "E[MACs]"
     unit = "M"
     scale = 1e-6
@@ -182,7 +184,7 @@ class ExpectedFlops(_CostMetric):
 class FlopsSpeedup(_CostMetric):
     """Full-path MACs (no exit heads) divided by expected MACs under the policy."""
 
-    higher_is_better = True
+    direction = Direction.HIGHER
     label = "Speedup (MACs)"
     unit = "×"
     decimals = 2

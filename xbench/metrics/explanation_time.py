@@ -18,6 +18,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from xbench.explain.base import METHOD_DEFAULT
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
 from xbench.metrics.latency import _sync, timing_setup
@@ -36,8 +37,8 @@ class ExplanationTimeParams(BaseModel):
 class ExplanationTime(Metric[ExplanationTimeParams]):
     """Milliseconds per map of the current explainer at the evaluation batch size."""
 
-    category = "efficiency"
-    higher_is_better = False
+    category = Category.EFFICIENCY
+    direction = Direction.LOWER
     uses_explanations = True
     measures_time = True
     label = "Time per map"

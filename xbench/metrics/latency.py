@@ -37,6 +37,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.models.base import memory_format_of
@@ -47,14 +48,17 @@ from xbench.registry import METRICS
 
 class LatencyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    repeats: int = Field(100, ge=5, description="timed calls at batch 1 (one test image each)")
+    repeats: int = Field(100, ge=5, le=100_000, description="timed calls at batch 1 (one test image each)")
     # A batch call costs hundreds of batch-1 calls, and one untimed batch call warms the same
-    # kernels: at batch size the budget is small (Coded ResNeXt's six paths at batch 500 took
-    # 87 s of a 495 s cell with 10 repeats and 2 warm-up calls each). p95 of 3 calls is their maximum.
-    batch_repeats: int = Field(3, ge=1, description="timed calls at the suite's evaluation batch size")
-    warmup: int = Field(10, ge=0, description="untimed calls before timing")
+    # kernels: at batch size the budget is small (what 10 repeats cost Coded ResNeXt: BENCHMARKS.md,
+    # "Numbers behind the code"). p95 of 3 calls is their maximum.
+    batch_repeats: int = Field(3, ge=1, le=1000, description="timed calls at the suite's evaluation batch size")
+    warmup: int = Field(10, ge=0, le=100_000, description="untimed calls before timing")
     spin_up_s: float = Field(
-        0.25, ge=0, description="seconds of untimed full-network calls before a cell's first timing (see spin_up)"
+        0.25,
+        ge=0,
+        le=60,
+        description="seconds of untimed full-network calls before a cell's first timing (see spin_up)",
     )
 
 
@@ -82,9 +86,9 @@ def spin_up(fn: Callable[[Tensor], Any], x: Tensor, seconds: float, device: torc
     """Call ``fn(x)`` untimed for at least ``seconds``, before a cell's timings.
 
     A count of warm-up calls is not enough for the first timing in a process: the first cell a
-    run's driver timed (a 1 ms network) had a p95 of 5 ms and a mean 60% above its median
-    while every later cell's p95 was within 15% of its median. Running for a fixed time lets
-    the clock rise and lazy initialisation finish, whatever one call costs.
+    run's driver timed was far noisier than every later one (BENCHMARKS.md, "Numbers behind the
+    code"). Running for a fixed time lets the clock rise and lazy initialisation finish, whatever
+    one call costs.
     """
     with torch.no_grad():
         end = time.perf_counter() + seconds
@@ -99,8 +103,8 @@ def exit_weighted_median(times: list[float], exits: list[int]) -> float:
     """Σ_e (share of images leaving at exit e) × (median time of those images): the policy's expected time.
 
     The time per image under a policy is a mixture, one mode per exit, so its median is not its
-    expected cost, and its mean is at the mercy of a few calls the OS delays (a quiet run's EGT
-    full network had a mean 30% above its median). The median within each exit's group keeps
+    expected cost, and its mean is at the mercy of a few calls the OS delays (BENCHMARKS.md,
+    "Numbers behind the code"). The median within each exit's group keeps
     the mixture's weights and drops the outliers; with one exit it is the plain median.
     """
     groups: dict[int, list[float]] = {}
@@ -183,7 +187,7 @@ STATISTIC = "policy: Σ_e share_e × median ms of the images leaving at exit e; 
 
 
 class _Latency(Metric[LatencyParams]):
-    category = "efficiency"
+    category = Category.EFFICIENCY
     measures_time = True
     Params = LatencyParams
 
@@ -196,7 +200,7 @@ class _Latency(Metric[LatencyParams]):
 class Latency(_Latency):
     """Median milliseconds per image at batch 1: the full network, and each exit alone."""
 
-    higher_is_better = False
+    direction = Direction.LOWER
     label = "Latency"
     unit = "ms"
     decimals = 3
@@ -215,7 +219,7 @@ class Latency(_Latency):
 class PolicyLatency(_Latency):
     """Expected milliseconds per image at batch 1 under the method's real early-exit policy."""
 
-    higher_is_better = False
+    direction = Direction.LOWER
     label = "Latency (policy)"
     unit = "ms"
     decimals = 3
@@ -231,7 +235,7 @@ class PolicyLatency(_Latency):
 class LatencySpeedup(_Latency):
     """Measured full-network time / measured time under the exit policy, same images, same process."""
 
-    higher_is_better = True
+    direction = Direction.HIGHER
     label = "Speedup (latency)"
     unit = "×"
     decimals = 2

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from xbench.explain.base import METHOD_DEFAULT
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
 from xbench.models.maps import average_ranks
@@ -58,10 +59,11 @@ def quantus_scores(metric: Any, maps: np.ndarray, masks: np.ndarray) -> np.ndarr
 
     Calls the metric's ``evaluate_batch``, the scoring step of Quantus's ``__call__``, on all
     samples at once. ``__call__`` first runs ``general_preprocess``, whose
-    ``assert_attributions`` builds a Python set of every attribution value: about 4 s per
-    1,000 maps of 64×64, far more than the scores. Everything that preprocessing does for
-    these metrics is a check xbench makes itself (shapes, binary non-empty masks, non-constant
-    maps) or a step switched off (``normalise=False``; ``abs`` only on non-negative maps).
+    ``assert_attributions`` builds a Python set of every attribution value, which takes far
+    longer than the scores (BENCHMARKS.md, "Numbers behind the code"). Everything that
+    preprocessing does for these metrics is a check xbench makes itself (shapes, binary non-empty
+    masks, non-constant maps) or a step switched off (``normalise=False``; ``abs`` only on
+    non-negative maps).
     :func:`quantus_call` runs the full ``__call__``; the tests check that both agree.
     """
     n = len(maps)
@@ -131,8 +133,8 @@ def top_k(fraction: float, size: tuple[int, int] | torch.Size) -> int:
 class _Localisation(Metric[P]):
     """Scores ``ctx.explanations()`` against the masks; subclasses define :meth:`scores`."""
 
-    category = "localization"
-    higher_is_better = True
+    category = Category.LOCALIZATION
+    direction = Direction.HIGHER
     requires_masks = True
     uses_explanations = True
     decimals = 3

@@ -41,9 +41,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
-from xbench.metrics.consistency import ssim
 from xbench.metrics.context import EvalContext, explained
+from xbench.metrics.exit_agreement import ssim
 from xbench.models.maps import average_ranks as average_ranks  # re-exported
 from xbench.models.maps import normalise, spearman
 from xbench.registry import METRICS
@@ -51,9 +52,11 @@ from xbench.registry import METRICS
 
 class RandomisationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n: int = Field(128, ge=1, description="images explained after each step: the first n of explain_data")
+    n: int = Field(
+        128, ge=1, le=10_000_000, description="images explained after each step: the first n of explain_data"
+    )
     similarity: Literal["spearman", "ssim"] = Field("spearman", description="per-image similarity to the original")
-    seed: int = Field(0, description="seed of the re-initialisation")
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of the re-initialisation")
 
 
 class CheckParams(RandomisationParams):
@@ -164,7 +167,7 @@ R = TypeVar("R", bound=RandomisationParams)
 
 
 class _Randomisation(Metric[R]):
-    category = "sanity"
+    category = Category.SANITY
     uses_explanations = True
     Params = RandomisationParams
 
@@ -184,7 +187,7 @@ class _Randomisation(Metric[R]):
 class ParameterRandomisation(_Randomisation[RandomisationParams]):
     """Similarity of the maps of the fully randomised model to the original maps (Adebayo et al., 2018)."""
 
-    higher_is_better = False
+    direction = Direction.LOWER
     label = "Param. randomisation"
     decimals = 3
     description = (
@@ -203,7 +206,7 @@ class ParameterRandomisation(_Randomisation[RandomisationParams]):
 class RandomisationCheck(_Randomisation[CheckParams]):
     """1 when the maps of the fully randomised model differ enough from the originals, else 0."""
 
-    higher_is_better = True
+    direction = Direction.HIGHER
     label = "Randomisation check"
     decimals = 2
     description = "1 if the similarity after randomising every parameter is below threshold (explainer passes)"

@@ -40,7 +40,7 @@ class AttackParams(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1, description="τ: pixels whose normalised map is below it are background")
     epsilon: float = Field(8 / 255, ge=0, description="ε, L∞ budget in [0, 1] pixel units")
     step_size: float = Field(2 / 255, ge=0, description="α, PGD step")
-    steps: int = Field(10, ge=0, description="T, PGD steps (0: no attack, E = 1)")
+    steps: int = Field(10, ge=0, le=10_000, description="T, PGD steps (0: no attack, E = 1)")
 
 
 def class_activation_map(features: Tensor, weights: Tensor, target: Tensor, size: tuple[int, int]) -> Tensor:

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 # In place where no gradient is taken. Attribution needs the separate modules and fresh tensors only
 # while autograd records (DeepLift, LRP and Guided Backprop hook gradients); evaluation, latency and
 # the forward-only explainers run under no_grad, where a fresh tensor per ReLU and per sum cost a
-# ResNet-50 at 224 px 16-19% of its throughput against torchvision's in-place blocks
-# (benchmarks/test_backbone_speed.py). The values are the same either way.
+# ResNet-50 at 224 px a fifth of its throughput against torchvision's in-place blocks
+# (BENCHMARKS.md, benchmark 11). The values are the same either way.
 
 
 class ReLU(nn.ReLU):

@@ -43,8 +43,8 @@ class BasicBlock(nn.Module):
 
 class ResNetCifarParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    depth: int = Field(8, description="6n+2: 8, 14, 20, 32, 44, 56, 110")
-    width: int = Field(16, ge=1, description="channels of the first stage")
+    depth: int = Field(8, ge=8, le=1202, description="6n+2: 8, 14, 20, 32, 44, 56, 110, ... 1202")
+    width: int = Field(16, ge=1, le=4096, description="channels of the first stage (at most 4096)")
     stem_stride: int = Field(1, ge=1, le=4, description="stride of the first conv; 2 quarters the cost on CPUs")
 
     @field_validator("depth")

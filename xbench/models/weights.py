@@ -16,6 +16,8 @@ import hashlib
 import os
 import pickle
 import re
+import warnings
+import zipfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -60,30 +62,17 @@ def read_state_dict(path: str | Path, what: str = "weights") -> dict[str, Tensor
     """The tensors of a state-dict file; a one-line error naming the file for anything else.
 
     ``.safetensors`` is read with the safetensors library; other files with
-    ``torch.load(weights_only=True, map_location="cpu")``. A state dict wrapped in one of
-    :data:`WRAPPER_KEYS` (``{"state_dict": {...}, "epoch": 3}``) is unwrapped.
+    :func:`load_weights_only`. A state dict wrapped in one of :data:`WRAPPER_KEYS`
+    (``{"state_dict": {...}, "epoch": 3}``) is unwrapped. Every value must be a dense tensor
+    with data (not sparse, not on the ``meta`` device), every key a string.
     """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{what} {path}: no such file")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{what} {path}: empty file")
-    state: Any
-    if p.suffix.lower() == ".safetensors":
-        state = _read_safetensors(p, what)
-    else:
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise CheckpointError(
-                f"{what} {path}: refused by torch.load(weights_only=True), it holds more than tensors "
-                f"({_unpickling_reason(err)}); save a plain state dict: torch.save(model.state_dict(), path)"
-            ) from err
-        except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, IndexError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(
-                f"{what} {path}: not a readable state dict (truncated or not torch.save'd?): {first}"
-            ) from err
+    safetensors = p.suffix.lower() == ".safetensors"
+    state: Any = _read_safetensors(p, what) if safetensors else load_weights_only(p, f"{what} {path}")
     if isinstance(state, Mapping):
         for key in WRAPPER_KEYS:
             if isinstance(state.get(key), Mapping) and state[key] and all(isinstance(k, str) for k in state[key]):
@@ -91,10 +80,87 @@ def read_state_dict(path: str | Path, what: str = "weights") -> dict[str, Tensor
                 break
     if not isinstance(state, Mapping) or not state:
         raise CheckpointError(f"{what} {path}: holds {type(state).__name__}, not a state dict of tensors")
-    bad = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)), None)
-    if bad is not None:
-        raise CheckpointError(f"{what} {path}: entry {bad!r} is {type(state[bad]).__name__}, not a tensor")
+    for key, value in state.items():
+        problem = _not_a_weight(key, value)
+        if problem is not None:
+            raise CheckpointError(f"{what} {path}: entry {_short(key)} {problem}")
     return dict(state)
+
+
+def _not_a_weight(key: Any, value: Any) -> str | None:
+    """Why ``key: value`` cannot be a state-dict entry, or None."""
+    if not isinstance(key, str):
+        return f"has a {type(key).__name__} key, not a string"
+    if not isinstance(value, Tensor):
+        return f"is {type(value).__name__}, not a tensor"
+    if value.layout != torch.strided or value.is_nested:
+        return f"is a {str(value.layout).removeprefix('torch.')} tensor; weights are dense tensors"
+    if value.is_meta:
+        return "is a meta tensor: a shape without data"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+#: Most bytes the zip entries of a torch file may declare, as a multiple of the file's size.
+#: ``torch.save`` stores entries uncompressed (declared = stored); a deflated entry that
+#: declares more is what a zip bomb does, and torch would allocate all of it.
+ZIP_EXPANSION_LIMIT = 1
+
+
+def load_weights_only(path: Path, name: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; any failure is one :class:`CheckpointError`.
+
+    The unpickler refuses globals beyond tensors and plain containers (code in a pickle is
+    never run). Before it, a zip file (torch's format since 1.6) must declare no more bytes
+    than it holds, so a tiny file cannot make torch allocate gigabytes. torch's warnings
+    about odd pickle protocols are silenced: the error line is what the user sees.
+
+    Args:
+        path: the file.
+        name: how messages name it (``"weights /path/x.pth"``).
+    """
+    _check_zip(path, name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = _unpickling_reason(err)
+        if "global" not in reason.lower():  # not code it refused: a damaged pickle
+            raise CheckpointError(f"{name}: not a readable state dict (truncated or damaged?): {reason}") from err
+        raise CheckpointError(
+            f"{name}: refused by torch.load(weights_only=True), it holds more than tensors "
+            f"({reason}); save a plain state dict: torch.save(model.state_dict(), path)"
+        ) from err
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{name}: no such file") from err
+    except Exception as err:  # a damaged file fails anywhere in torch: RuntimeError, KeyError, AssertionError, ...
+        raise CheckpointError(
+            f"{name}: not a readable state dict (truncated or not torch.save'd?): {_first_line(err)}"
+        ) from err
+
+
+def _check_zip(path: Path, name: str) -> None:
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
+                return
+            size = os.fstat(handle.fileno()).st_size
+            with zipfile.ZipFile(handle) as archive:
+                declared = sum(info.file_size for info in archive.infolist())
+    except OSError as err:
+        raise CheckpointError(f"{name}: cannot read ({err.strerror or err})") from err
+    except Exception as err:  # zipfile.BadZipFile, and struct/value errors on a damaged directory
+        raise CheckpointError(f"{name}: not a readable state dict (a damaged zip archive): {_first_line(err)}") from err
+    if declared > ZIP_EXPANSION_LIMIT * size:
+        raise CheckpointError(
+            f"{name}: its zip entries declare {declared} bytes in a file of {size} (compressed entries, which "
+            "torch.save never writes; refused: torch would allocate all of it)"
+        )
 
 
 def _unpickling_reason(err: Exception) -> str:
@@ -102,20 +168,29 @@ def _unpickling_reason(err: Exception) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     named = [line for line in lines if "GLOBAL" in line or "global" in line]
-    return (named or lines or [type(err).__name__])[0]
+    if named:
+        return named[0]
+    for i, line in enumerate(lines):  # "... WeightsUnpickler error: " then the reason, maybe on the next line
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error", 1)[1].strip(" :")
+            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
+    return (lines or [type(err).__name__])[0]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def _read_safetensors(p: Path, what: str) -> dict[str, Tensor]:
     try:
-        from safetensors import SafetensorError
         from safetensors.torch import load_file
     except ImportError as err:  # pragma: no cover - safetensors is a dependency
         raise CheckpointError(f"{what} {p}: reading .safetensors needs the safetensors package") from err
     try:
         return load_file(str(p), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{what} {p}: not a valid safetensors file: {first}") from err
+    except Exception as err:  # SafetensorError, OSError, ...: whatever a damaged file raises
+        raise CheckpointError(f"{what} {p}: not a valid safetensors file: {_first_line(err)}") from err
 
 
 def load_checked(module: nn.Module, state: Mapping[str, Tensor], source: str, skip: tuple[str, ...] = ()) -> None:
@@ -150,7 +225,11 @@ def load_checked(module: nn.Module, state: Mapping[str, Tensor], source: str, sk
         problems.append(f"{len(dtypes)} of the wrong dtype, e.g. {k}: {kept[k].dtype} for {own[k].dtype}")
     if problems:
         raise CheckpointError(f"{source}: does not fit {type(module).__name__}: {'; '.join(problems)}")
-    module.load_state_dict({**{k: v for k, v in own.items() if k not in kept}, **kept}, strict=True)
+    try:
+        module.load_state_dict({**{k: v for k, v in own.items() if k not in kept}, **kept}, strict=True)
+    except RuntimeError as err:  # what the checks above do not foresee; torch names the tensor on its second line
+        detail = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"{source}: does not fit {type(module).__name__}: {detail}") from err
 
 
 def _castable(src: Tensor, dst: Tensor) -> bool:

@@ -36,14 +36,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from xbench.errors import DataError, OutputError, XBenchError
 from xbench.fileio import atomic_write_text
+from xbench.metadata import Aggregation, member
 
 #: Keys of ``Record.display`` and their defaults (``label`` defaults to the metric name).
 DISPLAY_DEFAULTS: dict[str, Any] = {"label": None, "unit": "", "scale": 1.0, "decimals": 3}
+#: Keys a ``Record.display`` holds only away from their default, so the records of every metric at
+#: the default stay as they were: ``aggregation``, how seeds are summarised (:class:`~xbench.metadata.Aggregation`).
+DISPLAY_OPTIONAL: dict[str, Any] = {"aggregation": "mean"}
+_DISPLAY_KEYS: dict[str, Any] = {**DISPLAY_DEFAULTS, **DISPLAY_OPTIONAL}
+#: Most decimals a table shows (a float has 17 significant digits; more would only print noise).
+MAX_DECIMALS = 15
 _DISPLAY_TYPES = (
     ("label", str, "a string"),
     ("unit", str, "a string"),
     ("scale", int | float, "a number"),
     ("decimals", int, "an integer"),
+    ("aggregation", str, "a string"),
 )
 
 
@@ -78,8 +86,11 @@ class Record(BaseModel):
         explainer: the explainer whose maps an explanation metric scored (suite label), else None.
         n: number of samples the value is computed on.
         higher_is_better: score direction; None for metrics without one (e.g. time).
-        category: "accuracy", "efficiency", "localization", "faithfulness", "consistency", ...
-        display: ``{"label", "unit", "scale", "decimals"}``; tables show ``value * scale``.
+        category: the metric's :class:`~xbench.metadata.Category` as a string: "accuracy",
+            "efficiency", "localization", "faithfulness", "consistency", "sanity".
+        display: ``{"label", "unit", "scale", "decimals"}`` and, for a metric whose seeds are
+            summarised otherwise than by their mean, ``"aggregation"`` (an
+            :class:`~xbench.metadata.Aggregation` value); tables show ``value * scale``.
         params: every hyperparameter the metric used.
         versions: library versions (xbench, torch, python, quantus, ...).
         git: git hash of the code, or None outside a checkout.
@@ -130,24 +141,33 @@ class Record(BaseModel):
     @field_validator("display")
     @classmethod
     def _check_display(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(value) - set(DISPLAY_DEFAULTS))
+        unknown = sorted(set(value) - set(_DISPLAY_KEYS))
         if unknown:
-            raise ValueError(f"unknown display keys {unknown}; valid keys are {sorted(DISPLAY_DEFAULTS)}")
+            raise ValueError(f"unknown display keys {unknown}; valid keys are {sorted(_DISPLAY_KEYS)}")
         value = _plain_json(value)
         for key, kind, what in _DISPLAY_TYPES:
             item = value.get(key)
             if item is not None and (isinstance(item, bool) or not isinstance(item, kind)):
                 raise ValueError(f"display[{key!r}] must be {what}, got {item!r}")
-        if value.get("decimals", 0) < 0:
-            raise ValueError(f"display['decimals'] must be >= 0, got {value['decimals']}")
+        if not 0 <= value.get("decimals", 0) <= MAX_DECIMALS:
+            raise ValueError(f"display['decimals'] must be 0..{MAX_DECIMALS}, got {value['decimals']}")
+        if "aggregation" in value:
+            member(Aggregation, value["aggregation"])
+        return value
+
+    @field_validator("time_s")
+    @classmethod
+    def _check_time(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"must be a finite number of seconds or null, got {value!r}")
         return value
 
     @model_validator(mode="after")
     def _check_status(self) -> Record:
         if self.status == "ok" and (self.value is None or not math.isfinite(self.value)):
-            raise ValueError(f"an ok record needs a finite value, got {self.value!r}")
+            raise ValueError(f"status 'ok' needs a finite value, got value {self.value!r}")
         if self.status == "failed" and self.value is not None:
-            raise ValueError("a failed record has value None")
+            raise ValueError(f"status 'failed' needs value None (null), got value {self.value!r}")
         return self
 
 
@@ -190,29 +210,81 @@ def _first_error(err: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads(text)`` for input files: every way it can fail is a ``ValueError`` with a short reason.
+
+    Besides malformed JSON, a number of more than 4300 digits (Python's limit on int
+    conversion), nesting deeper than the parser's recursion limit and a ``\\udXXX`` escape
+    that is half of a surrogate pair (a ``str`` that cannot be written as UTF-8 again) are
+    refused; the reason names the key of the broken string.
+    """
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"invalid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
+    except ValueError:  # int("1" * 5000) refuses to convert, and says so at length
+        raise ValueError("invalid JSON: a number of more than 4300 digits") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
+    if "\\u" in text:  # only an escape can make a lone surrogate: the text itself is valid UTF-8
+        where = _lone_surrogate(obj, "")
+        if where is not None:
+            raise ValueError(f"{where or 'value'}: a \\uXXXX escape is half of a surrogate pair, not text")
+    return obj
+
+
+def _lone_surrogate(obj: Any, where: str) -> str | None:
+    """The dotted key of the first string (or key) in ``obj`` that is not encodable as UTF-8, else None."""
+    stack = [(obj, where)]
+    while stack:  # iterative: the parser accepted the nesting, the check must not overflow on it
+        node, at = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return at
+        elif isinstance(node, dict):
+            for key, value in reversed(node.items()):
+                child = f"{at}.{key}" if at else str(key)
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    return child.encode("utf-8", "backslashreplace").decode()
+                stack.append((value, child))
+        elif isinstance(node, list):
+            stack.extend((value, f"{at}[{i}]") for i, value in reversed(list(enumerate(node))))
+    return None
+
+
 def read_records(path: str | Path) -> list[Record]:
     """Read a JSON-lines records file; blank lines are skipped.
 
     Raises:
         XBenchError: the file does not exist.
-        DataError: a line is not JSON or not a valid record; the message is
-            ``"FILE:LINE: what is wrong"``.
+        DataError: the file cannot be read, or a line is not JSON or not a valid record;
+            the message is ``"FILE:LINE: what is wrong"``.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError as err:
         raise XBenchError(f"records file not found: {path}") from err
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason})") from err
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror or err}") from err
     records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # b"\n" only: str.splitlines would also split at U+2028 or U+0085 inside a string, which json.dumps
+    # (ensure_ascii=False) writes as they are.
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {err.start} of the line: {err.reason})") from err
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})") from err
+            obj = parse_json(line)
+        except ValueError as err:
+            raise DataError(f"{path}:{lineno}: {err}") from err
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         try:
@@ -223,23 +295,23 @@ def read_records(path: str | Path) -> list[Record]:
 
 
 RECORD_COLUMNS = list(Record.model_fields)
-DISPLAY_COLUMNS = [f"display_{key}" for key in DISPLAY_DEFAULTS]
+DISPLAY_COLUMNS = [f"display_{key}" for key in _DISPLAY_KEYS]
 
 
 def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
     """One row per record, in order, with ``display`` flattened.
 
     Columns are the record fields, with ``display`` replaced by
-    ``display_label``, ``display_unit``, ``display_scale`` and
-    ``display_decimals`` (defaults filled in; the label defaults to the metric
-    name). ``params`` and ``versions`` stay dicts. ``seed``, ``exit`` and ``n``
-    are nullable integers.
+    ``display_label``, ``display_unit``, ``display_scale``,
+    ``display_decimals`` and ``display_aggregation`` (defaults filled in; the
+    label defaults to the metric name). ``params`` and ``versions`` stay dicts.
+    ``seed``, ``exit`` and ``n`` are nullable integers.
     """
     rows = [r.model_dump() for r in records]
     frame = pd.DataFrame(rows, columns=RECORD_COLUMNS)
-    display = pd.DataFrame(frame.pop("display").tolist(), index=frame.index, columns=list(DISPLAY_DEFAULTS))
+    display = pd.DataFrame(frame.pop("display").tolist(), index=frame.index, columns=list(_DISPLAY_KEYS))
     # object dtype first: a column no record sets is all-NaN float64, which pandas will not fill with a str.
-    display = display.astype(object).fillna({k: v for k, v in DISPLAY_DEFAULTS.items() if v is not None})
+    display = display.astype(object).fillna({k: v for k, v in _DISPLAY_KEYS.items() if v is not None})
     display["label"] = display["label"].fillna(frame["metric"])
     frame = frame.join(display.add_prefix("display_"))
     frame = frame.astype(

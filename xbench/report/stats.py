@@ -14,17 +14,20 @@ built here, so the rules below hold for every one of them:
   failure.
 * Settings. Seeds of one (dataset, method) are averaged only when their records share the
   ``setup`` hash; otherwise :func:`statistics` raises :class:`~xbench.errors.DataError`.
-* Statistics. Per *cell*, one (dataset, row, key), over the successful seeds: the mean and,
-  from two seeds on, the half-width of the 95% confidence interval of the mean with
-  Student's t, ``t.ppf(0.975, n - 1) * std(ddof=1) / sqrt(n)`` (:func:`ci_half_width`);
-  NaN below two seeds. ``n_failed`` counts the cell's failed measurements.
+* Statistics. Per *cell*, one (dataset, row, key), over the successful seeds: the
+  aggregation the metric declares (:class:`~xbench.metadata.Aggregation`, carried in
+  ``display["aggregation"]``; the mean when absent) and, for the mean, from two seeds on,
+  the half-width of the 95% confidence interval of the mean with Student's t,
+  ``t.ppf(0.975, n - 1) * std(ddof=1) / sqrt(n)`` (:func:`ci_half_width`); NaN below two
+  seeds, and for a median. ``n_failed`` counts the cell's failed measurements.
 
 :attr:`Statistics.cells` has one row per cell, in order of the cell's first record, with
 the columns of :data:`CELL_COLUMNS`: the cell's identity, the display metadata of its first
-record (``label``, ``unit``, ``scale``, ``decimals``), ``higher_is_better``, ``category``,
-``uses_masks`` and ``setup``, the statistics in raw units (``mean``, ``ci``, ``n_seeds``,
-``n_failed``; ``mean`` and ``ci`` NaN without a successful seed) and ``first``, the position
-of the cell's first record in :attr:`Statistics.records`. :attr:`Statistics.values` holds
+record (``label``, ``unit``, ``scale``, ``decimals``, ``aggregation``), ``higher_is_better``,
+``category``, ``uses_masks`` and ``setup``, the statistics in raw units (``mean``, the declared
+aggregation whatever it is, ``ci``, ``n_seeds``, ``n_failed``; ``mean`` and ``ci`` NaN without a
+successful seed) and ``first``, the position of the cell's first record in
+:attr:`Statistics.records`. :attr:`Statistics.values` holds
 the measurements behind them (the last record of each, one row per record as
 :func:`~xbench.report.records.records_to_frame` has it, plus the row and key columns),
 for what needs single seeds: paired significance tests, curves and matrices in ``params``.
@@ -42,12 +45,13 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from xbench.errors import DataError
+from xbench.metadata import Aggregation, Category
 from xbench.report.records import Record, records_to_frame
 
 #: Appended to the method of rows whose training used ground-truth masks.
 MASK_MARK = " †"
 #: Order of metric categories; categories not listed follow in order of appearance.
-CATEGORY_ORDER = ("accuracy", "efficiency", "localization", "faithfulness", "consistency", "sanity")
+CATEGORY_ORDER = tuple(category.value for category in Category)
 #: Statistics of a cell, raw units.
 STATS = ("mean", "ci", "n_seeds", "n_failed")
 #: One cell: a (dataset, row, column key); ``explained`` separates a method's explanation rows.
@@ -65,6 +69,7 @@ _FIRST = (
     ("unit", "display_unit"),
     ("scale", "display_scale"),
     ("decimals", "display_decimals"),
+    ("aggregation", "display_aggregation"),
     ("higher_is_better", "higher_is_better"),
     ("uses_masks", "uses_masks"),
     ("setup", "setup"),
@@ -84,12 +89,24 @@ def ci_half_width(std: Any, n: Any) -> np.ndarray:
 
 
 def _summarize(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group of ``by``: :data:`STATS` of ``value`` (failed records are NaN, so only successes count)."""
+    """Per group of ``by``: :data:`STATS` of ``value`` (failed records are NaN, so only successes count).
+
+    ``mean`` is the group's ``display_aggregation`` (the mean without that column), an
+    :class:`~xbench.metadata.Aggregation` whose value is the name of pandas' reduction;
+    ``ci`` is the CI of a mean, so NaN for any other aggregation.
+    """
     grouped = frame.assign(failed=frame["status"].eq("failed")).groupby(by, sort=False)
     agg = grouped.agg(
         mean=("value", "mean"), std=("value", "std"), n_seeds=("value", "count"), n_failed=("failed", "sum")
     )
     agg["ci"] = ci_half_width(agg["std"].to_numpy(), agg["n_seeds"].to_numpy())
+    if "display_aggregation" in frame:
+        declared = grouped["display_aggregation"].first()
+        for aggregation in Aggregation:
+            rows = declared.eq(aggregation.value)
+            if aggregation is not Aggregation.MEAN and rows.any():
+                agg.loc[rows, "mean"] = grouped["value"].agg(aggregation.value)[rows]
+                agg.loc[rows, "ci"] = math.nan
     return agg[list(STATS)]
 
 

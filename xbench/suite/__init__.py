@@ -9,7 +9,9 @@ names the file and the key at fault, e.g.::
 
 Stricter than plain YAML + pydantic: a key given twice in one mapping is an error (PyYAML
 would keep the last), a YAML boolean is never read as a number (``epochs: yes`` is not 1),
-and numbers, plugin parameters included, must be finite.
+and numbers, plugin parameters included, must be finite. Every count and width has an upper
+bound, and a file is refused before it can cost memory or time (:mod:`xbench.suite.strict_yaml`:
+over 1 MiB, nested over 32 levels, aliases that expand past a MiB's worth, tags, huge integers).
 
 A suite file::
 

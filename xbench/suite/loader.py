@@ -4,69 +4,23 @@ suite written next to the results."""
 from __future__ import annotations
 
 import copy
+import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from xbench.errors import ConfigError, UnknownNameError
 from xbench.suite.messages import format_validation_error, number_problem
-from xbench.suite.schema import PluginSpec, Suite
+from xbench.suite.schema import PluginSpec, Suite, path_problem
+from xbench.suite.strict_yaml import MAX_DEPTH, parse_yaml, read_yaml
 
+P = ParamSpec("P")
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: dict[Any, yaml.Node] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" may be overridden by later keys
-            continue
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            first = seen.setdefault(key, key_node)
-        except TypeError:  # an unhashable key: the standard constructor reports it
-            continue
-        if first is not key_node:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {first.start_mark.line + 1})", key_node.start_mark
-            )
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping in the YAML file ``path``; any problem is a one-line ConfigError naming the file."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such suite file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from err
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
-    except yaml.reader.ReaderError as err:  # a control character such as NUL: no mark, a position
-        line = text.count("\n", 0, err.position) + 1
-        char = err.character if isinstance(err.character, str) else chr(err.character)
-        problem = f"character #x{ord(char):04x} is not allowed in YAML"
-        raise ConfigError(f"{path}: line {line}: YAML syntax error: {problem}") from err
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{path}: {where}YAML syntax error: {problem}") from err
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a suite must be a mapping of keys, got {type(data).__name__}")
-    return data
+__all__ = ["apply_override", "dump_suite", "load_suite", "read_yaml", "validate_plugins"]
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +48,8 @@ def _resolve_extends(
     if path in seen:
         cycle = " -> ".join(p.name for p in (*seen, path))
         raise ConfigError(f"{seen[0]}: extends: circular ({cycle})")
+    if len(seen) >= MAX_EXTENDS:
+        raise ConfigError(f"{seen[0]}: extends: a chain of more than {MAX_EXTENDS} files (at {path.name})")
     data = read_yaml(path)
     if chain is not None:
         chain.append((path, copy.deepcopy(data)))
@@ -102,6 +58,9 @@ def _resolve_extends(
         return data
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: extends: must be a file path, got {parent!r}")
+    problem = path_problem(parent)
+    if problem is not None:
+        raise ConfigError(f"{path}: extends: {problem}")
     parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
     if not parent_path.is_file():
         raise ConfigError(f"{path}: extends: no such suite file {parent!r}")
@@ -111,28 +70,40 @@ def _resolve_extends(
     return _merge(base, data)
 
 
+MAX_EXTENDS = 16  # files in one extends: chain
+MAX_KEY = 1000  # characters of a --set key path
+
 _SEGMENT = re.compile(r"[^.\[\]]+|\[\d+\]")
 
 
 def _split_path(key: str) -> list[str | int]:
     parts: list[str | int] = []
     for seg in _SEGMENT.findall(key):
-        parts.append(int(seg[1:-1]) if seg.startswith("[") else (int(seg) if seg.isdigit() else seg))
+        digits = seg[1:-1] if seg.startswith("[") else seg
+        # An index of 5000 digits would be a ValueError from int(): no list is that long anyway.
+        parts.append(int(digits) if digits.isdecimal() and len(digits) <= 18 else seg)
     return parts
 
 
 def apply_override(data: dict[str, Any], assignment: str, source: str = "--set") -> None:
     """Apply one ``key.path=value`` (value parsed as YAML) to raw suite data in place."""
     key, sep, raw = assignment.partition("=")
+    shown = repr(assignment) if len(assignment) <= 80 else f"{assignment[:77]!r}..."
     if not sep or not key.strip():
-        raise ConfigError(f"{source} {assignment!r}: expected key.path=value")
+        raise ConfigError(f"{source} {shown}: expected key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source} {key}: value {raw!r} is not valid YAML") from err
+        key.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 in the shell's argument
+        raise ConfigError(f"{source} {key[:60]!r}: the key path is not valid Unicode (not UTF-8?)") from None
+    if len(key) > MAX_KEY:
+        raise ConfigError(f"{source} {key[:60]}...: a key path of {len(key)} characters (at most {MAX_KEY})")
     path = _split_path(key.strip())
     if not path:
-        raise ConfigError(f"{source} {assignment!r}: expected key.path=value")
+        raise ConfigError(f"{source} {shown}: expected key.path=value")
+    if len(path) > MAX_DEPTH:
+        raise ConfigError(f"{source} {key[:60]}...: a key path of {len(path)} levels (at most {MAX_DEPTH})")
+    shown = repr(raw) if len(raw) <= 80 else f"{raw[:77]!r}..."
+    value = parse_yaml(raw, f"{source} {key}: value {shown} is not valid YAML") if raw.strip() else ""
     node: Any = data
     for i, part in enumerate(path[:-1]):
         nxt = path[i + 1]
@@ -242,6 +213,26 @@ def _blame(message: str, path: Path, chain: list[tuple[Path, Any]], overrides: t
     return f"{path}: {message}"
 
 
+def _one_line(load: Callable[P, Suite]) -> Callable[P, Suite]:
+    """Turn a RecursionError or MemoryError while reading a suite into one line naming the file.
+
+    The limits in :mod:`xbench.suite.strict_yaml` keep both out of reach; this is the backstop that
+    keeps a traceback off stderr should one slip through.
+    """
+
+    @functools.wraps(load)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Suite:
+        try:
+            return load(*args, **kwargs)
+        except RecursionError as err:
+            raise ConfigError(f"{args[0] if args else kwargs.get('path')}: nested too deeply to validate") from err
+        except MemoryError as err:
+            raise ConfigError(f"{args[0] if args else kwargs.get('path')}: too large to validate") from err
+
+    return wrapper
+
+
+@_one_line
 def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), check_plugins: bool = True) -> Suite:
     """Load, merge ``extends:``, apply ``--set`` overrides and validate a suite file."""
     path = Path(path)

@@ -62,6 +62,15 @@ def _union_errors(errors: list[Any]) -> list[Any]:
     return kept or errors
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 1 MB string stays out of a one-line message)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more than 4300 digits
+        return "a huge integer"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     """The first error of ``err`` as ``key.path: message``."""
     errors = _union_errors(err.errors())
@@ -80,7 +89,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         return f"{full}: unknown key{valid}"
     msg = e["msg"].removeprefix("Value error, ")
     got = e.get("input")
-    shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f" (got {got!r})"
+    shown = "" if isinstance(got, dict | list) or e["type"] == "missing" else f" (got {_short(got)})"
     if not full:  # a whole-suite check; its message names the key itself
         return f"{msg}{more}"
     return f"{full}: {msg}{shown}{more}"
@@ -94,9 +103,9 @@ def number_problem(raw: Any, validated: Any, where: str = "") -> str | None:
     ``model_dump()``, which mirrors the layout of ``raw``.
     """
     if isinstance(raw, bool):
-        return None if isinstance(validated, bool) else f"{where}: expected a number, not a boolean (got {raw!r})"
+        return None if isinstance(validated, bool) else f"{where}: expected a number, not a boolean (got {_short(raw)})"
     if isinstance(validated, float) and not math.isfinite(validated):
-        return f"{where}: Input should be a finite number (got {raw!r})"
+        return f"{where}: Input should be a finite number (got {_short(raw)})"
     pairs: list[tuple[str, Any, Any]] = []
     if isinstance(raw, dict) and isinstance(validated, dict):
         pairs = [(f"{where}.{k}" if where else str(k), v, validated[k]) for k, v in raw.items() if k in validated]

@@ -13,6 +13,25 @@ from xbench.params import OmitDefaults
 from xbench.suite.messages import format_validation_error, number_problem
 
 
+def path_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a file or folder path on any common OS, or None."""
+    if "\0" in text:
+        return "must not contain a NUL character"
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) > 4096:
+        return f"a path of {len(raw)} bytes (at most 4096)"
+    if any(len(part) > 255 for part in raw.split(b"/")):
+        return "a path component longer than 255 bytes"
+    return None
+
+
+def _checked_path(v: Any) -> Any:
+    problem = path_problem(str(v)) if isinstance(v, str | Path) else None
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -20,18 +39,31 @@ class _Strict(BaseModel):
 SEED_LIMIT = 2**32  # seeds are multiplied by ~1e6 to derive per-image seeds; torch takes < 2**64
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 
+# Bounds on every count and size, far above what the papers need (ImageNet: 1.28M training images,
+# 90-300 epochs, batches up to 8k), so that a value off by a few zeros fails validation instead of
+# a run that has started other cells (xbench.engine.memory checks combinations that do not fit).
+MAX_IMAGES = 10_000_000
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_ROWS = 256  # datasets, methods, explainers, or row filters in one suite
+MAX_SEEDS = 1_000
+MAX_NAME = 200  # characters of a name or a label (a dataset's label names a file)
+
 
 class PluginSpec(_Strict):
     """A plugin by name with its parameters; ``label`` names the leaderboard row."""
 
-    name: str
+    name: str = Field(max_length=MAX_NAME)
     params: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = None
+    label: str | None = Field(None, max_length=MAX_NAME)
     datasets: list[str] | None = Field(
-        None, description="method rows only: the dataset rows (labels) this method runs on; null: every dataset"
+        None,
+        max_length=MAX_ROWS,
+        description="method rows only: the dataset rows (labels) this method runs on; null: every dataset",
     )
     methods: list[str] | None = Field(
         None,
+        max_length=MAX_ROWS,
         description="explainer rows only: the method rows (labels) this explainer is scored for; null: every method",
     )
     training: dict[str, Any] | None = Field(
@@ -59,6 +91,8 @@ class PluginSpec(_Strict):
     def _from_name(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
 
+    _checkpoint_path = field_validator("checkpoint", mode="before")(_checked_path)
+
     @property
     def display(self) -> str:
         return self.label or self.name
@@ -74,9 +108,9 @@ class RandAugmentConfig(_Strict):
     """
 
     name: Literal["randaugment"]
-    num_ops: int = Field(2, ge=1)
-    magnitude: int = Field(9, ge=0)
-    num_magnitude_bins: int = Field(31, ge=2)
+    num_ops: int = Field(2, ge=1, le=64)
+    magnitude: int = Field(9, ge=0, le=1023)
+    num_magnitude_bins: int = Field(31, ge=2, le=1024)
 
     @model_validator(mode="after")
     def _magnitude(self) -> RandAugmentConfig:
@@ -99,31 +133,36 @@ class TrainingConfig(_Strict, OmitDefaults):
 
     omit_at_default: ClassVar[frozenset[str]] = frozenset({"log_interval", "precision", "channels_last", "compile"})
 
-    epochs: int = Field(2, ge=0)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(2, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["constant", "cosine", "step", "onecycle"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0)
-    step_epochs: list[Annotated[int, Field(ge=0)]] = Field(
-        default_factory=list, description="epochs at which 'step' divides lr by 10"
+    warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS)
+    step_epochs: list[Annotated[int, Field(ge=0, le=MAX_EPOCHS)]] = Field(
+        default_factory=list, max_length=MAX_EPOCHS, description="epochs at which 'step' divides lr by 10"
     )
-    limit: int | None = Field(None, ge=1, description="use only this many training images")
+    limit: int | None = Field(None, ge=1, le=MAX_IMAGES, description="use only this many training images")
     holdout: int = Field(
-        0, ge=0, description="training images held out (never trained on) for calibration, e.g. exit thresholds"
+        0,
+        ge=0,
+        le=MAX_IMAGES,
+        description="training images held out (never trained on) for calibration, e.g. exit thresholds",
     )
     # "randaugment" is listed so that an unknown name's error names it; the validator below turns it
     # into a RandAugmentConfig before the union is tried, so a plain "randaugment" never stays a string.
     augment: list[Literal["flip", "crop", "randaugment"] | RandAugmentConfig] = Field(
         default_factory=list,
+        max_length=16,
         description="batched in this order: crop, flip, then randaugment ('randaugment' or {name: randaugment, ...})",
     )
     log_interval: int = Field(
         50,
         ge=1,
+        le=1_000_000,
         description="log the mean training loss every this many steps and at each epoch's end (the losses stay on "
         "the device in between: no host synchronisation per step); a non-finite loss is caught at these points",
     )
@@ -157,19 +196,26 @@ class TrainingConfig(_Strict, OmitDefaults):
 
 
 class EvaluationConfig(_Strict):
-    limit: int | None = Field(None, ge=1, description="evaluate on this many test images")
-    batch_size: int = Field(500, ge=1)
+    limit: int | None = Field(None, ge=1, le=MAX_IMAGES, description="evaluate on this many test images")
+    batch_size: int = Field(500, ge=1, le=MAX_BATCH)
     explain_limit: int | None = Field(
-        1000, ge=1, description="explanation metrics use this many test images (a seeded subset; null: all)"
+        1000,
+        ge=1,
+        le=MAX_IMAGES,
+        description="explanation metrics use this many test images (a seeded subset; null: all)",
     )
     explain_datasets: list[str] | None = Field(
-        None, description="dataset rows (labels) that explanation metrics run on; null: every dataset"
+        None,
+        max_length=MAX_ROWS,
+        description="dataset rows (labels) that explanation metrics run on; null: every dataset",
     )
 
 
 class DataConfig(_Strict):
     dir: Path | None = None
     download: bool = True
+
+    _dir_path = field_validator("dir", mode="before")(_checked_path)
 
 
 class ResourcesConfig(_Strict):
@@ -178,17 +224,18 @@ class ResourcesConfig(_Strict):
     cpus: int | None = Field(
         None,
         ge=1,
+        le=65_536,
         description="CPU threads per cell; null: all cores in a serial run, cores // jobs with --jobs, 1 on Ray. "
         "Results are bitwise reproducible for a given device, thread count and channels_last",
     )
-    gpus: float = Field(0.0, ge=0, description="GPUs per cell (Ray only; a fraction shares a GPU)")
+    gpus: float = Field(0.0, ge=0, le=1024, description="GPUs per cell (Ray only; a fraction shares a GPU)")
     channels_last: bool = Field(
         True,
         description="keep models' 4-D weights, hence conv activations, channels-last (NHWC): the same functions, "
         "1.3-1.4x faster training of these small CNNs on CPU (grouped convs 2-3x); float rounding differs "
         "from false as it does between thread counts",
     )
-    jobs: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    jobs: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = Field(
         1,
         description="cells at a time with the local executor (worker processes when > 1); auto: cores // cpus "
         "(cpus defaults to 1 then). The --jobs flag overrides it",
@@ -218,19 +265,22 @@ _PLUGIN_KEYS = ("datasets", "methods", "metrics", "explainers")
 class Suite(_Strict):
     """A resolved suite: datasets × methods × seeds, and how to train and measure them."""
 
-    name: str
+    name: str = Field(max_length=MAX_NAME)
     description: str = ""
-    datasets: list[PluginSpec] = Field(min_length=1)
+    datasets: list[PluginSpec] = Field(min_length=1, max_length=MAX_ROWS)
     backbone: PluginSpec = Field(default_factory=lambda: PluginSpec(name="resnet_cifar"))
-    methods: list[PluginSpec] = Field(min_length=1)
+    methods: list[PluginSpec] = Field(min_length=1, max_length=MAX_ROWS)
     metrics: list[PluginSpec] = Field(
-        default_factory=lambda: [PluginSpec(name=n) for n in ("top1", "top5", "params", "flops")], min_length=1
+        default_factory=lambda: [PluginSpec(name=n) for n in ("top1", "top5", "params", "flops")],
+        min_length=1,
+        max_length=4 * MAX_ROWS,
     )
     explainers: list[PluginSpec] = Field(
         default_factory=lambda: [PluginSpec(name=n) for n in ("native", "gradcam", "random")],
+        max_length=MAX_ROWS,
         description="explainers every explanation metric is reported for",
     )
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_SEEDS)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: str = "auto"
@@ -258,14 +308,14 @@ class Suite(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         # The name is the default output folder: results/<name>.
-        if not v.strip() or v in (".", "..") or "/" in v or "\\" in v:
+        if not v.strip() or v in (".", "..") or "/" in v or "\\" in v or "\0" in v:
             raise ValueError("must be a plain folder name (no '/'), e.g. quick")
-        return v
+        return _checked_path(v)  # type: ignore[no-any-return]
 
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?|mps", v):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
         return v
 
@@ -274,7 +324,7 @@ class Suite(_Strict):
     def _not_empty(cls, v: Any) -> Any:
         if isinstance(v, str) and not v.strip():
             raise ValueError("must be a folder path, not empty")  # Path("") would be the working directory
-        return v
+        return _checked_path(v)
 
     @model_validator(mode="after")
     def _unique_rows(self) -> Suite:
@@ -285,6 +335,10 @@ class Suite(_Strict):
                 raise ValueError(f"{kind}: duplicate row {dup[0]!r}; give each a distinct 'label'")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds: duplicate seeds")
+        for i, row in enumerate(self.datasets):  # a dataset's label names its saliency file
+            if row.display in (".", "..") or any(c in row.display for c in "/\\\0"):
+                key = "label" if row.label else "name"
+                raise ValueError(f"datasets[{i}].{key}: {row.display!r} names a file; use no '/', '\\' or NUL")
         labels = [d.display for d in self.datasets]
         for i, name in enumerate(self.evaluation.explain_datasets or []):
             if name not in labels:

@@ -64,10 +64,10 @@ Why some are xbench's own implementations (each tested against Quantus where Qua
 
 * ``road``: Quantus 0.6.0 solves one sparse system per image and percentage with SciPy's default
   (COLAMD-ordered) SuperLU and builds it through ``lil_matrix``; here the same system is built
-  vectorised and factorised with a symmetric minimum-degree ordering (2–3× faster, same
-  solution to 1e-7). The noise is drawn in Quantus's order, so with the same seed the scores equal
-  Quantus's. Quantus also fails on colour input and keeps only its first batch
-  (see :mod:`.reference`).
+  vectorised and factorised with a symmetric minimum-degree ordering (faster: BENCHMARKS.md,
+  "Faithfulness backends"; the same solution to 1e-7). The noise is drawn in Quantus's order,
+  so with the same seed the scores equal Quantus's. Quantus also fails on colour input and
+  keeps only its first batch (see :mod:`.reference`).
 * ``irof``: Quantus calls ``slic`` with its 224-px defaults (100 segments: ~100 forward passes per
   image at any size) and no way to change them, re-segments every image for every explainer, and
   computes the area with padded curves whose length depends on the other images in the batch.

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from xbench.explain.base import METHOD_DEFAULT
+from xbench.metadata import Category
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
 from xbench.metrics.faithfulness.kernels.paths import class_scores
@@ -30,7 +31,7 @@ OWN = "own implementation"
 
 class FaithfulnessParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n: int = Field(256, ge=1, description="score the first n explained images (a seeded subset)")
+    n: int = Field(256, ge=1, le=10_000_000, description="score the first n explained images (a seeded subset)")
 
 
 #: The params of a faithfulness metric.
@@ -40,7 +41,7 @@ FP = TypeVar("FP", bound=FaithfulnessParams)
 class FaithfulnessMetric(Metric[FP]):
     """Scores the first ``n`` explained images; subclasses define :meth:`scores`."""
 
-    category = "faithfulness"
+    category = Category.FAITHFULNESS
     uses_explanations = True
     decimals = 3
     Params: ClassVar[type[BaseModel]] = FaithfulnessParams

@@ -17,6 +17,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
+from xbench.metadata import Direction
 from xbench.metrics.context import EvalContext
 from xbench.metrics.faithfulness.base import OWN, FaithfulnessMetric, FaithfulnessParams, originals
 from xbench.metrics.faithfulness.kernels.irof import irof_scores, slic_segments
@@ -36,7 +37,9 @@ from xbench.registry import METRICS
 
 
 class RoadParams(FaithfulnessParams):
-    percentages: list[float] = Field([10, 30, 50, 70, 90], min_length=1, description="% of pixels removed (MoRF)")
+    percentages: list[float] = Field(
+        [10, 30, 50, 70, 90], min_length=1, max_length=1000, description="% of pixels removed (MoRF)"
+    )
     noise: float = Field(0.01, ge=0, description="std of the Gaussian noise added to imputed pixels (ROAD's 0.01)")
 
     @field_validator("percentages")
@@ -51,7 +54,7 @@ class RoadParams(FaithfulnessParams):
 class Road(FaithfulnessMetric[RoadParams]):
     """ROAD (MoRF): how often the prediction survives imputing the most relevant pixels."""
 
-    higher_is_better = False
+    direction = Direction.LOWER
     label = "ROAD MoRF"
     description = "ROAD MoRF: fraction of predictions kept after noisy linear imputation of the top p % (lower better)"
     Params = RoadParams
@@ -75,7 +78,9 @@ class Road(FaithfulnessMetric[RoadParams]):
 
 
 class IrofParams(FaithfulnessParams):
-    n_segments: int = Field(16, ge=2, description="SLIC's target number of superpixels (Quantus: slic's 100)")
+    n_segments: int = Field(
+        16, ge=2, le=1_000_000, description="SLIC's target number of superpixels (Quantus: slic's 100)"
+    )
     compactness: float = Field(10.0, gt=0, description="SLIC compactness (slic's and Quantus's 10)")
     slic_zero: bool = Field(True, description="SLICO: adapt the compactness per segment (see the class doc)")
     baseline: float | Literal["mean"] = Field(
@@ -95,7 +100,7 @@ class Irof(FaithfulnessMetric[IrofParams]):
     Images with fewer than two segments have no curve and are counted as undefined.
     """
 
-    higher_is_better = True
+    direction = Direction.HIGHER
     label = "IROF"
     description = "IROF: area over p(x_k)/p(x) as SLIC segments are removed by mean relevance (per segment; higher)"
     Params = IrofParams
@@ -177,7 +182,7 @@ class AverageDrop(_AdIc):
     """AD = mean max(0, Y − O)/Y: how much confidence the map's top pixels lose (lower is better)."""
 
     column = 0
-    higher_is_better = False
+    direction = Direction.LOWER
     label = "AD"
     description = "average drop (TAME/Grad-CAM++): mean max(0, Y−O)/Y, O on the image × the map's top pixels"
 
@@ -187,13 +192,15 @@ class IncreaseInConfidence(_AdIc):
     """IC = mean 1[O > Y]: how often the map's top pixels alone raise the confidence (higher is better)."""
 
     column = 1
-    higher_is_better = True
+    direction = Direction.HIGHER
     label = "IC"
     description = "increase in confidence (TAME/Grad-CAM++): fraction of images with O > Y"
 
 
 class InsertionDeletionParams(FaithfulnessParams):
-    steps: int = Field(16, ge=2, description="pixels change in this many equal steps (the curve has steps + 1 points)")
+    steps: int = Field(
+        16, ge=2, le=10_000, description="pixels change in this many equal steps (the curve has steps + 1 points)"
+    )
     softmax: bool = Field(True, description="probabilities (RISE) or logits")
 
 
@@ -259,7 +266,7 @@ class InsertionAuc(_InsertionDeletion[InsertionParams]):
     """RISE insertion: AUC of the class probability as the most relevant pixels are inserted into a blurred copy."""
 
     insertion = True
-    higher_is_better = True
+    direction = Direction.HIGHER
     label = "Insertion AUC"
     description = "RISE insertion: AUC of p(class) as pixels, most relevant first, enter a blurred copy (higher)"
     Params = InsertionParams
@@ -276,7 +283,7 @@ class DeletionAuc(_InsertionDeletion[DeletionParams]):
     """RISE deletion: AUC of the class probability as the most relevant pixels are set to the baseline."""
 
     insertion = False
-    higher_is_better = False
+    direction = Direction.LOWER
     label = "Deletion AUC"
     description = "RISE deletion: AUC of p(class) as pixels, most relevant first, are set to 0 (lower better)"
     Params = DeletionParams

@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from xbench.metadata import Direction
 from xbench.metrics.context import EvalContext
 from xbench.metrics.faithfulness.base import FaithfulnessMetric, FaithfulnessParams
 from xbench.metrics.faithfulness.kernels import quantus_torch
@@ -49,34 +50,36 @@ class QuantusParams(FaithfulnessParams):
 
 
 class FaithfulnessCorrelationParams(QuantusParams):
-    nr_runs: int = Field(20, ge=2, description="random subsets per image (Quantus: 100)")
+    nr_runs: int = Field(20, ge=2, le=10_000, description="random subsets per image (Quantus: 100)")
     subset_fraction: float = Field(0.05, gt=0, lt=1, description="subset size as a fraction of the C·H·W entries")
     perturb_baseline: float = Field(0.0, description="value the subset is set to (0: black)")
     softmax: bool = Field(False, description="correlate logits (Quantus's default) or probabilities")
 
 
 class PixelFlippingParams(QuantusParams):
-    steps: int = Field(16, ge=2, description="deletion steps for grey images (features_in_step ≈ H·W/steps)")
+    steps: int = Field(16, ge=2, le=10_000, description="deletion steps for grey images (features_in_step ≈ H·W/steps)")
     perturb_baseline: float = Field(0.0, description="value deleted pixels take (0: black)")
     softmax: bool = Field(True, description="probabilities (Quantus's default) or logits")
 
 
 class RegionPerturbationParams(QuantusParams):
-    patch_size: int | None = Field(None, ge=1, description="patch side in px; null: round(side/7) (4 at 28, 9 at 64)")
-    regions: int = Field(16, ge=1, description="patches deleted (most relevant first)")
+    patch_size: int | None = Field(
+        None, ge=1, le=4096, description="patch side in px; null: round(side/7) (4 at 28, 9 at 64)"
+    )
+    regions: int = Field(16, ge=1, le=1_000_000, description="patches deleted (most relevant first)")
     perturb_baseline: float = Field(0.0, description="value deleted patches take (0: black)")
     softmax: bool = Field(True, description="probabilities (Quantus's default) or logits")
 
 
 class SelectivityParams(QuantusParams):
-    patch_size: int | None = Field(None, ge=1, description="patch side in px; null: ⌈side/4⌉ (16 patches)")
+    patch_size: int | None = Field(None, ge=1, le=4096, description="patch side in px; null: ⌈side/4⌉ (16 patches)")
     perturb_baseline: float = Field(0.0, description="value deleted patches take (0: black)")
     softmax: bool = Field(True, description="probabilities (Quantus's default) or logits")
 
 
 class MonotonicityCorrelationParams(QuantusParams):
-    steps: int = Field(16, ge=3, description="groups of pixels (features_in_step ≈ H·W/steps)")
-    nr_samples: int = Field(2, ge=1, description="random values per group (Quantus: 100)")
+    steps: int = Field(16, ge=3, le=10_000, description="groups of pixels (features_in_step ≈ H·W/steps)")
+    nr_samples: int = Field(2, ge=1, le=10_000, description="random values per group (Quantus: 100)")
     eps: float = Field(1e-5, gt=0, description="Quantus's guard against dividing by a zero prediction")
     softmax: bool = Field(True, description="probabilities (Quantus's default) or logits")
 
@@ -106,7 +109,7 @@ class QuantusMetric:
         quantus_class: the Quantus class, run by the ``quantus`` backend.
         kernel: the ``torch`` backend, called with the same arguments and returning the same.
         params: the metric's params model.
-        higher_is_better, label, description: as on every :class:`~xbench.metrics.base.Metric`.
+        direction, label, description: as on every :class:`~xbench.metrics.base.Metric`.
         arguments: ``(params, (N, C, H, W)) -> Quantus's constructor arguments``, all recorded.
         summarise: ``(Quantus's output, arguments, shape) -> one value per image``.
     """
@@ -117,7 +120,7 @@ class QuantusMetric:
     quantus_class: str
     kernel: Callable[..., np.ndarray]
     params: type[QuantusParams]
-    higher_is_better: bool
+    direction: Direction
     label: str
     description: str
     arguments: Callable[[Any, torch.Size], dict[str, Any]]
@@ -181,7 +184,7 @@ def register(row: QuantusMetric) -> type[QuantusFaithfulness[Any]]:
         "__doc__": row.doc,
         "declaration": row,
         "quantus_class": row.quantus_class,
-        "higher_is_better": row.higher_is_better,
+        "direction": row.direction,
         "label": row.label,
         "description": row.description,
         "Params": row.params,
@@ -282,7 +285,7 @@ QUANTUS_METRICS: tuple[QuantusMetric, ...] = (
         quantus_class="FaithfulnessCorrelation",
         kernel=quantus_torch.faithfulness_correlation,
         params=FaithfulnessCorrelationParams,
-        higher_is_better=True,
+        direction=Direction.HIGHER,
         label="Faith. corr.",
         description="Quantus FaithfulnessCorrelation: Pearson r of subset relevance vs. output drop (random subsets)",
         arguments=_faithfulness_correlation,
@@ -294,7 +297,7 @@ QUANTUS_METRICS: tuple[QuantusMetric, ...] = (
         quantus_class="PixelFlipping",
         kernel=quantus_torch.pixel_flipping,
         params=PixelFlippingParams,
-        higher_is_better=False,
+        direction=Direction.LOWER,
         label="Pixel flipping AUC",
         description="Quantus PixelFlipping: AUC of p(class) as the most relevant pixels are set to 0 (lower better)",
         arguments=_pixel_flipping,
@@ -310,7 +313,7 @@ QUANTUS_METRICS: tuple[QuantusMetric, ...] = (
         quantus_class="RegionPerturbation",
         kernel=quantus_torch.region_perturbation,
         params=RegionPerturbationParams,
-        higher_is_better=True,
+        direction=Direction.HIGHER,
         label="Region pert. AOPC",
         description="Quantus RegionPerturbation (MoRF): AOPC of the most relevant patches set to 0 (higher better)",
         arguments=_region_perturbation,
@@ -323,7 +326,7 @@ QUANTUS_METRICS: tuple[QuantusMetric, ...] = (
         quantus_class="Selectivity",
         kernel=quantus_torch.selectivity,
         params=SelectivityParams,
-        higher_is_better=False,
+        direction=Direction.LOWER,
         label="Selectivity AUC",
         description="Quantus Selectivity: AUC of p(class) as patches are set to 0, most relevant first (lower better)",
         arguments=_selectivity,
@@ -336,7 +339,7 @@ QUANTUS_METRICS: tuple[QuantusMetric, ...] = (
         quantus_class="MonotonicityCorrelation",
         kernel=quantus_torch.monotonicity_correlation,
         params=MonotonicityCorrelationParams,
-        higher_is_better=True,
+        direction=Direction.HIGHER,
         label="Monotonicity corr.",
         description="Quantus MonotonicityCorrelation: Spearman ρ of group relevance vs. output variance",
         arguments=_monotonicity_correlation,

@@ -38,8 +38,8 @@ from typing import Any
 from xbench.errors import DataError
 from xbench.fileio import atomic_write_text
 from xbench.report.check.rows import RowKey, _display, _merged, _row_name, _sort_key, aggregate
-from xbench.report.check.tolerances import DEFAULT_KEY, DEFAULT_TOLERANCE, _number, check_tolerance
-from xbench.report.records import DISPLAY_DEFAULTS, Record
+from xbench.report.check.tolerances import DEFAULT_KEY, DEFAULT_TOLERANCE, _number, _short, check_tolerance
+from xbench.report.records import DISPLAY_DEFAULTS, DISPLAY_OPTIONAL, MAX_DECIMALS, Record, parse_json
 
 FORMAT = "xbench-baseline"
 VERSION = 1
@@ -168,26 +168,32 @@ def validate_baseline(data: Any, source: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DataError(f"{source}: a baseline must be a JSON object, got {type(data).__name__}")
     if data.get("format") != FORMAT:
-        raise DataError(f"{source}: format: expected {FORMAT!r}, got {data.get('format')!r} (not an xbench baseline)")
+        raise DataError(
+            f"{source}: format: expected {FORMAT!r}, got {_short(data.get('format'))} (not an xbench baseline)"
+        )
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise DataError(f"{source}: version: expected a positive integer, got {version!r}")
+        raise DataError(f"{source}: version: expected a positive integer, got {_short(version)}")
     if version > VERSION:
         raise DataError(f"{source}: version: {version} is newer than this xbench reads ({VERSION}); upgrade xbench")
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise DataError(f"{source}: unknown key(s) {unknown}; valid keys are {sorted(_TOP_KEYS)}")
+    _check_provenance(data, source)
     out = dict(data)
     out["default_tolerance"] = check_tolerance(data.get("default_tolerance"), f"{source}: default_tolerance")
     overrides = data.get("tolerances", {})
     if not isinstance(overrides, dict):
-        raise DataError(f"{source}: tolerances: expected an object of metric -> tolerance, got {overrides!r}")
+        raise DataError(f"{source}: tolerances: expected an object of metric -> tolerance, got {_short(overrides)}")
     out["tolerances"] = {str(k): check_tolerance(v, f"{source}: tolerances.{k}") for k, v in sorted(overrides.items())}
     settings = data.get("settings", {})
     setups = settings.get("setups", {}) if isinstance(settings, dict) else None
     if settings is not None and not isinstance(settings, dict):
         raise DataError(f"{source}: settings: expected an object, got {type(settings).__name__}")
-    if setups is not None and not (isinstance(setups, dict) and all(isinstance(v, dict) for v in setups.values())):
+    if setups is not None and not (
+        isinstance(setups, dict)
+        and all(isinstance(v, dict) and all(isinstance(h, str) for h in v.values()) for v in setups.values())
+    ):
         raise DataError(f"{source}: settings.setups: expected an object of dataset -> method -> setup hash")
     entries = data.get("entries")
     if not isinstance(entries, list):
@@ -202,6 +208,23 @@ def validate_baseline(data: Any, source: str) -> dict[str, Any]:
         seen.add(key)
         out["entries"].append(checked)
     return out
+
+
+def _check_provenance(data: dict[str, Any], source: str) -> None:
+    """The descriptive top-level keys: strings (or, where records disagreed, lists of them) and an object."""
+    for key, lists in (("created", False), ("description", False), ("suite", True), ("git", True)):
+        value = data.get(key)
+        if value is None or isinstance(value, str) or (lists and _strings(value)):
+            continue
+        what = "a string, a list of strings or null" if lists else "a string or null"
+        raise DataError(f"{source}: {key}: expected {what}, got {_short(value)}")
+    versions = data.get("versions")
+    if versions is not None and not isinstance(versions, dict):
+        raise DataError(f"{source}: versions: expected an object of library -> version, got {_short(versions)}")
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def _check_entry(entry: Any, where: str) -> dict[str, Any]:
@@ -222,21 +245,27 @@ def _check_entry(entry: Any, where: str) -> dict[str, Any]:
         bad_number = key in ("mean", "ci") and isinstance(value, int | float) and not math.isfinite(value)
         negative = key in ("ci", "n_seeds") and _number(value) and value < (1 if key == "n_seeds" else 0)
         if not isinstance(value, types) or wrong_bool or bad_number or negative:
-            raise DataError(f"{where}.{key}: expected {what}, got {value!r}")
+            raise DataError(f"{where}.{key}: expected {what}, got {_short(value)}")
     out: dict[str, Any] = {key: entry.get(key) for key in _ENTRY_TYPES}
     out["mean"] = float(out["mean"])
     out["ci"] = None if out["ci"] is None else float(out["ci"])
     display = entry.get("display", {})
-    unknown = sorted(set(display) - set(DISPLAY_DEFAULTS))
+    valid = {*DISPLAY_DEFAULTS, *DISPLAY_OPTIONAL}
+    unknown = sorted(set(display) - valid)
     if unknown:
-        raise DataError(f"{where}.display: unknown key(s) {unknown}; valid keys are {sorted(DISPLAY_DEFAULTS)}")
+        raise DataError(f"{where}.display: unknown key(s) {unknown}; valid keys are {sorted(valid)}")
     out["display"] = _display(display, out["metric"])
-    for name, kind, what in (("label", str, "a string"), ("unit", str, "a string"), ("decimals", int, "an integer")):
+    decimals = f"an integer 0..{MAX_DECIMALS}"
+    for name, kind, what in (("label", str, "a string"), ("unit", str, "a string"), ("decimals", int, decimals)):
         item = out["display"][name]
-        if not isinstance(item, kind) or isinstance(item, bool) or (name == "decimals" and int(item) < 0):
-            raise DataError(f"{where}.display.{name}: expected {what}, got {item!r}")
+        if (
+            not isinstance(item, kind)
+            or isinstance(item, bool)
+            or (name == "decimals" and not 0 <= int(item) <= MAX_DECIMALS)
+        ):
+            raise DataError(f"{where}.display.{name}: expected {what}, got {_short(item)}")
     if not _number(out["display"]["scale"]):
-        raise DataError(f"{where}.display.scale: expected a finite number, got {out['display']['scale']!r}")
+        raise DataError(f"{where}.display.scale: expected a finite number, got {_short(out['display']['scale'])}")
     return out
 
 
@@ -258,9 +287,9 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err.strerror}") from err
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: invalid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from err
+        data = parse_json(text)
+    except ValueError as err:
+        raise DataError(f"{path}: {err}") from err
     return validate_baseline(data, str(path))
 
 

@@ -34,6 +34,12 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _short(value: Any) -> str:
+    """``repr`` of a value for a one-line message, cut to 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def check_tolerance(spec: Any, where: str) -> dict[str, Any]:
     """Validate one tolerance spec; ``where`` prefixes the error (``"FILE: tolerances.top1"``).
 
@@ -44,10 +50,10 @@ def check_tolerance(spec: Any, where: str) -> dict[str, Any]:
         DataError: unknown kind, missing or unknown field, or a negative/non-finite number.
     """
     if not isinstance(spec, dict):
-        raise DataError(f"{where}: expected an object like {{'kind': 'abs', 'value': 0.01}}, got {spec!r}")
+        raise DataError(f"{where}: expected an object like {{'kind': 'abs', 'value': 0.01}}, got {_short(spec)}")
     kind = spec.get("kind")
     if kind not in _TOLERANCE_FIELDS:
-        raise DataError(f"{where}.kind: expected one of {sorted(_TOLERANCE_FIELDS)}, got {kind!r}")
+        raise DataError(f"{where}.kind: expected one of {sorted(_TOLERANCE_FIELDS)}, got {_short(kind)}")
     fields = _TOLERANCE_FIELDS[kind]
     unknown = sorted(set(spec) - fields - {"kind"})
     if unknown:
@@ -61,7 +67,7 @@ def check_tolerance(spec: Any, where: str) -> dict[str, Any]:
             continue
         value = spec[key]
         if not _number(value) or value < 0:
-            raise DataError(f"{where}.{key}: expected a finite number >= 0, got {value!r}")
+            raise DataError(f"{where}.{key}: expected a finite number >= 0, got {_short(value)}")
         out[key] = float(value)
     if kind == "ci":
         out.setdefault("floor", DEFAULT_CI_FLOOR)

@@ -34,6 +34,8 @@ class Saliency:
 
 
 _MAP_PREFIX = "maps/"
+#: Most bytes the arrays of a saliency file may unpack to (a run writes a few sample images and their maps).
+MAX_SALIENCY_BYTES = 1 << 30
 
 
 def _in_unit_range(name: str, array: np.ndarray) -> None:
@@ -129,9 +131,14 @@ def read_saliency(path: str | Path) -> Saliency:
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
+            # A few sample images: an archive that unpacks to more is damaged or a zip bomb, not read.
+            declared = sum(info.file_size for info in npz.zip.infolist()) if npz.zip is not None else 0
+            if declared > MAX_SALIENCY_BYTES:
+                raise ValueError(f"its arrays declare {declared} bytes, more than {MAX_SALIENCY_BYTES}")
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: not a readable saliency file ({err})") from err
+    except Exception as err:  # a damaged zip fails anywhere: BadZipFile, zlib.error, EOFError, NotImplementedError
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DataError(f"{path}: not a readable saliency file ({reason})") from err
     missing = {"images", "labels"} - set(arrays)
     if missing:
         raise DataError(f"{path}: saliency file lacks {sorted(missing)}")

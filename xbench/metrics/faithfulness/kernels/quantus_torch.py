@@ -22,8 +22,8 @@ float64, one row per image. ``seed`` seeds numpy's global generator for the call
 afterwards, as ``run_quantus`` does.
 
 The model's forward passes are the floor of the cost: every metric here calls the model on exactly
-the images Quantus does (17–33 per image), so the speed-up over Quantus is bounded by Quantus's
-share of time outside the model (about half at the quick suite's sizes).
+the images Quantus does (16–33 per image), so the speed-up over Quantus is bounded by Quantus's
+share of time outside the model (BENCHMARKS.md, "Faithfulness backends").
 """
 
 from __future__ import annotations

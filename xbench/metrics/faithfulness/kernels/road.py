@@ -3,8 +3,8 @@
 Quantus 0.6.0 (``quantus.ROAD``) solves one sparse system per image and percentage with SciPy's
 default (COLAMD-ordered) SuperLU and builds it through ``lil_matrix``; here the same system is
 built vectorised, several images share one block-diagonal factorisation, and the ordering is a
-symmetric minimum degree (2–3× faster, the same solution to 1e-7). The noise is drawn in
-Quantus's order, so with the same seed the results equal Quantus's.
+symmetric minimum degree (faster: BENCHMARKS.md, "Faithfulness backends"; the same solution to
+1e-7). The noise is drawn in Quantus's order, so with the same seed the results equal Quantus's.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Explanation consistency: does an explanation survive a background-only adversarial attack?
 
+The ``explanation_consistency`` metric: how stable a map stays when only the background changes.
 For every evaluated image x, with the current explainer's map A(x) of the predicted class
 y: background B = 1[A(x) < τ], x̂ = PGD-L∞ on the cross-entropy of y moving only background
 pixels, and the score is sim(A(x), A(x̂)) (the ECR construction; see
@@ -8,13 +9,10 @@ higher is better. A map that follows the object stays put when only the backgrou
 changes.
 
 ``similarity``: Spearman's rank correlation by default, or ECR's cosine. The cosine of two
-non-negative maps is high by construction: 0.75 for two independent uniform maps
-(E[u]² / E[u²] = (1/4)/(1/3)), 0.70-0.94 for a Grad-CAM map and the map of *another* image
-on the quick suite's cluttered data, so every trained method scored 0.97-0.99 and the metric
-hardly separated them. Spearman puts unrelated maps at 0 and, in a study on the quick suite's
-models (256 images, 9 method/explainer rows), separated the rows twice as well (ratio of
-between-row variance to squared standard error 39 vs 18; split-half rank reliability 0.91 vs
-0.90) and did not penalise well-localised maps as the cosine did.
+non-negative maps is high by construction (0.75 for two independent uniform maps:
+E[u]² / E[u²] = (1/4)/(1/3)), so on trained models it hardly separates methods; Spearman puts
+unrelated maps at 0, separated the quick suite's rows better and did not penalise well-localised
+maps as the cosine did (BENCHMARKS.md, "Numbers behind the code").
 
 The perturbed image is explained with another seed than the clean one, so the random
 explainer's two maps are independent and its score is the chance level of two unrelated
@@ -29,6 +27,7 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import Tensor
 
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext, explained
 from xbench.models.background_attack import SIMILARITIES, AttackParams, explanation_consistency
@@ -39,7 +38,7 @@ from xbench.registry import METRICS
 
 class ExplanationConsistencyParams(AttackParams):
     model_config = ConfigDict(extra="forbid")
-    n: int | None = Field(None, ge=1, description="score this many of the explained images (null: all)")
+    n: int | None = Field(None, ge=1, le=10_000_000, description="score this many of the explained images (null: all)")
     similarity: Literal["spearman", "cosine"] = Field(
         "spearman", description="of the clean and attacked maps: Spearman's ρ (unrelated maps: 0) or ECR's cosine"
     )
@@ -49,8 +48,8 @@ class ExplanationConsistencyParams(AttackParams):
 class ExplanationConsistency(Metric[ExplanationConsistencyParams]):
     """Mean similarity of A(x) and A(x̂), x̂ a background-only PGD copy of x (Spearman's ρ, or cosine)."""
 
-    category = "consistency"
-    higher_is_better = True
+    category = Category.CONSISTENCY
+    direction = Direction.HIGHER
     uses_explanations = True
     label = "Expl. consistency"
     decimals = 3

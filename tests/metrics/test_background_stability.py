@@ -9,8 +9,8 @@ from xbench.data.base import ImageSplit
 from xbench.explain.base import RandomMaps
 from xbench.methods.base import MethodContext
 from xbench.methods.baseline import Baseline
+from xbench.metrics.background_stability import ExplanationConsistency, ExplanationConsistencyParams
 from xbench.metrics.context import EvalContext
-from xbench.metrics.explanation_consistency import ExplanationConsistency, ExplanationConsistencyParams
 
 
 def context() -> EvalContext:

@@ -5,7 +5,7 @@ the four metrics below) for the images explanation metrics use, ``ctx.explain_da
 (the first ``explain_limit`` images of a seeded permutation of the test split, 1,000 by
 default), and for one class per image, the final exit's prediction
 (``ctx.explain_targets()``), at the input resolution (see the method's ``exit_maps``).
-Each map is min-max normalised to [0, 1] (:func:`xbench.explain.base.normalise`). For
+Each map is min-max normalised to [0, 1] (:func:`xbench.models.maps.normalise`). For
 early exit ``i`` and final exit ``K`` every metric reports the mean over images of a
 similarity s(A_i, A_K), one result per early exit:
 
@@ -15,8 +15,6 @@ similarity s(A_i, A_K), one result per early exit:
   ``data_range=1``, a uniform ``win_size`` window, 7 or the largest odd side that fits);
 - ``attention_consistency_iou``: IoU of the two maps' top-q regions (q = 0.1 of the pixels).
 
-The cosine metric used to average over the whole test split; it now uses the same
-images as every explanation metric (the issue's "consistency on 1,000 test images").
 Methods without exits get no values. Formulas and defaults: ``docs/metrics.md``.
 """
 
@@ -28,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from xbench.metadata import Category, Direction
 from xbench.metrics.base import Metric, MetricResult
 from xbench.metrics.context import EvalContext
 from xbench.metrics.localization import top_k, top_region
@@ -80,11 +79,10 @@ def ssim(a: Tensor, b: Tensor, win_size: int | None = None) -> Tensor:
     image cropped by the window's radius, so only windows that lie wholly inside the image count and
     the filter's border mode never matters: those are exactly the windows of a stride-1
     box sum without padding. Written here so the whole batch is a few tensor operations on the
-    maps' device instead of a host copy and a skimage call per pair. On one CPU thread both take
-    about 0.14 s per 1,000 40×40 pairs (skimage's filter is compiled;
-    ``benchmarks/test_map_metrics_speed.py``); on a GPU the maps stay there. Equal to skimage to
-    float64 round-off (its running-sum filter against these window sums), which
-    ``tests/metrics/test_consistency_maps.py`` checks against skimage itself.
+    maps' device instead of a host copy and a skimage call per pair: on one CPU thread no faster
+    than skimage (BENCHMARKS.md, "Map-only metrics and host copies"), but on a GPU the maps stay
+    there. Equal to skimage to float64 round-off (its running-sum filter against these window
+    sums), which ``tests/metrics/test_exit_agreement.py`` checks against skimage itself.
     """
     win = ssim_window(a.shape[-2:], win_size)
     x, y = a.double(), b.double()
@@ -112,8 +110,8 @@ def top_iou(a: Tensor, b: Tensor, q: float) -> Tensor:
 class _Consistency(Metric[P]):
     """Mean similarity of each early exit's map with the final exit's; subclasses define :meth:`similarity`."""
 
-    category = "consistency"
-    higher_is_better = True
+    category = Category.CONSISTENCY
+    direction = Direction.HIGHER
     requires_exits = True
     decimals = 3
     kind: ClassVar[str]
@@ -169,7 +167,10 @@ class AttentionConsistencyPearson(_Consistency[NoParams]):
 class SSIMParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     win_size: int | None = Field(
-        None, ge=3, description="odd SSIM window side; default 7, or the largest odd side that fits smaller maps"
+        None,
+        ge=3,
+        le=4095,
+        description="odd SSIM window side; default 7, or the largest odd side that fits smaller maps",
     )
 
 
@@ -188,6 +189,7 @@ class AttentionConsistencySSIM(_Consistency[SSIMParams]):
             "win_size_used": win,
             "data_range": 1.0,
             "gaussian_weights": False,
+            # Recorded text: the module's name before it was exit_agreement, kept so records stay the same.
             "implementation": "xbench.metrics.consistency.ssim (torch, batched) = skimage structural_similarity",
         }
 

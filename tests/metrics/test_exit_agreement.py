@@ -11,8 +11,8 @@ from torch import Tensor
 from xbench.data.base import ImageSplit
 from xbench.methods.base import MethodContext
 from xbench.methods.egt import EGT
-from xbench.metrics.consistency import cosine, exit_maps, pearson, ssim, ssim_window, top_iou
 from xbench.metrics.context import EvalContext
+from xbench.metrics.exit_agreement import cosine, exit_maps, pearson, ssim, ssim_window, top_iou
 from xbench.registry import METRICS
 
 NAMES = {
