@@ -76,7 +76,7 @@ CLOCK_NAME = os.environ.get("XBENCH_BENCH_CLOCK", "wall")
 CLOCK = time.process_time if CLOCK_NAME == "cpu" else time.perf_counter
 MODEL = os.environ.get("XBENCH_BENCH_MODEL", "resnet_cifar")
 SIZE = int(os.environ.get("XBENCH_BENCH_SIZE", "32"))
-BACKBONES = {"resnet_cifar": {"depth": 8, "width": 16}, "resnet18": {"cifar_stem": True}}
+BACKBONES: dict[str, dict[str, Any]] = {"resnet_cifar": {"depth": 8, "width": 16}, "resnet18": {"cifar_stem": True}}
 #: Explainers without a library to compare with: maps per second only.
 NO_REFERENCE = {"native", "random"}
 #: Explainers whose ``batch`` bounds the images of one forward pass.
@@ -98,6 +98,7 @@ def build() -> tuple[Method, nn.Module, Tensor, Tensor]:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     return method, model, smooth(BATCH, 3, SIZE, seed=0), torch.arange(BATCH) % CLASSES
@@ -108,7 +109,7 @@ def explainer(name: str) -> Explainer:
 
 
 def last_stage(model: nn.Module) -> nn.Module:
-    return model.backbone.stages[-1]  # type: ignore[no-any-return, union-attr, index]
+    return model.backbone.stages[-1]  # type: ignore[no-any-return, union-attr, index, return-value]
 
 
 def channels(model: nn.Module) -> int:
@@ -300,13 +301,14 @@ def test_explainer_speed(benchmark: Any, setup: tuple[Method, nn.Module, Tensor,
     def theirs() -> Tensor:
         return library(name, model, x, t)
 
-    pair = timed(theirs) + timed(ours)  # warm-up of the library; the cost of a round
-    reference = theirs()
+    reference = theirs()  # warm-up of the library (lazy imports, hooks), and the maps compared
+    pair = timed(theirs) + timed(ours)  # the cost of a round
     torch.testing.assert_close(first, reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max()) + 1e-7)
     n = min(MAX_ROUNDS, max(ROUNDS, math.ceil(BUDGET_S / pair)))
 
     def rounds() -> tuple[list[float], list[float]]:
-        ours_s, theirs_s = [], []
+        ours_s: list[float] = []
+        theirs_s: list[float] = []
         for r in range(n):
             for side in (0, 1) if r % 2 == 0 else (1, 0):
                 (ours_s if side == 0 else theirs_s).append(timed(ours if side == 0 else theirs))

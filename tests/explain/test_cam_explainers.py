@@ -220,3 +220,18 @@ def test_fullgrad_refuses_a_model_that_runs_its_biases_out_of_order() -> None:
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="FullGrad"):
         explainer("fullgrad").explain(None, OutOfOrder().eval(), torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), seed=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["scorecam", "ablationcam"])
+def test_library_progress_bars_are_off(models: dict, name: str, capfd: pytest.CaptureFixture[str]) -> None:
+    """The library's tqdm bar per image (Score-CAM) or batch (Ablation-CAM) is off, and put back afterwards."""
+    from pytorch_grad_cam import ablation_cam, score_cam
+
+    model, x, target = models["resnet_cifar"]
+    before = (score_cam.tqdm, ablation_cam.tqdm)
+    library(CAMS[name], model, x[:1], target[:1])
+    assert "it/s" in capfd.readouterr().err, "the library called directly draws a bar"
+    maps = explainer(name).explain(None, model, x, target, seed=0)  # type: ignore[arg-type]
+    assert capfd.readouterr().err == ""
+    assert (score_cam.tqdm, ablation_cam.tqdm) == before
+    torch.testing.assert_close(maps, library(CAMS[name], model, x, target), rtol=1e-5, atol=1e-5)

@@ -390,3 +390,25 @@ def test_lrp_batch_norm_rules_agree_without_shifts(bias_free: tuple[nn.Module, T
         with torch.no_grad():
             logits = model(x).logits.gather(1, t[:, None])[:, 0]
         torch.testing.assert_close(maps.sum(dim=(1, 2)), logits, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["occlusion", "lime", "kernel_shap"])
+def test_perturbation_explainers_keep_the_in_place_relus(name: str) -> None:
+    """Under no_grad they need no plain nn.ReLU (faster in place: BENCHMARKS.md); the gradient ones get it."""
+    from xbench.models.layers import ReLU
+
+    method, model = build("resnet_cifar", {"depth": 8, "width": 4}, 16)
+    relu = next(m for m in model.modules() if type(m) is ReLU)
+    seen: list[type] = []
+    handle = relu.register_forward_hook(lambda m, _i, _o: seen.append(type(m)))
+    x, t = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    try:
+        cls = EXPLAINERS.get(name)
+        cls(cls.Params(**({"batch": 4} if name == "occlusion" else {"samples": 8}))).explain(method, model, x, t, 0)
+        assert seen and set(seen) == {ReLU}
+        seen.clear()
+        EXPLAINERS.get("deeplift")().explain(method, model, x, t, 0)
+        assert seen and set(seen) == {nn.ReLU}
+    finally:
+        handle.remove()
+    assert type(relu) is ReLU

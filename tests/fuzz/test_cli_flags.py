@@ -177,4 +177,3 @@ def test_other_commands_refuse_hostile_arguments(tmp_path: Path, budget: str, co
         assert sorted(p.name for p in root.iterdir()) == before, argv
 
     case()
-

@@ -1,9 +1,11 @@
 """Records shaped like a smoke-suite run, for tests that look at whole reports (page fit, browser).
 
-Every metric of ``suites/smoke.yaml`` with the registry's own labels, units and directions;
-the smoke suite's eight method rows; per-exit values for the early-exit methods; explanation
-metrics per explainer; the methods' paper claims; three seeds, so that cells carry confidence
-intervals and significance marks: the widest a table of that suite gets.
+Every metric of ``suites/smoke.yaml`` (and ``explanation_time``, the explainer zoo's) with the
+registry's own labels, units and directions; the smoke suite's eight method rows; per-exit values
+for the early-exit methods; explanation metrics per explainer, the baseline's with several of the
+zoo's (long names: the Ranking and Sanity tables get many rows); the methods' paper claims; three
+seeds, so that cells carry confidence intervals and significance marks: the widest a table of that
+suite gets.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from helpers import make_record
 from xbench.registry import METHODS, METRICS
 from xbench.report.records import Record
 from xbench.suite import load_suite
+from xbench.suite.schema import PluginSpec
 
 SMOKE = Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml"
 #: Exits of the early-exit rows (EGT: one per stage; Coded ResNeXt: one per coded block).
@@ -32,7 +35,12 @@ PER_EXIT = {
     "attention_consistency_iou",
 }
 #: Explainers of each row whose maps the explanation metrics score.
-EXPLAINERS = {"baseline": ["gradcam", "random"], "tame": ["native"]}
+EXPLAINERS = {
+    "baseline": ["gradcam", "random", "integrated_gradients", "guided_gradcam", "kernel_shap", "scorecam"],
+    "tame": ["native"],
+}
+#: Metrics beyond the smoke suite's: what an explainer's map costs (suites/explainers.yaml).
+EXTRA_METRICS = [PluginSpec(name="explanation_time")]
 DEFAULT_EXPLAINERS = ["native", "gradcam", "random"]
 
 
@@ -46,7 +54,7 @@ def smoke_like_records(seeds: int = 3) -> list[Record]:
         config: dict[str, Any] = {"claims": [c.model_dump(mode="json") for c in cls.claims]}
         config["uses_masks"] = bool(method.params.get("injection"))
         exits = EXITS.get(row, 0)
-        for spec in suite.metrics:
+        for spec in [*suite.metrics, *EXTRA_METRICS]:
             metric = METRICS.get(spec.name)
             display = {**metric.display(), **({"label": spec.label} if spec.label else {})}
             coded_only = spec.name.startswith("binary_") or spec.name == "branch_energy"

@@ -43,15 +43,28 @@ window.addEventListener("load", () => {
     const box = img.getBoundingClientRect();
     out.images.push({alt: img.alt, loaded: img.complete && img.naturalWidth > 0, right: box.right});
   }
+  const before = (node, pattern) => {  // the text of the nearest heading above node matching pattern
+    for (let e = node.previousElementSibling; e; e = e.previousElementSibling) {
+      if (pattern.test(e.tagName)) return e.textContent;
+    }
+    return "";
+  };
   for (const table of document.querySelectorAll("table")) {
     const box = table.parentElement;
     const cell = table.querySelector("th, td");
+    const rect = table.getBoundingClientRect();
     out.tables.push({
       first: cell ? cell.textContent : "",
       columns: table.rows.length ? table.rows[0].cells.length : 0,
       width: table.scrollWidth,
       room: box.clientWidth,
-      right: table.getBoundingClientRect().right,
+      right: rect.right,
+      section: table.closest("section") ? table.closest("section").id : "",
+      h2: before(box, /^H2$/),
+      heading: before(box, /^H[2-4]$/),
+      headers: table.rows.length ? Array.from(table.rows[0].cells, c => c.textContent) : [],
+      rows: Array.from(table.rows).slice(1).map(r => Array.from(r.cells, c => c.textContent)),
+      visible: rect.width > 0 && rect.height > 0 && getComputedStyle(table).visibility === "visible",
     });
   }
   for (const section of document.querySelectorAll("main > section")) out.sections.push(section.id);
@@ -155,3 +168,24 @@ def test_the_browser_checks_catch_a_table_that_is_too_wide(smoke_like: list[Reco
     widest = max(seen.tables, key=lambda t: t["columns"])
     assert widest["columns"] >= 19  # the efficiency table: every exit a column
     assert f"table 'Method' ({widest['columns']} columns) is {widest['width']} px wide" in " ".join(seen.problems())
+
+
+def test_the_ranking_sanity_and_explanation_time_are_visible_and_fit(paper_report: Path, tmp_path: Path) -> None:
+    """The explainer zoo's tables as a reader sees them: the Ranking per category, the Sanity table and the
+    efficiency table's time per map, all drawn and within the page's width (fixture: six explainers on the
+    baseline, native maps elsewhere)."""
+    seen = open_in_chromium(paper_report, tmp_path)
+    ranking = [t for t in seen.tables if t["section"] == "ranking" and t["h2"] == "Ranking"]
+    sanity = [t for t in seen.tables if t["section"] == "ranking" and t["h2"] == "Sanity"]
+    times = [t for t in seen.tables if any(h.startswith("Time per map") for h in t["headers"])]
+    categories = ("localization", "faithfulness", "consistency")
+    assert [t["heading"] for t in ranking] == [f"synthetic_shapes · {c}" for c in categories]
+    assert len(sanity) == 1 and len(times) == 1
+    assert times[0]["section"] == "leaderboard"
+    zoo = {f"baseline ({e})" for e in ("integrated_gradients", "guided_gradcam", "kernel_shap", "scorecam")}
+    for table in [*ranking, *sanity, *times]:
+        assert table["visible"], table["heading"]
+        assert zoo <= {cell for row in table["rows"] for cell in row}, table["heading"]
+        assert table["width"] <= table["room"] + 1 and table["right"] <= seen.viewport + 1, table["heading"]
+    assert ranking[0]["headers"][:3] == ["Rank", "Method (explainer)", "Mean rank ↓"]
+    assert seen.problems() == []

@@ -130,8 +130,10 @@ def load_weights_only(path: Path, name: str) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         reason = _unpickling_reason(err)
-        if "global" not in reason.lower():  # not code it refused: a damaged pickle
-            raise CheckpointError(f"{name}: not a readable state dict (truncated or damaged?): {reason}") from err
+        if "global" not in reason.lower():  # no code it named: a damaged file, or a pickle torch.save did not write
+            raise CheckpointError(
+                f"{name}: refused by torch.load(weights_only=True): {reason} (damaged, or not torch.save'd?)"
+            ) from err
         raise CheckpointError(
             f"{name}: refused by torch.load(weights_only=True), it holds more than tensors "
             f"({reason}); save a plain state dict: torch.save(model.state_dict(), path)"
