@@ -356,6 +356,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise DataError(f"{path}: no such records file (is {run_dir} an xbench results folder?)")
         records.extend(read_records(path))
         paths.append(str(path))
+    if not records:
+        raise DataError(f"{', '.join(paths)}: no records (an empty file makes an empty report)")
     try:  # refused before anything is written: rows that mix settings, a broken saliency file
         statistics(records)
     except DataError as err:
