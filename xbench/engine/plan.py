@@ -208,7 +208,7 @@ class Plan:
             training=self.training(cell),
             evaluation=self.suite.evaluation,
             channels_last=self.suite.resources.channels_last,
-            config_json=json.dumps(config, sort_keys=True),
+            config_json=json.dumps(config),  # in the order records have always had
             setup=setup_hash(config),
             claims=tuple(c.model_dump(mode="json") for c in method_class.claims),
             metrics=tuple(self.metrics),
