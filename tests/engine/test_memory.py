@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +168,8 @@ def test_the_committed_suites_fit_where_they_are_meant_to_run(name: str) -> None
     suite = load_suite(ROOT / "suites" / f"{name}.yaml")
     plan = Plan(suite, name)
     free = LARGE_SUITES.get(name, 4 * GIB)
-    start = time.perf_counter()
     memory.check_data_memory(plan, available=fixed(free))
     memory.check_cell_memory(plan, meta_data(plan), jobs=1, device=torch.device("cpu"), available=fixed(free))
-    assert time.perf_counter() - start < 1.0 + 1.0 * len({c.method.display for c in plan.cells()})
     if name in LARGE_SUITES:  # and they are refused where they do not fit, in one line
         with pytest.raises(memory.ConfigError, match=f"^{name}: "):
             memory.check_data_memory(plan, available=fixed(free // 8))

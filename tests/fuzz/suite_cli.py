@@ -21,7 +21,7 @@ from xbench.registry import DATASETS
 
 # Examples per fuzz test: a bounded number in the default run, many more under ``-m slow``.
 BUDGETS = {"default": 100, "slow": 800}
-SECONDS_PER_CASE = 5.0  # "under a few seconds", with room for a busy 2-core machine
+SECONDS_PER_CASE = 30.0  # a hang guard, not a timing: cases take milliseconds; a busy CI machine must not fail them
 
 
 def fuzz_settings(budget: str) -> settings:
