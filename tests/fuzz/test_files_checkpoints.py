@@ -19,6 +19,7 @@ headers), made from a tiny suite's own trained model, go through whole runs in-p
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import pickle
@@ -35,11 +36,10 @@ import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kinds import FUZZ, SLOW_FACTOR, fuzz_kinds
 from test_files_weights import (
-    FUZZ,
     GOOD,
     JSON_VALUES,
-    SLOW_FACTOR,
     WEIGHT_KINDS,
     Marker,
     WeightsCase,
@@ -273,18 +273,9 @@ def check_reference(
 
 
 def fuzz_references(cli: Any, tmp: Path, run: TinyRun, per_kind: int, derandomize: bool) -> Counter[str]:
-    tally: Counter[str] = Counter()
-    for kind in REFERENCE_KINDS:
-
-        @settings(FUZZ, max_examples=per_kind, derandomize=derandomize)
-        @given(case=reference_case(kind, run))
-        def one(case: tuple[str, Callable[[Path], None], str]) -> None:
-            tally["examples"] += 1
-            check_reference(cli, tmp, run, case, tally)
-
-        one()
-    print(f"\nreference folders: {dict(sorted(tally.items()))}")
-    return tally
+    check = functools.partial(check_reference, cli, tmp, run)
+    strategy = functools.partial(reference_case, run=run)
+    return fuzz_kinds("reference folders", REFERENCE_KINDS, strategy, check, per_kind, derandomize)
 
 
 def test_fuzzed_reference_folders(cli: Any, tmp_path: Path, tiny_run: TinyRun) -> None:

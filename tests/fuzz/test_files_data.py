@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import struct
@@ -34,8 +35,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from kinds import FUZZ, SLOW_FACTOR, fuzz_kinds
 from PIL import Image
 
 from xbench.data.folder import FolderParams, ImageFolderDataset
@@ -43,13 +45,6 @@ from xbench.data.imagenet import box_mask_for
 from xbench.engine.plan import Plan
 from xbench.errors import XBenchError
 
-FUZZ = settings(
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-SLOW_FACTOR = 8
 SIZE = (12, 10)  # (W, H) of every image of the tree
 
 
@@ -216,18 +211,8 @@ def check_folder(tmp: Path, case: FolderCase, tally: Counter[str]) -> None:
 
 
 def fuzz_folders(tmp: Path, per_kind: int, derandomize: bool) -> Counter[str]:
-    tally: Counter[str] = Counter()
-    for kind in FOLDER_KINDS:
-
-        @settings(FUZZ, max_examples=per_kind, derandomize=derandomize)
-        @given(case=folder_case(kind))
-        def one(case: FolderCase) -> None:
-            tally["examples"] += 1
-            check_folder(tmp, case, tally)
-
-        one()
-    print(f"\nimage folders: {dict(sorted(tally.items()))}")
-    return tally
+    check = functools.partial(check_folder, tmp)
+    return fuzz_kinds("image folders", FOLDER_KINDS, folder_case, check, per_kind, derandomize)
 
 
 def test_fuzzed_image_folders_load_or_are_refused_in_one_line(tmp_path: Path) -> None:
@@ -361,18 +346,8 @@ def check_xml(tmp: Path, case: XmlCase, tally: Counter[str]) -> None:
 
 
 def fuzz_xml(tmp: Path, per_kind: int, derandomize: bool) -> Counter[str]:
-    tally: Counter[str] = Counter()
-    for kind in XML_KINDS:
-
-        @settings(FUZZ, max_examples=per_kind, derandomize=derandomize)
-        @given(case=xml_case(kind))
-        def one(case: XmlCase) -> None:
-            tally["examples"] += 1
-            check_xml(tmp, case, tally)
-
-        one()
-    print(f"\nImageNet XML: {dict(sorted(tally.items()))}")
-    return tally
+    check = functools.partial(check_xml, tmp)
+    return fuzz_kinds("ImageNet XML", XML_KINDS, xml_case, check, per_kind, derandomize)
 
 
 def test_fuzzed_imagenet_xml_gives_a_mask_or_one_line(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ entries are in ``test_files_checkpoints.py``, which builds its cases with this m
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pickle
@@ -31,21 +32,14 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kinds import SLOW_FACTOR, fuzz_kinds
 from safetensors.torch import save_file
 from torch import nn
 
 from xbench.errors import CheckpointError
 from xbench.models.weights import WRAPPER_KEYS, load_checked, read_state_dict
 
-FUZZ = settings(
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-SLOW_FACTOR = 8
 # Building the odd tensors (quantized, nested) warns that those APIs are deprecated or prototypes.
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions:UserWarning"),
@@ -321,18 +315,8 @@ def check_weights_file(tmp: Path, case: WeightsCase, tally: Counter[str]) -> Non
 
 
 def fuzz_weights(tmp: Path, per_kind: int, derandomize: bool) -> Counter[str]:
-    tally: Counter[str] = Counter()
-    for kind in WEIGHT_KINDS:
-
-        @settings(FUZZ, max_examples=per_kind, derandomize=derandomize)
-        @given(case=weights_case(kind))
-        def one(case: WeightsCase) -> None:
-            tally["examples"] += 1
-            check_weights_file(tmp, case, tally)
-
-        one()
-    print(f"\nweights files: {dict(sorted(tally.items()))}")
-    return tally
+    check = functools.partial(check_weights_file, tmp)
+    return fuzz_kinds("weights files", WEIGHT_KINDS, weights_case, check, per_kind, derandomize)
 
 
 def test_fuzzed_weight_files_load_exactly_or_are_refused_in_one_line(tmp_path: Path) -> None:
